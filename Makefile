@@ -1,0 +1,43 @@
+# One way to run things. `make demo` and `make test` create or reuse .venv first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: venv demo test test-fast lint stop status clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	touch $(STAMP)
+
+## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
+demo: venv
+	$(PY) -m tasks.demo
+
+## The whole test suite (unit, integration against real local services, airflow dags test).
+test: venv
+	$(PY) -m pytest
+
+## Only the tests that need no services and no DAG run.
+test-fast: venv
+	$(PY) -m pytest -m "not integration"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Stop the services the demo started.
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m tasks.services stop; else echo "nothing to stop (no .venv)"; fi
+
+status: venv
+	$(PY) -m tasks.services status
+
+clean: stop
+	rm -rf .work

@@ -1,0 +1,140 @@
+"""
+### Compile pipeline
+
+Takes one trained model through **export → compile → validate → benchmark → gate →
+record → register → promote**:
+
+- exports the model (ONNX with a dynamic batch axis, plus its weights for the CPU baseline);
+- compiles it for every available target × precision (one mapped task per config,
+  named like `openvino-bf16`), each compile in a child process with time and memory limits;
+- validates each config against the CPU baseline on the same labelled photos
+  (top-1, top-5, top-5 agreement, max abs diff) and benchmarks it beside the baseline;
+- gates on the top-5 accuracy tolerance, records everything in MLflow, registers the
+  fastest passing config with alias `candidate`, and promotes that version to
+  `s3://<bucket>/<prefix>/<model>/<version>/` with a `manifest.json`.
+
+The logic lives in the `tasks` package; this file only wires it. Every run writes
+`report.json` and `report.md`, also logged to MLflow, whether it succeeds or fails.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from tasks import pipeline
+from tasks.models import ARCHITECTURES
+from tasks.plan import KNOWN_PRECISIONS
+from tasks.records import PipelineParams
+from tasks.targets import names as target_names
+
+DEFAULTS = PipelineParams()
+NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
+
+
+@dag(
+    dag_id="compile_pipeline",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["compile", "mlops"],
+    default_args={"retries": 0},  # compile, validation and gate failures are deterministic
+    params={
+        "model_name": Param(DEFAULTS.model_name, type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                            title="Model name", description="Registered model name and S3 folder."),
+        "model_uri": Param(DEFAULTS.model_uri, type="string", minLength=1, title="Model weights",
+                           description="A PyTorch state dict (.pt/.pth, loaded weights-only), or builtin:mobilenet_v2."),
+        "architecture": Param(DEFAULTS.architecture, enum=sorted(ARCHITECTURES), title="Architecture"),
+        "framework": Param(DEFAULTS.framework, enum=["pytorch"], title="Framework"),
+        "targets": Param(DEFAULTS.targets, type="array", minItems=1, items={"type": "string", "enum": target_names()},
+                         title="Compile targets"),
+        "precisions": Param(DEFAULTS.precisions, type="array", minItems=1,
+                            items={"type": "string", "enum": list(KNOWN_PRECISIONS)}, title="Precisions",
+                            description="Each target compiles the ones it supports."),
+        "batch_sizes": Param(DEFAULTS.batch_sizes, type="array", minItems=1,
+                             items={"type": "integer", "minimum": 1, "maximum": 1024}, title="Batch sizes"),
+        "top5_tolerance_pp": Param(DEFAULTS.top5_tolerance_pp, type="number", minimum=0, maximum=100,
+                                   title="Top-5 tolerance (pp)",
+                                   description="Largest top-5 accuracy drop vs the CPU baseline that passes the gate."),
+        "dataset": Param(DEFAULTS.dataset, type="string", title="Validation data"),
+    },
+)  # fmt: skip
+def compile_pipeline():
+    @task
+    def start() -> dict:
+        context = get_current_context()
+        return pipeline.start(dict(context["params"]), context["run_id"])
+
+    @task
+    def export(ctx: dict) -> dict:
+        return pipeline.export(ctx)
+
+    @task
+    def prepare_dataset(ctx: dict) -> dict:
+        return pipeline.prepare_dataset(ctx)
+
+    @task
+    def plan(ctx: dict, exported: dict) -> list[dict]:
+        return pipeline.plan(ctx, exported)
+
+    @task(map_index_template="{{ config_key }}")
+    def compile_config(ctx: dict, exported: dict, config: dict) -> dict:
+        get_current_context()["config_key"] = pipeline.config_key(config)
+        return pipeline.compile(ctx, exported, config)
+
+    @task
+    def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
+        return pipeline.baseline(ctx, exported, dataset)
+
+    @task(map_index_template="{{ config_key }}")
+    def validate(ctx: dict, artifact: dict, dataset: dict, baseline: dict) -> dict:
+        get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
+        return pipeline.validate(ctx, artifact, dataset, baseline)
+
+    # One benchmark at a time: parallel benchmarks on one host would measure each other.
+    @task(map_index_template="{{ config_key }}", max_active_tis_per_dag=1)
+    def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
+        get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
+        return pipeline.benchmark(ctx, artifact, dataset)
+
+    @task
+    def gate(ctx: dict, artifacts: list[dict], validations: list[dict], benchmarks: list[dict]) -> list[dict]:
+        return pipeline.gate(ctx, list(artifacts), list(validations), list(benchmarks))
+
+    @task(**NETWORK_RETRIES)
+    def record(ctx: dict, exported: dict, dataset: dict, baseline: dict, outcomes: list[dict]) -> dict:
+        return pipeline.record(ctx, exported, dataset, baseline, outcomes)
+
+    @task(**NETWORK_RETRIES)
+    def register(ctx: dict, exported: dict, recorded: dict) -> dict:
+        return pipeline.register(ctx, exported, recorded)
+
+    @task(**NETWORK_RETRIES)
+    def promote(ctx: dict, exported: dict, recorded: dict, registration: dict) -> dict:
+        return pipeline.promote(ctx, exported, recorded, registration)
+
+    @task(trigger_rule="all_done")
+    def finalize() -> str:
+        return pipeline.finalize(None, get_current_context()["run_id"])
+
+    ctx = start()
+    exported = export(ctx)
+    dataset = prepare_dataset(ctx)
+    configs = plan(ctx, exported)
+    compiled = compile_config.partial(ctx=ctx, exported=exported).expand(config=configs)
+    reference = baseline(ctx, exported, dataset)
+    validated = validate.partial(ctx=ctx, dataset=dataset, baseline=reference).expand(artifact=compiled)
+    measured = benchmark.partial(ctx=ctx, dataset=dataset).expand(artifact=compiled)
+    outcomes = gate(ctx, compiled, validated, measured)
+    recorded = record(ctx, exported, dataset, reference, outcomes)
+    registration = register(ctx, exported, recorded)
+    promoted = promote(ctx, exported, recorded, registration)
+    everything = [ctx, exported, dataset, configs, compiled, reference, validated, measured, outcomes, recorded,
+                  registration, promoted]  # fmt: skip
+    everything >> finalize()
+
+
+compile_pipeline()

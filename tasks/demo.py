@@ -1,0 +1,96 @@
+"""``make demo``: start the local services, run ``compile_pipeline`` through ``airflow dags test``, print the summary.
+
+Airflow's own log of the run goes to ``<home>/demo/airflow-dags-test.log``; the
+console shows one progress line per finished step, then the summary, and last
+``report: <path>``. The services stay up afterwards (``make stop`` ends them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tasks import report, services
+from tasks import settings as settings_module
+from tasks.pipeline import PROGRESS_MARK
+from tasks.settings import PROJECT_ROOT, Settings
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for the Airflow CLI: SQLite metadata under the project's working directory."""
+    home = settings.home / "airflow"
+    return {
+        **os.environ,
+        **services.local_env(settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def airflow(args: list[str], settings: Settings, log_path: Path, echo_progress: bool = False) -> int:
+    """Run the Airflow CLI, all output to ``log_path``; echo the pipeline's progress lines if asked."""
+    command = [str(Path(sys.executable).parent / "airflow"), *args]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            command, env=airflow_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in process.stdout:
+            log.write(line)
+            if echo_progress and PROGRESS_MARK in line:
+                text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
+                # Airflow wraps task output in a structured log line: keep only the message.
+                print("  " + text.split("  [", 1)[0].split(" [task.stdout]", 1)[0].rstrip(), flush=True)
+        return process.wait()
+
+
+def ensure_airflow_db(settings: Settings, log_path: Path) -> None:
+    if airflow(["db", "migrate"], settings, log_path) != 0:
+        raise SystemExit(f"airflow db migrate failed; see {log_path}")
+
+
+def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, Path | None]:
+    """Run one ``compile_pipeline`` DAG run in-process; return the exit code and the report path."""
+    log_path = settings.home / "demo" / "airflow-dags-test.log"
+    ensure_airflow_db(settings, log_path)
+    latest = settings.runs_dir / "latest"
+    before = latest.read_text() if latest.exists() else None
+    args = ["dags", "test", "compile_pipeline"]
+    if conf:
+        args += ["-c", json.dumps(conf)]
+    code = airflow(args, settings, log_path, echo_progress=True)
+    after = latest.read_text() if latest.exists() else None
+    return code, Path(after) if after and after != before else None
+
+
+def main() -> int:
+    settings = settings_module.load()
+    started = time.monotonic()
+    print("== starting local services (S3 endpoint, MLflow tracking server)")
+    try:
+        services.start(settings, log=lambda m: print("  " + m))
+    except services.ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("== running compile_pipeline with airflow dags test (Airflow's log: "
+          f"{settings.home / 'demo' / 'airflow-dags-test.log'})")  # fmt: skip
+    conf = json.loads(os.environ["DEMO_CONF"]) if os.environ.get("DEMO_CONF") else None
+    code, report_path = run_pipeline(settings, conf)
+    if report_path is None:
+        print(f"error: the DAG run wrote no report (exit code {code}); see {settings.home / 'demo'}", file=sys.stderr)
+        return code or 1
+    print(f"== done in {time.monotonic() - started:.0f} s\n")
+    print(report.summary(json.loads(report_path.read_text()), report_path))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

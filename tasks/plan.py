@@ -1,0 +1,43 @@
+"""Plan stage: which configs to compile, from the user's targets, precisions and batch sizes."""
+
+from __future__ import annotations
+
+from tasks import targets
+from tasks.records import CompileConfig, PipelineParams
+
+KNOWN_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def check_params(params: PipelineParams) -> None:
+    """Refuse unknown targets and precisions before any work starts."""
+    unknown = [t for t in params.targets if t not in targets.names()]
+    if unknown:
+        raise ValueError(f"unknown target(s) {unknown}; known targets: {', '.join(targets.names())}")
+    bad = [p for p in params.precisions if p not in KNOWN_PRECISIONS]
+    if bad:
+        raise ValueError(f"unknown precision(s) {bad}; known precisions: {', '.join(KNOWN_PRECISIONS)}")
+
+
+def plan_configs(params: PipelineParams) -> tuple[list[CompileConfig], dict[str, str]]:
+    """Configs to compile, and the targets skipped with their reason (e.g. an SDK that is not installed)."""
+    check_params(params)
+    configs: list[CompileConfig] = []
+    skipped: dict[str, str] = {}
+    for name in params.targets:
+        target = targets.get(name)
+        ok, why = target.available()
+        if not ok:
+            skipped[name] = why
+            continue
+        precisions = [p for p in params.precisions if p in target.precisions]
+        if not precisions:
+            skipped[name] = f"supports none of {params.precisions} (only {', '.join(target.precisions)})"
+        for precision in precisions:
+            if target.fixed_batch:
+                configs += [CompileConfig(target=name, precision=precision, batch_size=b) for b in params.batch_sizes]
+            else:
+                configs.append(CompileConfig(target=name, precision=precision))
+    if not configs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise ValueError(f"no compile config can run here: {reasons}")
+    return configs, skipped

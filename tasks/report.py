@@ -1,0 +1,253 @@
+"""The run report: one JSON for machines, one Markdown for people, built from the stages' saved results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.files import write_atomic, write_json
+from tasks.records import CompileConfig
+from tasks.settings import Settings
+
+STAGE_ORDER = ("start", "export", "dataset", "plan", "compile", "baseline", "validate", "benchmark", "gate",
+               "record", "register", "promote")  # fmt: skip
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _first_failure(stages: Path) -> dict | None:
+    errors = [_load(p) for p in sorted(stages.glob("*.error.json"))]
+    errors.sort(key=lambda e: STAGE_ORDER.index(e["stage"]) if e["stage"] in STAGE_ORDER else len(STAGE_ORDER))
+    return errors[0] if errors else None
+
+
+def _config_row(outcome: dict) -> dict:
+    compiled, validation, bench = outcome["compiled"], outcome.get("validation") or {}, outcome.get("benchmark") or {}
+    config = CompileConfig.model_validate(compiled["config"])
+    points = bench.get("points") or []
+    best = max(points, key=lambda p: p["throughput"], default=None)
+    predictions = validation.get("predictions") or {}
+    return {
+        "key": config.key,
+        "target": config.target,
+        "precision": config.precision,
+        "batch_size": best["batch_size"] if best else config.batch_size,
+        "compile_status": compiled["status"],
+        "compile_reason": compiled["reason"],
+        "compile_seconds": compiled["compile_seconds"],
+        "compiler": compiled["compiler"],
+        "compiler_version": compiled["compiler_version"],
+        "artifact_sha256": compiled["sha256"],
+        "artifact_uri": compiled["uri"],
+        "top1": predictions.get("top1"),
+        "top5": predictions.get("top5"),
+        "top1_delta": validation.get("top1_delta"),
+        "top5_delta": validation.get("top5_delta"),
+        "top5_agreement": validation.get("top5_agreement"),
+        "max_abs_diff": validation.get("max_abs_diff"),
+        "probe_top5": predictions.get("probe_top5", []),
+        "throughput": best["throughput"] if best else None,
+        "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
+        "benchmark": points,
+        "gate": outcome["gate"],
+        "gate_reasons": outcome["gate_reasons"],
+        "mlflow_run_id": outcome.get("mlflow_run_id", ""),
+    }
+
+
+def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
+    stages = run_dir / "stages"
+    start = _load(stages / "start.json") or {}
+    exported = _load(stages / "export.json")
+    dataset = _load(stages / "dataset.json")
+    plan = _load(stages / "plan.json") or {}
+    baseline = _load(stages / "baseline.json")
+    recorded = _load(stages / "record.json")
+    outcomes = (recorded or {}).get("outcomes") or _load(stages / "gate.json") or []
+    registration = _load(stages / "register.json")
+    promotion = _load(stages / "promote.json")
+    failure = _first_failure(stages)
+
+    base_points = (baseline or {}).get("benchmark", {}).get("points", [])
+    base_best = max(base_points, key=lambda p: p["throughput"], default=None)
+    return {
+        "run_id": run_id,
+        "status": "failed" if failure else "success",
+        "failed_stage": failure["stage"] if failure else None,
+        "error": failure["error"] if failure else None,
+        "params": start.get("params") or _load(stages / "start.params.json"),
+        "model": exported
+        and {
+            "name": exported["name"],
+            "framework": exported["framework"],
+            "architecture": exported["architecture"],
+            "parameters": exported["parameters"],
+            "sha256": exported["source_sha256"],
+            "source_uri": exported["source_uri"],
+            "inputs": exported["inputs"],
+        },
+        "dataset": dataset,
+        "baseline": baseline
+        and {
+            "framework": baseline["framework"],
+            "top1": baseline["predictions"]["top1"],
+            "top5": baseline["predictions"]["top5"],
+            "probe_top5": baseline["predictions"]["probe_top5"],
+            "throughput": base_best["throughput"] if base_best else None,
+            "batch_size": base_best["batch_size"] if base_best else None,
+            "benchmark": base_points,
+        },
+        "configs": [_config_row(o) for o in outcomes],
+        "skipped_targets": plan.get("skipped", {}),
+        "selected": registration and registration["selected"],
+        "mlflow": {
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "experiment": settings.experiment,
+            "run_id": recorded and recorded["run_id"],
+            "registered_model": registration and registration["registered_model"],
+            "version": registration and registration["version"],
+            "alias": registration and registration["alias"],
+        },
+        "promotion": promotion,
+    }
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Compile pipeline run `{report['run_id']}`: {report['status']}", ""]
+    if report["error"]:
+        lines += [f"**Failed at stage `{report['failed_stage']}`:** {report['error']}", ""]
+    model = report["model"]
+    if model:
+        lines += [f"Model **{model['name']}** ({model['framework']}, {model['parameters']:,} parameters), "
+                  f"sha256 `{model['sha256'][:16]}…`", ""]  # fmt: skip
+    lines += accuracy_table(report) + [""] + throughput_table(report) + [""]
+    if report["skipped_targets"]:
+        lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
+    if report["selected"]:
+        lines += [f"Selected **{report['selected']}**, registered as `{report['mlflow']['registered_model']}` "
+                  f"version {report['mlflow']['version']} (alias `{report['mlflow']['alias']}`)."]  # fmt: skip
+    if report["promotion"]:
+        lines += [f"Promoted to `{report['promotion']['uri']}`."]
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_table(report: dict) -> list[str]:
+    baseline = report["baseline"]
+    rows = [
+        "| config | top-1 | top-5 | top-5 Δ (pp) | top-5 agreement | max abs diff | gate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if baseline:
+        rows.append(
+            f"| CPU baseline ({baseline['framework']}) | {_fmt(baseline['top1'])} | {_fmt(baseline['top5'])} | | | | |"
+        )
+    for c in report["configs"]:
+        reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
+        rows.append(
+            f"| {c['key']} | {_fmt(c['top1'])} | {_fmt(c['top5'])} | {_fmt(c['top5_delta'], '+.2f')} | "
+            f"{_fmt(c['top5_agreement'])} | {_fmt(c['max_abs_diff'], '.4f')} | {c['gate']}{reasons} |"
+        )
+    return rows
+
+
+def throughput_table(report: dict) -> list[str]:
+    baseline = report["baseline"]
+    subjects = ([("CPU baseline", baseline["benchmark"])] if baseline else []) + [
+        (c["key"], c["benchmark"]) for c in report["configs"]
+    ]
+    batches = sorted({p["batch_size"] for _, points in subjects for p in points})
+    rows = [
+        "| samples/s (p99 ms) | " + " | ".join(f"batch {b}" for b in batches) + " | speedup vs CPU |",
+        "|---" * (len(batches) + 2) + "|",
+    ]
+    base_best = baseline["throughput"] if baseline else None
+    for name, points in subjects:
+        by_batch = {p["batch_size"]: p for p in points}
+        cells = [
+            f"{by_batch[b]['throughput']:.1f} ({by_batch[b]['latency_ms_p99']:.1f})" if b in by_batch else "-"
+            for b in batches
+        ]
+        best = max((p["throughput"] for p in points), default=None)
+        speedup = f"{best / base_best:.2f}x" if best and base_best else "-"
+        rows.append(f"| {name} | " + " | ".join(cells) + f" | {speedup} |")
+    return rows
+
+
+def probe_table(report: dict) -> list[str]:
+    """The probe photo's top-5 from the CPU model and each compiled config, side by side."""
+    columns = []
+    if report["baseline"]:
+        columns.append(("CPU baseline", report["baseline"]["probe_top5"]))
+    columns += [(c["key"], c["probe_top5"]) for c in report["configs"] if c["probe_top5"]]
+    if not columns:
+        return []
+    photo = (report["dataset"] or {}).get("probe_photo", "probe")
+    rows = [f"Top-5 classes of the '{photo}' photo:", "| rank | " + " | ".join(n for n, _ in columns) + " |",
+            "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+    for rank in range(5):
+        cells = [f"{top[rank]['name']} {top[rank]['probability']:.3f}" if rank < len(top) else "" for _, top in columns]
+        rows.append(f"| {rank + 1} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def summary(report: dict, report_path: Path) -> str:
+    """What the demo prints at the end; the last line is the report's path."""
+    lines = [f"pipeline run {report['run_id']}: {report['status'].upper()}"]
+    if report["error"]:
+        lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
+    lines += ["", *probe_table(report), "", *accuracy_table(report), "", *throughput_table(report), ""]
+    for name, why in report["skipped_targets"].items():
+        lines.append(f"skipped target {name}: {why}")
+    mlflow = report["mlflow"]
+    if report["selected"]:
+        lines.append(f"selected: {report['selected']}")
+        lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
+    if report["promotion"]:
+        lines.append(f"promoted: {report['promotion']['uri']} (endpoint {report['promotion']['endpoint_url']})")
+    if mlflow["run_id"]:
+        lines.append(f"MLflow UI: {mlflow['tracking_uri']} (experiment {mlflow['experiment']}, run {mlflow['run_id']})")
+    lines.append(f"report: {report_path.resolve()}")
+    return "\n".join(lines)
+
+
+def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
+    """Attach the reports to the pipeline's parent run (made here if the run failed before recording)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    run_id = report["mlflow"]["run_id"]
+    if run_id is None:
+        experiment = mlflow.set_experiment(settings.experiment)
+        run = client.create_run(experiment.experiment_id, run_name=f"failed {report['run_id']}",
+                                tags={"pipeline_run_id": report["run_id"]})  # fmt: skip
+        run_id = run.info.run_id
+    client.log_artifact(run_id, str(run_dir / "report.json"))
+    client.log_artifact(run_id, str(run_dir / "report.md"))
+    client.set_tag(run_id, "pipeline_status", report["status"])
+    client.set_terminated(run_id, "FAILED" if report["error"] else "FINISHED")
+    return run_id
+
+
+def write(run_dir: Path, run_id: str, settings: Settings) -> tuple[Path, dict | None]:
+    """Write report.json and report.md into ``run_dir``, log them to MLflow; return (path, first failure)."""
+    report = build(run_dir, run_id, settings)
+    path = run_dir / "report.json"
+    write_json(path, report)
+    write_atomic(run_dir / "report.md", markdown(report))
+    try:
+        report["mlflow"]["run_id"] = _log_to_mlflow(report, run_dir, settings)
+        write_json(path, report)
+    except Exception as exc:  # the report on disk stands even when MLflow is down
+        print(f"warning: could not log the report to MLflow: {exc}", file=sys.stderr)
+    write_atomic(settings.runs_dir / "latest", str(path.resolve()))
+    failure = {"stage": report["failed_stage"], "error": report["error"]} if report["error"] else None
+    return path, failure

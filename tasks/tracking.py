@@ -1,0 +1,215 @@
+"""Record and register stages: MLflow runs per config under one parent run, and the registered candidate."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from tasks.files import local_path
+from tasks.records import (
+    BaselineResult,
+    ConfigOutcome,
+    DatasetRef,
+    ExportedModel,
+    Registration,
+    RunContext,
+)
+from tasks.settings import PROJECT_ROOT, Settings
+
+PIPELINE_RUN_TAG = "pipeline_run_id"
+CANDIDATE_ALIAS = "candidate"
+RUNTIME_REQUIREMENTS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+
+
+def _client(settings: Settings):
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(settings.mlflow_tracking_uri)
+
+
+def _experiment_id(settings: Settings) -> str:
+    import mlflow
+
+    return mlflow.set_experiment(settings.experiment).experiment_id
+
+
+def record(
+    settings: Settings,
+    ctx: RunContext,
+    exported: ExportedModel,
+    dataset: DatasetRef,
+    baseline: BaselineResult,
+    outcomes: list[ConfigOutcome],
+    skipped: dict[str, str],
+) -> tuple[str, list[ConfigOutcome]]:
+    """Log the pipeline run and one child run per config; returns the parent run id and outcomes with run ids."""
+    import mlflow
+
+    _client(settings)
+    experiment_id = _experiment_id(settings)
+    params = ctx.params
+    recorded = []
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{exported.name} {ctx.run_id}", tags={PIPELINE_RUN_TAG: ctx.run_id}
+    ) as parent:
+        mlflow.log_params(
+            {
+                "model_name": exported.name,
+                "model_uri": exported.source_uri,
+                "source_sha256": exported.source_sha256,
+                "architecture": exported.architecture,
+                "framework": exported.framework,
+                "parameters": exported.parameters,
+                "targets": ",".join(params.targets),
+                "precisions": ",".join(params.precisions),
+                "batch_sizes": ",".join(map(str, params.batch_sizes)),
+                "top5_tolerance_pp": params.top5_tolerance_pp,
+                "dataset": params.dataset,
+                "dataset_sha256": dataset.sha256,
+                "dataset_samples": dataset.samples,
+            }
+        )
+        best_base = baseline.benchmark.best
+        mlflow.log_metrics(
+            {
+                "baseline_top1": baseline.predictions.top1,
+                "baseline_top5": baseline.predictions.top5,
+                "baseline_throughput": best_base.throughput if best_base else 0.0,
+            }
+        )
+        for name, why in skipped.items():
+            mlflow.set_tag(f"skipped.{name}", why[:5000])
+        for outcome in outcomes:
+            recorded.append(
+                outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
+            )
+    return parent.info.run_id, recorded
+
+
+def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
+    import mlflow
+
+    compiled, validation, bench = outcome.compiled, outcome.validation, outcome.benchmark
+    config = compiled.config
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=config.key, nested=True, parent_run_id=parent.info.run_id
+    ) as run:
+        mlflow.log_params(
+            {
+                "target": config.target,
+                "precision": config.precision,
+                "batch_size": config.batch_size or "dynamic",
+                "compiler": compiled.compiler,
+                "compiler_version": compiled.compiler_version,
+                "artifact_sha256": compiled.sha256,
+            }
+        )
+        mlflow.set_tags(
+            {
+                "gate": outcome.gate,
+                "gate_reasons": "; ".join(outcome.gate_reasons)[:5000],
+                "compile_status": compiled.status,
+            }
+        )
+        metrics = {"compile_seconds": compiled.compile_seconds}
+        if validation and validation.status == "ok" and validation.predictions:
+            metrics |= {
+                "top1": validation.predictions.top1,
+                "top5": validation.predictions.top5,
+                "top1_delta_pp": validation.top1_delta,
+                "top5_delta_pp": validation.top5_delta,
+                "top5_agreement": validation.top5_agreement,
+                "max_abs_diff": validation.max_abs_diff,
+            }
+        if bench and bench.best:
+            metrics |= {
+                "throughput": bench.best.throughput,
+                "best_batch_size": bench.best.batch_size,
+                "latency_ms_p50": bench.best.latency_ms_p50,
+                "latency_ms_p99": bench.best.latency_ms_p99,
+            }
+            for point in bench.points:  # step = batch size, so MLflow plots throughput over batch size
+                mlflow.log_metric("throughput_by_batch", point.throughput, step=point.batch_size)
+                mlflow.log_metric("latency_ms_p99_by_batch", point.latency_ms_p99, step=point.batch_size)
+        mlflow.log_metrics(metrics)
+        if compiled.log_uri and local_path(compiled.log_uri).exists():
+            mlflow.log_artifact(str(local_path(compiled.log_uri)), artifact_path="compile")
+        if compiled.status == "ok":
+            mlflow.log_artifacts(str(local_path(compiled.uri)), artifact_path="compiled")
+        mlflow.log_dict(outcome.to_json(), "outcome.json")
+        return run.info.run_id
+
+
+def _version_of_run(client, name: str, pipeline_run_id: str) -> str | None:
+    """The version an earlier attempt of this pipeline run created, so a retry registers nothing twice."""
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id:
+            return str(version.version)
+    return None
+
+
+def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selected: ConfigOutcome) -> Registration:
+    """Register the selected config as a new version of the model and point alias ``candidate`` at it."""
+    import mlflow
+    import mlflow.pyfunc
+
+    if selected.gate != "pass":
+        raise ValueError(f"config {selected.compiled.config.key} did not pass the gate; it cannot be registered")
+    client = _client(settings)
+    compiled, validation, bench = selected.compiled, selected.validation, selected.benchmark
+    config = compiled.config
+    version = _version_of_run(client, exported.name, ctx.run_id)
+    if version is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            record_path = Path(tmp) / "artifact.json"
+            record_path.write_text(json.dumps(compiled.to_json()))
+            with mlflow.start_run(run_id=selected.mlflow_run_id):
+                from tasks.serving_model import CompiledModel
+
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=CompiledModel(),
+                    artifacts={"compiled": str(local_path(compiled.uri)), "artifact_record": str(record_path)},
+                    code_paths=[str(PROJECT_ROOT / "tasks")],
+                    pip_requirements=[RUNTIME_REQUIREMENTS[config.target], "numpy", "pydantic"],
+                )
+        # The pipeline-run tag is set as the version is created, so a retry finds it.
+        created = mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
+        version = str(created.version)
+    best = bench.best
+    tags = {
+        "target": config.target,
+        "precision": config.precision,
+        "batch_size": str(best.batch_size),
+        "throughput": f"{best.throughput:.1f}",
+        "latency_ms_p99": f"{best.latency_ms_p99:.2f}",
+        "top5_delta_pp": f"{validation.top5_delta:.2f}",
+        "top5_agreement": f"{validation.top5_agreement:.4f}",
+        "validation": selected.gate,
+        "compiler": f"{compiled.compiler} {compiled.compiler_version}",
+        "source_run": selected.mlflow_run_id,
+        "source_sha256": exported.source_sha256,
+        "artifact_sha256": compiled.sha256,
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(exported.name, version, key, value)
+    client.update_model_version(
+        exported.name,
+        version,
+        description=(
+            f"{config.key} at batch {best.batch_size}: {best.throughput:.1f} samples/s, p99 {best.latency_ms_p99:.2f} ms; "
+            f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "
+            f"top-5 agreement {validation.top5_agreement:.3f}. Pipeline run {ctx.run_id}."
+        ),
+    )
+    client.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)
+    return Registration(
+        registered_model=exported.name,
+        version=version,
+        alias=CANDIDATE_ALIAS,
+        model_uri=f"models:/{exported.name}/{version}",
+        run_id=selected.mlflow_run_id,
+        config=config,
+    )

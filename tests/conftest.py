@@ -1,0 +1,62 @@
+"""Shared fixtures: a private working directory per session, the exported model, real local services."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tasks import dataset as datasets
+from tasks import services
+from tasks import settings as settings_module
+from tasks.records import PipelineParams
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pipeline_home(tmp_path_factory) -> Path:
+    """Every test session writes under its own home, never into the developer's .work/."""
+    home = tmp_path_factory.mktemp("home")
+    os.environ["COMPILE_PIPELINE_HOME"] = str(home)
+    # Airflow reads its home when first imported (inside tests), so this keeps it off ~/airflow too.
+    os.environ["AIRFLOW_HOME"] = str(home / "airflow")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    return home
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    from tasks.export import export_model
+
+    return export_model(PipelineParams(), tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="session")
+def dataset_ref(tmp_path_factory):
+    return datasets.build_builtin(tmp_path_factory.mktemp("dataset"))
+
+
+@pytest.fixture(scope="session")
+def local_services(pipeline_home):
+    """A real S3 endpoint (moto_server) and MLflow server on free ports; stopped at the end."""
+    mlflow_port, s3_port = free_port(), free_port()
+    env = {
+        "MLFLOW_PORT": str(mlflow_port),
+        "S3_PORT": str(s3_port),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_port}",
+        "MLFLOW_EXPERIMENT": "compile-pipeline-tests",
+    }
+    os.environ.update(env)
+    settings = settings_module.load()
+    os.environ.update(services.local_env(settings))
+    services.start(settings)
+    yield settings
+    services.stop(settings)

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from tasks import targets
+from tasks.compile import compile_config
+from tasks.dataset import load
+from tasks.files import local_path, tree_sha256
+from tasks.records import CompileConfig
+from tasks.validate import top_k
+
+CONFIGS = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "bf16")]
+
+
+@pytest.fixture(scope="module")
+def reference_logits(exported, dataset_ref):
+    import torch
+
+    from tasks.export import load_exported_pytorch
+
+    model = load_exported_pytorch(exported)
+    with torch.inference_mode():
+        return model(torch.from_numpy(load(dataset_ref).inputs(0, 16))).numpy()
+
+
+@pytest.mark.parametrize(("target", "precision"), CONFIGS)
+def test_each_target_compiles_and_predicts_like_the_baseline(
+    target, precision, exported, dataset_ref, reference_logits, tmp_path
+):
+    config = CompileConfig(target=target, precision=precision)
+    artifact = compile_config(exported, config, tmp_path)
+    assert artifact.status == "ok", artifact.reason
+    assert artifact.sha256 == tree_sha256(local_path(artifact.uri))
+    assert artifact.compiler == target and artifact.compiler_version
+    assert not list(tmp_path.glob(".*.partial"))
+
+    predict = targets.get(target).load(artifact, 8)
+    inputs = load(dataset_ref).inputs(0, 16)
+    logits = np.concatenate([predict(inputs[:8]), predict(inputs[8:])])
+    if precision == "fp32":
+        np.testing.assert_allclose(logits, reference_logits, atol=1e-3)
+    # reduced precisions may reorder close classes (three cat breeds), but keep the baseline's answer in the top 5
+    kept = np.mean(
+        [ref[0] in got for ref, got in zip(top_k(reference_logits).tolist(), top_k(logits).tolist(), strict=True)]
+    )
+    assert kept >= 0.9
+
+
+def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="openvino", precision="int8"), tmp_path)
+    assert artifact.status == "failed"
+    assert "openvino cannot compile precision 'int8'" in artifact.reason
+    assert not (tmp_path / "openvino-int8").exists()
+    assert local_path(artifact.log_uri).exists()
+
+
+def test_a_compile_past_its_time_limit_is_killed(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="int8"), tmp_path, timeout_s=1)
+    assert artifact.status == "failed"
+    assert artifact.reason == "compile timed out after 1 s"
+    assert not (tmp_path / "onnxruntime-int8").exists()
+
+
+def test_unknown_target_is_named():
+    with pytest.raises(ValueError, match="unknown target 'tensorrtx'; known targets: onnxruntime, openvino"):
+        targets.get("tensorrtx")
+
+
+def test_every_target_answers_available_with_a_reason():
+    for name, (ok, why) in targets.availability().items():
+        assert isinstance(ok, bool) and why, name

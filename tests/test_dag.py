@@ -1,0 +1,104 @@
+"""The DAG itself: it parses cleanly and light, and `airflow dags test` runs the whole pipeline."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from tasks.demo import airflow_env, run_pipeline
+from tasks.promote import s3_client
+from tasks.settings import PROJECT_ROOT
+from tasks.settings import load as load_settings
+
+HEAVY_MODULES = ("torch", "tensorflow", "openvino", "onnxruntime", "mlflow", "onnx", "sklearn", "skimage")
+
+
+def test_dag_files_import_without_errors():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.dags["compile_pipeline"]
+    assert dag.schedule is None
+    assert {"start", "export", "compile_config", "validate", "benchmark", "register", "promote", "finalize"} <= set(
+        dag.task_dict
+    )
+    assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
+    assert dag.task_dict["promote"].retries == 3 and dag.task_dict["compile_config"].retries == 0
+
+
+def test_dag_parse_imports_no_heavy_framework_and_is_fast():
+    probe = (
+        "import sys, time, runpy; t = time.perf_counter(); "
+        f"runpy.run_path({str(PROJECT_ROOT / 'dags' / 'compile_pipeline.py')!r}); "
+        "import json; print(json.dumps({'seconds': time.perf_counter() - t, "
+        f"'heavy': [m for m in {HEAVY_MODULES!r} if m in sys.modules]}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=airflow_env(load_settings()), capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []
+    assert result["seconds"] < 2.0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
+    conf = {"model_name": "mobilenet-e2e", "batch_sizes": [1, 4]}
+    code, report_path = run_pipeline(local_services, conf)
+    assert code == 0 and report_path is not None
+    report = json.loads(Path(report_path).read_text())
+    assert report["status"] == "success"
+    assert [c["key"] for c in report["configs"]] == [
+        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16"
+    ]  # fmt: skip
+    for config in report["configs"]:
+        assert config["gate"] in ("pass", "fail")
+        assert config["throughput"] > 0 and config["latency_ms"]["p99"] >= config["latency_ms"]["p50"]
+        assert {p["batch_size"] for p in config["benchmark"]} == {1, 4}
+        assert config["top5_agreement"] is not None and len(config["artifact_sha256"]) == 64
+    fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
+    assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
+    assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}
+
+    client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
+    candidate = client.get_model_version_by_alias("mobilenet-e2e", "candidate")
+    assert candidate.version == report["mlflow"]["version"]
+    assert candidate.tags["target"] == report["selected"].split("-")[0]
+    parent = client.get_run(report["mlflow"]["run_id"])
+    assert parent.data.tags["pipeline_status"] == "success"
+    assert "report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+    manifest_key = report["promotion"]["manifest_uri"].split(f"s3://{local_services.serving_bucket}/", 1)[1]
+    body = s3_client(local_services).get_object(Bucket=local_services.serving_bucket, Key=manifest_key)["Body"].read()
+    manifest = json.loads(body)
+    assert manifest["mlflow"]["version"] == candidate.version
+    assert manifest["mlflow"]["run_id"] == candidate.run_id
+
+
+@pytest.mark.integration
+def test_a_missing_model_file_fails_the_run_at_export_and_nothing_is_registered_or_promoted(local_services, tmp_path):
+    conf = {"model_name": "broken-model", "model_uri": str(tmp_path / "missing.pt"), "batch_sizes": [1]}
+    code, report_path = run_pipeline(local_services, conf)
+    assert code != 0
+    report = json.loads(Path(report_path).read_text())
+    assert report["status"] == "failed" and report["failed_stage"] == "export"
+    assert "missing.pt does not exist" in report["error"]
+    client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
+    assert client.search_model_versions("name = 'broken-model'") == []
+    listing = s3_client(local_services).list_objects_v2(
+        Bucket=local_services.serving_bucket, Prefix=f"{local_services.serving_prefix}/broken-model/"
+    )
+    assert listing.get("KeyCount", 0) == 0
+
+
+@pytest.mark.integration
+def test_an_unknown_target_is_refused_before_any_work(local_services):
+    code, report_path = run_pipeline(local_services, {"targets": ["tensorrtx"], "batch_sizes": [1]})
+    assert code != 0 and report_path is None  # refused at trigger time by the param schema
+    log = (local_services.home / "demo" / "airflow-dags-test.log").read_text()
+    assert "tensorrtx" in log
