@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -23,11 +22,6 @@ from tasks.settings import PROJECT_ROOT
 
 DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
-
-
-def _limit_memory(megabytes: int) -> None:
-    limit = megabytes * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def compile_config(
@@ -55,6 +49,7 @@ def compile_config(
                 "config": config.to_json(),
                 "out_dir": str(scratch),
                 "result": str(result_path),
+                "memory_mb": memory_mb,
             }
         )
     )
@@ -68,7 +63,6 @@ def compile_config(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # so a timeout kills the compiler's own children too
-            preexec_fn=(lambda: _limit_memory(memory_mb)) if memory_mb else None,
         )
         try:
             returncode = child.wait(timeout=timeout_s)

@@ -7,6 +7,7 @@ Runs one target's compiler and writes ``{"compiler", "compiler_version"}`` or
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import traceback
 from pathlib import Path
@@ -20,6 +21,10 @@ NEEDS_CALIBRATION = {"int8"}
 
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
+    if request.get("memory_mb"):
+        # Set here rather than in a preexec_fn, which is unsafe in a threaded parent (the Airflow worker).
+        limit = int(request["memory_mb"]) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     exported = ExportedModel.model_validate(request["exported"])
     config = CompileConfig.model_validate(request["config"])
     try:

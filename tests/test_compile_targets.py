@@ -68,3 +68,11 @@ def test_unknown_target_is_named():
 def test_every_target_answers_available_with_a_reason():
     for name, (ok, why) in targets.availability().items():
         assert isinstance(ok, bool) and why, name
+
+
+def test_a_compile_past_its_memory_limit_fails_only_its_config(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="openvino", precision="fp32"), tmp_path, memory_mb=300)
+    assert artifact.status == "failed"
+    assert artifact.reason  # MemoryError, or the process killed: either way named, never a crashed worker
+    assert not (tmp_path / "openvino-fp32").exists()
+    assert not list(tmp_path.glob(".*.partial"))
