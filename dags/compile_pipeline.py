@@ -4,12 +4,16 @@
 Takes one trained model through **export → compile → validate → benchmark → gate →
 record → register → promote**:
 
-- exports the model (ONNX with a dynamic batch axis, plus its weights for the CPU baseline);
+- exports the model (PyTorch state dict or `module:callable`, TorchScript, ONNX, or a
+  TensorFlow/Keras SavedModel) to the formats targets start from, with its input specs;
 - compiles it for every available target × precision (one mapped task per config,
-  named like `openvino-bf16`), each compile in a child process with time and memory limits;
-- validates each config against the CPU baseline on the same labelled photos
-  (top-1, top-5, top-5 agreement, max abs diff) and benchmarks it beside the baseline;
-- gates on the top-5 accuracy tolerance, records everything in MLflow, registers the
+  named like `openvino-bf16`), from the content-addressed compile cache when it can,
+  otherwise in a child process with time and memory limits; unavailable targets
+  (Neuron without its SDK, TensorRT without a GPU) are skipped with their reason;
+- validates each config against the source framework on CPU on the same samples
+  (top-1, top-5, top-5 agreement for classifiers; cosine, atol/rtol for any output)
+  and benchmarks it beside the baseline;
+- gates on the top-5 tolerance (or output closeness), records everything in MLflow, registers the
   fastest passing config with alias `candidate`, and promotes that version to
   `s3://<bucket>/<prefix>/<model>/<version>/` with a `manifest.json`.
 
@@ -25,6 +29,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tasks import pipeline
+from tasks.export import SOURCE_MODULES
 from tasks.models import ARCHITECTURES
 from tasks.plan import KNOWN_PRECISIONS
 from tasks.records import PipelineParams
@@ -45,10 +50,17 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
     params={
         "model_name": Param(DEFAULTS.model_name, type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
                             title="Model name", description="Registered model name and S3 folder."),
-        "model_uri": Param(DEFAULTS.model_uri, type="string", minLength=1, title="Model weights",
-                           description="A PyTorch state dict (.pt/.pth, loaded weights-only), or builtin:mobilenet_v2."),
-        "architecture": Param(DEFAULTS.architecture, enum=sorted(ARCHITECTURES), title="Architecture"),
-        "framework": Param(DEFAULTS.framework, enum=["pytorch"], title="Framework"),
+        "model_uri": Param(DEFAULTS.model_uri, type="string", minLength=1, title="Model",
+                           description="pytorch: a state dict (.pt/.pth, loaded weights-only) or module:pkg.mod:fn; "
+                                       "torchscript: a .pt file; onnx: a .onnx file; tensorflow: a SavedModel dir. "
+                                       "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits."),
+        "architecture": Param(DEFAULTS.architecture, enum=sorted(ARCHITECTURES), title="Architecture",
+                              description="For a PyTorch state dict: the architecture to rebuild."),
+        "framework": Param(DEFAULTS.framework, enum=list(SOURCE_MODULES), title="Framework"),
+        "input_specs": Param(None, type=["null", "array"], title="Input specs",
+                             items={"type": "object", "required": ["name", "shape", "dtype"]},
+                             description='For formats that do not carry them, e.g. [{"name": "input", '
+                                         '"shape": ["batch", 3, 224, 224], "dtype": "float32"}].'),
         "targets": Param(DEFAULTS.targets, type="array", minItems=1, items={"type": "string", "enum": target_names()},
                          title="Compile targets"),
         "precisions": Param(DEFAULTS.precisions, type="array", minItems=1,
@@ -59,7 +71,16 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
         "top5_tolerance_pp": Param(DEFAULTS.top5_tolerance_pp, type="number", minimum=0, maximum=100,
                                    title="Top-5 tolerance (pp)",
                                    description="Largest top-5 accuracy drop vs the CPU baseline that passes the gate."),
-        "dataset": Param(DEFAULTS.dataset, type="string", title="Validation data"),
+        "min_cosine": Param(DEFAULTS.min_cosine, type="number", minimum=-1, maximum=1, title="Minimum cosine",
+                            description="For outputs that are not class scores: lowest per-sample cosine similarity "
+                                        "to the baseline that passes the gate."),
+        "dataset": Param(DEFAULTS.dataset, type="string", title="Validation data",
+                         description="builtin:photos, builtin:digits, builtin:text, or a .npz file."),
+        "compile_timeout_s": Param(DEFAULTS.compile_timeout_s, type="integer", minimum=1,
+                                   title="Compile time limit (s)"),
+        "compile_memory_mb": Param(DEFAULTS.compile_memory_mb, type="integer", minimum=256,
+                                   title="Compile memory limit (MiB)"),
+        "compile_cache": Param(DEFAULTS.compile_cache, type="boolean", title="Use the compile cache"),
     },
 )  # fmt: skip
 def compile_pipeline():
@@ -73,17 +94,17 @@ def compile_pipeline():
         return pipeline.export(ctx)
 
     @task
-    def prepare_dataset(ctx: dict) -> dict:
-        return pipeline.prepare_dataset(ctx)
+    def prepare_dataset(ctx: dict, exported: dict) -> dict:
+        return pipeline.prepare_dataset(ctx, exported)
 
     @task
     def plan(ctx: dict, exported: dict) -> list[dict]:
         return pipeline.plan(ctx, exported)
 
     @task(map_index_template="{{ config_key }}")
-    def compile_config(ctx: dict, exported: dict, config: dict) -> dict:
+    def compile_config(ctx: dict, exported: dict, dataset: dict, config: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(config)
-        return pipeline.compile(ctx, exported, config)
+        return pipeline.compile(ctx, exported, dataset, config)
 
     @task
     def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
@@ -122,9 +143,9 @@ def compile_pipeline():
 
     ctx = start()
     exported = export(ctx)
-    dataset = prepare_dataset(ctx)
+    dataset = prepare_dataset(ctx, exported)
     configs = plan(ctx, exported)
-    compiled = compile_config.partial(ctx=ctx, exported=exported).expand(config=configs)
+    compiled = compile_config.partial(ctx=ctx, exported=exported, dataset=dataset).expand(config=configs)
     reference = baseline(ctx, exported, dataset)
     validated = validate.partial(ctx=ctx, dataset=dataset, baseline=reference).expand(artifact=compiled)
     measured = benchmark.partial(ctx=ctx, dataset=dataset).expand(artifact=compiled)

@@ -10,7 +10,7 @@ import numpy as np
 from tasks import dataset as datasets
 from tasks import targets
 from tasks.compile import verify
-from tasks.export import load_exported_pytorch
+from tasks.export import load_reference
 from tasks.records import BenchmarkPoint, BenchmarkResult, CompiledArtifact, DatasetRef, ExportedModel
 from tasks.targets import Predict
 
@@ -19,7 +19,9 @@ MEASURE_SECONDS = 2.0
 MIN_ITERATIONS = 10
 
 
-def measure(predict: Predict, batch: np.ndarray, measure_s: float = MEASURE_SECONDS) -> BenchmarkPoint:
+def measure(
+    predict: Predict, batch: dict[str, np.ndarray], batch_size: int, measure_s: float = MEASURE_SECONDS
+) -> BenchmarkPoint:
     """Time repeated calls on one batch: warm-up excluded, then at least ``measure_s`` and 10 calls."""
     deadline = time.perf_counter() + WARMUP_SECONDS
     predict(batch)
@@ -34,8 +36,8 @@ def measure(predict: Predict, batch: np.ndarray, measure_s: float = MEASURE_SECO
     elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000
     return BenchmarkPoint(
-        batch_size=len(batch),
-        throughput=round(len(batch) * len(latencies) / elapsed, 2),
+        batch_size=batch_size,
+        throughput=round(batch_size * len(latencies) / elapsed, 2),
         latency_ms_p50=round(float(np.percentile(ms, 50)), 3),
         latency_ms_p90=round(float(np.percentile(ms, 90)), 3),
         latency_ms_p99=round(float(np.percentile(ms, 99)), 3),
@@ -46,11 +48,12 @@ def measure(predict: Predict, batch: np.ndarray, measure_s: float = MEASURE_SECO
 def sweep(
     subject: str, make_predict: Callable[[int], Predict], dataset_ref: DatasetRef, batch_sizes: list[int]
 ) -> BenchmarkResult:
-    inputs = datasets.load(dataset_ref).inputs(0, max(batch_sizes))
+    data = datasets.load(dataset_ref)
+    inputs = data.inputs(0, min(len(data), max(batch_sizes)))
     points = []
     for batch_size in batch_sizes:
-        batch = np.ascontiguousarray(np.resize(inputs, (batch_size, *inputs.shape[1:])))
-        points.append(measure(make_predict(batch_size), batch))
+        batch = {k: np.ascontiguousarray(np.resize(v, (batch_size, *v.shape[1:]))) for k, v in inputs.items()}
+        points.append(measure(make_predict(batch_size), batch, batch_size))
     return BenchmarkResult(subject=subject, status="ok", points=points)
 
 
@@ -69,16 +72,6 @@ def benchmark_artifact(artifact: CompiledArtifact, dataset_ref: DatasetRef, batc
 
 
 def benchmark_baseline(exported: ExportedModel, dataset_ref: DatasetRef, batch_sizes: list[int]) -> BenchmarkResult:
-    """The framework model itself, with the framework's own threading, measured the same way."""
-    import torch
-
-    model = load_exported_pytorch(exported)
-
-    def make_predict(_batch_size: int) -> Predict:
-        def predict(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(batch)).numpy()
-
-        return predict
-
-    return sweep("baseline", make_predict, dataset_ref, batch_sizes)
+    """The source framework itself, with its own threading, measured the same way."""
+    predict = load_reference(exported)
+    return sweep("baseline", lambda _batch_size: predict, dataset_ref, batch_sizes)

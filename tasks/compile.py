@@ -1,7 +1,9 @@
-"""Compile stage: one config, compiled in a child process with a time limit and a memory limit.
+"""Compile stage: one config, from the compile cache or compiled in a child process with limits.
 
-A compiler that crashes, hangs or eats the machine fails its own config only. The
-artifact is built in a scratch directory and renamed into place when complete,
+A compiler that crashes, hangs or eats the machine fails its own config only: the
+child runs in its own session, watched for wall time and for the resident memory of
+its whole process tree, and is killed (with the tree) when it passes either limit.
+The artifact is built in a scratch directory and renamed into place when complete,
 so a half-written artifact is never visible.
 """
 
@@ -16,12 +18,67 @@ import sys
 import time
 from pathlib import Path
 
-from tasks.files import local_path, to_uri, tree_files, tree_sha256
-from tasks.records import CompileConfig, CompiledArtifact, ExportedModel
+from tasks import targets
+from tasks.compile_cache import CorruptEntry, LocalCache, S3Cache, cache_key, entry_for
+from tasks.files import local_path, sha256_file, to_uri, tree_files, tree_sha256
+from tasks.records import CacheStatus, CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.settings import PROJECT_ROOT
 
 DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
+NEEDS_CALIBRATION = {"int8"}
+POLL_S = 0.1
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (compilers fork: gcc, neuron-cc, ...)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def _run_worker(request_path: Path, log_path: Path, timeout_s: int, memory_mb: int) -> tuple[int | None, str, int]:
+    """Run the compile worker; (return code or None if stopped, why it was stopped, peak tree RSS in bytes)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    limit = memory_mb * 1024 * 1024
+    peak, stopped = 0, ""
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tasks.compile_worker", str(request_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, so a kill takes the compiler's children too
+        )
+        while True:
+            try:
+                returncode = child.wait(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            rss = _tree_rss(child.pid)
+            peak = max(peak, rss)
+            if rss > limit:
+                stopped = f"compiler exceeded {memory_mb} MiB (resident {rss / 2**20:.0f} MiB when stopped)"
+            elif time.monotonic() - started > timeout_s:
+                stopped = f"compile timed out after {timeout_s} s"
+            if stopped:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return None, stopped, peak
+    return returncode, "", peak
 
 
 def compile_config(
@@ -30,8 +87,15 @@ def compile_config(
     out_root: str | Path,
     timeout_s: int = DEFAULT_TIMEOUT_S,
     memory_mb: int = DEFAULT_MEMORY_MB,
+    cache: LocalCache | S3Cache | None = None,
+    calibration: str | Path | None = None,
 ) -> CompiledArtifact:
-    """Compile ``config``; a failure is returned as a ``failed`` artifact with its reason, not raised."""
+    """Compile ``config`` (or take it from ``cache``); a failure is returned as a ``failed`` artifact, not raised.
+
+    ``calibration`` is an .npz of preprocessed inputs keyed by input name, for
+    precisions that calibrate (int8); it is never the validation data.
+    """
+    stage_started = time.monotonic()
     out_root = Path(out_root)
     final_dir = out_root / config.key
     scratch = out_root / f".{config.key}.partial"
@@ -42,6 +106,70 @@ def compile_config(
         shutil.rmtree(stale, ignore_errors=True)
     scratch.mkdir(parents=True)
     result_path.unlink(missing_ok=True)
+    log_path.unlink(missing_ok=True)
+
+    def failed(reason: str, seconds: float = 0.0, peak_mb: float = 0.0, key: str = "") -> CompiledArtifact:
+        shutil.rmtree(scratch, ignore_errors=True)
+        return CompiledArtifact(
+            config=config,
+            status="failed",
+            reason=reason,
+            compile_seconds=round(seconds, 3),
+            peak_memory_mb=round(peak_mb, 1),
+            stage_seconds=round(time.monotonic() - stage_started, 3),
+            cache_key=key,
+            log_uri=to_uri(log_path) if log_path.exists() else "",
+        )
+
+    def done(report: CompileReport, seconds: float, peak_mb: float, status: CacheStatus, key: str) -> CompiledArtifact:
+        scratch.rename(final_dir)
+        return CompiledArtifact(
+            config=config,
+            status="ok",
+            uri=to_uri(final_dir),
+            sha256=tree_sha256(final_dir),
+            files=tree_files(final_dir),
+            compiler=report.compiler,
+            compiler_version=report.compiler_version,
+            report=report,
+            compile_seconds=round(seconds, 3),
+            peak_memory_mb=round(peak_mb, 1),
+            stage_seconds=round(time.monotonic() - stage_started, 3),
+            cache=status,
+            cache_key=key,
+            log_uri=to_uri(log_path),
+        )
+
+    try:
+        target = targets.get(config.target)
+        fingerprint = target.fingerprint(exported, config)
+        needs_calibration = config.precision in NEEDS_CALIBRATION
+        if needs_calibration and calibration is None:
+            raise targets.CompileError(f"{config.key} needs calibration data and none was given")
+        key = cache_key(exported, config, fingerprint, sha256_file(calibration) if needs_calibration else "")
+    except Exception as exc:  # an unknown target or format fails this config, with its reason
+        return failed(f"{type(exc).__name__}: {exc}")
+
+    cache_status: CacheStatus = "off"
+    if cache is not None:
+        cache_status = "miss"
+        try:
+            entry = cache.fetch(key, scratch)
+        except CorruptEntry as exc:
+            log_path.write_text(f"compile cache: {exc}; compiling again\n")
+            entry, cache_status = None, "rebuilt"
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+        if entry is not None:
+            log_path.write_text(f"compile cache hit: {cache.uri} key {key}\n")
+            return done(
+                CompileReport.model_validate(entry["report"]),
+                entry["compile_seconds"],
+                entry["peak_memory_mb"],
+                "hit",
+                key,
+            )
+
     request_path.write_text(
         json.dumps(
             {
@@ -50,58 +178,47 @@ def compile_config(
                 "out_dir": str(scratch),
                 "result": str(result_path),
                 "memory_mb": memory_mb,
+                "calibration": str(calibration) if needs_calibration else None,
             }
         )
     )
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     started = time.monotonic()
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tasks.compile_worker", str(request_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # so a timeout kills the compiler's own children too
-        )
-        try:
-            returncode = child.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-            returncode = None
+    returncode, stopped, peak = _run_worker(request_path, log_path, timeout_s, memory_mb)
     seconds = time.monotonic() - started
-
-    def failed(reason: str) -> CompiledArtifact:
-        shutil.rmtree(scratch, ignore_errors=True)
-        return CompiledArtifact(
-            config=config, status="failed", reason=reason, compile_seconds=round(seconds, 3), log_uri=to_uri(log_path)
-        )
-
-    if returncode is None:
-        return failed(f"compile timed out after {timeout_s} s")
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
-    if returncode != 0 or "error" in result:
-        if "error" in result:
-            return failed(result["error"])
+    peak_mb = max(peak, result.get("peak_rss_bytes", 0)) / 2**20
+    if stopped:
+        return failed(stopped, seconds, peak_mb, key)
+    if "error" in result:
+        if result.get("out_of_memory"):
+            return failed(f"compiler exceeded {memory_mb} MiB ({result['error']})", seconds, peak_mb, key)
+        return failed(result["error"], seconds, peak_mb, key)
+    if returncode != 0:
         if returncode < 0:
             name = signal.Signals(-returncode).name
-            return failed(f"compiler process killed by {name} (memory limit {memory_mb} MiB?)")
-        return failed(f"compiler process exited with code {returncode}; see {log_path}")
+            return failed(f"compiler process killed by {name}; see {log_path}", seconds, peak_mb, key)
+        return failed(f"compiler process exited with code {returncode}; see {log_path}", seconds, peak_mb, key)
     if not tree_files(scratch):
-        return failed("compiler wrote no files")
-    scratch.rename(final_dir)
-    return CompiledArtifact(
-        config=config,
-        status="ok",
-        uri=to_uri(final_dir),
-        sha256=tree_sha256(final_dir),
-        files=tree_files(final_dir),
-        compiler=result["compiler"],
-        compiler_version=result["compiler_version"],
-        compile_seconds=round(seconds, 3),
-        log_uri=to_uri(log_path),
-    )
+        return failed("compiler wrote no files", seconds, peak_mb, key)
+    report = CompileReport.model_validate(result["report"])
+    if cache is not None:
+        try:
+            cache.store(
+                key,
+                scratch,
+                entry_for(
+                    scratch,
+                    key=key,
+                    config=config.to_json(),
+                    report=report.to_json(),
+                    compile_seconds=round(seconds, 3),
+                    peak_memory_mb=round(peak_mb, 1),
+                ),
+            )
+        except Exception as exc:  # a cache that cannot be written costs the next run time, not this run
+            with open(log_path, "a") as log:
+                log.write(f"compile cache: could not store {key} in {cache.uri}: {type(exc).__name__}: {exc}\n")
+    return done(report, seconds, peak_mb, cache_status, key)
 
 
 def verify(artifact: CompiledArtifact) -> Path:

@@ -1,7 +1,7 @@
 """Child-process entry point of the compile stage: ``python -m tasks.compile_worker request.json``.
 
-Runs one target's compiler and writes ``{"compiler", "compiler_version"}`` or
-``{"error"}`` to the result file the request names.
+Runs one target's compiler and writes ``{"report", "peak_rss_bytes"}`` or
+``{"error", "out_of_memory"}`` to the result file the request names.
 """
 
 from __future__ import annotations
@@ -12,19 +12,31 @@ import sys
 import traceback
 from pathlib import Path
 
-from tasks import dataset, targets
+import numpy as np
+
+from tasks import targets
 from tasks.files import write_json
 from tasks.records import CompileConfig, ExportedModel
 
-NEEDS_CALIBRATION = {"int8"}
+# The parent enforces the memory limit on resident memory; this address-space cap is only a
+# backstop against a spike between its polls. Runtimes reserve far more address space than they
+# touch, so the cap is a multiple of the limit.
+ADDRESS_SPACE_FACTOR = 4
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux; children counts the compiler's own subprocesses (gcc, neuron-cc).
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) * 1024
 
 
 def main(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     if request.get("memory_mb"):
         # Set here rather than in a preexec_fn, which is unsafe in a threaded parent (the Airflow worker).
-        limit = int(request["memory_mb"]) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cap = int(request["memory_mb"]) * ADDRESS_SPACE_FACTOR * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     exported = ExportedModel.model_validate(request["exported"])
     config = CompileConfig.model_validate(request["config"])
     try:
@@ -32,13 +44,23 @@ def main(request_path: str) -> int:
         ok, why = target.available()
         if not ok:
             raise targets.CompileError(f"target {config.target} is not available here: {why}")
-        calibration = dataset.calibration_inputs() if config.precision in NEEDS_CALIBRATION else None
-        compiler, version = target.compile(exported, config, Path(request["out_dir"]), calibration)
+        calibration = None
+        if request.get("calibration"):
+            with np.load(request["calibration"]) as data:
+                calibration = {name: data[name] for name in data.files}
+        report = target.compile(exported, config, Path(request["out_dir"]), calibration)
+    except MemoryError as exc:
+        traceback.print_exc()
+        write_json(request["result"], {"error": f"MemoryError {exc}".strip(), "out_of_memory": True})
+        return 1
     except Exception as exc:
         traceback.print_exc()
-        write_json(request["result"], {"error": f"{type(exc).__name__}: {exc}"})
+        first_line = (str(exc).strip().splitlines() or [""])[0][:500]  # the full traceback is in the compile log
+        write_json(
+            request["result"], {"error": f"{type(exc).__name__}: {first_line}", "peak_rss_bytes": _peak_rss_bytes()}
+        )
         return 1
-    write_json(request["result"], {"compiler": compiler, "compiler_version": version})
+    write_json(request["result"], {"report": report.to_json(), "peak_rss_bytes": _peak_rss_bytes()})
     return 0
 
 

@@ -1,24 +1,37 @@
-"""Labelled validation images: real photographs shipped inside scikit-image and scikit-learn.
+"""Validation data: the samples every model (the CPU baseline and each compiled config) runs on.
 
-Each photo is labelled with the set of ImageNet classes that correctly describe
-it (a cat photo is right as tabby, tiger cat or Egyptian cat), then expanded by
-deterministic crops, scales and flips. Images are stored once, as uint8 224x224
-RGB, and :func:`preprocess` turns them into model input the same way for the
-baseline and every compiled model.
+Built-in sets, all shipped inside packages:
+
+- ``builtin:photos``: real photographs from scikit-image and scikit-learn, each labelled
+  with the set of ImageNet classes that correctly describe it (a cat photo is right as
+  tabby, tiger cat or Egyptian cat), expanded by deterministic crops, scales and flips.
+  Stored once as uint8 224x224 RGB; :func:`preprocess` makes NCHW model input.
+- ``builtin:digits``: the held-out part of scikit-learn's handwritten digits (the Keras
+  model trains on the rest), NHWC 8x8x1 in [0, 1].
+- ``builtin:text``: token ids and attention masks of short sentences, for text encoders;
+  unlabelled, so outputs are compared with the baseline's by closeness.
+
+A user's ``.npz`` file holds one array per model input (by input name, or one array for a
+one-input model), optionally ``labels`` (class ids, N or N x k with -1 padding) and
+``calibration__<input name>`` arrays for int8 calibration.
+
+The prepared file holds arrays keyed by the model's own input names, checked against the
+model's input specs, so a mismatch is an error before any compile starts.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from tasks.files import file_ref, local_path
-from tasks.records import DatasetRef
+from tasks.files import file_ref, local_path, sha256_file
+from tasks.records import DatasetRef, ExportedModel, TensorSpec
 
 IMAGE_SIZE = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -110,70 +123,249 @@ def _resized(crop: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def build_builtin(out_dir: str | Path) -> DatasetRef:
-    """Write the built-in photo set to ``out_dir/dataset.npz`` and describe it."""
-    images, labels, photo_ids, probe_index = [], [], [], {}
-    for photo_id, photo in enumerate(PHOTOS):
+def _photo_samples() -> tuple[np.ndarray, np.ndarray, int]:
+    """(uint8 images, padded label sets, index of the probe photo's centre crop)."""
+    images, labels, probe = [], [], 0
+    for photo in PHOTOS:
         image = photo.load()[..., :3]
         for i, (top, left, side, flip) in enumerate(crop_boxes(*image.shape[:2])):
             crop = image[top : top + side, left : left + side]
             if flip:
                 crop = crop[:, ::-1]
-            if i == 0:
-                probe_index[photo.name] = len(images)
+            if i == 0 and photo.name == PROBE_PHOTO:
+                probe = len(images)
             images.append(_resized(crop))
             label_row = np.full(8, -1, dtype=np.int32)  # padded set of correct class ids
             label_row[: len(photo.labels)] = sorted(photo.labels)
             labels.append(label_row)
-            photo_ids.append(photo_id)
-    out = Path(out_dir) / "dataset.npz"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.npz")
+    return np.stack(images), np.stack(labels), probe
+
+
+@dataclass
+class Samples:
+    """A dataset before it is bound to a model: arrays by name, and what describes them."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    calibration: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    preprocess: str = ""  # "imagenet_nchw": arrays are uint8 NHWC images, made model input on load
+    sources: list[str] = field(default_factory=list)
+    probe_index: int = 0
+    probe_name: str = ""
+
+
+def photos() -> Samples:
+    images, labels, probe = _photo_samples()
+    return Samples(
+        name="builtin:photos",
+        arrays={"input": images},
+        calibration={"input": calibration_inputs()},
+        labels=labels,
+        class_names=list(class_names()),
+        preprocess="imagenet_nchw",
+        sources=[p.name for p in PHOTOS],
+        probe_index=probe,
+        probe_name=f"{PROBE_PHOTO} (centre crop)",
+    )
+
+
+def digits() -> Samples:
+    from tasks.models.keras_digits import CALIBRATION_SAMPLES, TRAIN_SAMPLES
+    from tasks.models.keras_digits import digits as load_digits
+
+    images, labels = load_digits()
+    return Samples(
+        name="builtin:digits",
+        arrays={"image": images[TRAIN_SAMPLES:]},
+        calibration={"image": images[:CALIBRATION_SAMPLES]},  # from the training part, never validation
+        labels=labels[TRAIN_SAMPLES:, None].astype(np.int32),
+        class_names=[str(d) for d in range(10)],
+        sources=["sklearn.datasets.load_digits"],
+        probe_index=0,
+        probe_name=f"held-out digit {int(labels[TRAIN_SAMPLES])}",
+    )
+
+
+def _sentences(first: int, count: int) -> list[str]:
+    names = class_names()
+    return [f"a photo of a {names[i]} {'far away' if i % 2 else 'up close'}" for i in range(first, first + count)]
+
+
+def tokenize(sentences: list[str], length: int, vocab: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Stable hash tokens (ids 2..vocab-1; 1 starts each sentence, 0 pads) and attention masks."""
+    ids = np.zeros((len(sentences), length), dtype=np.int64)
+    mask = np.zeros((len(sentences), length), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        tokens = [1] + [2 + zlib.crc32(word.encode()) % (vocab - 2) for word in sentence.lower().split()]
+        tokens = tokens[:length]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def text(sequence_length: int = 32) -> Samples:
+    ids, mask = tokenize(_sentences(0, 200), sequence_length)
+    cal_ids, cal_mask = tokenize(_sentences(500, 32), sequence_length)
+    return Samples(
+        name="builtin:text",
+        arrays={"input_ids": ids, "attention_mask": mask},
+        calibration={"input_ids": cal_ids, "attention_mask": cal_mask},
+        sources=["sentences about ImageNet class names"],
+        probe_index=0,
+        probe_name=_sentences(0, 1)[0],
+    )
+
+
+def user_file(path: Path) -> Samples:
+    if not path.is_file():
+        raise ValueError(f"dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:
+        raise ValueError(f"dataset file {path} is not a readable .npz file: {type(exc).__name__}: {exc}") from exc
+    labels = arrays.pop("labels", None)
+    calibration = {
+        k.removeprefix("calibration__"): arrays.pop(k) for k in list(arrays) if k.startswith("calibration__")
+    }
+    if not arrays:
+        raise ValueError(f"dataset file {path} holds no input arrays (only {sorted(calibration)} and labels)")
+    counts = {name: len(a) for name, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"dataset file {path}: input arrays have different sample counts {counts}")
+    if labels is not None:
+        labels = labels.reshape(len(labels), -1).astype(np.int32)
+        if len(labels) != next(iter(counts.values())):
+            raise ValueError(f"dataset file {path}: {len(labels)} labels for {next(iter(counts.values()))} samples")
+    return Samples(
+        name=str(path),
+        arrays=arrays,
+        calibration=calibration,
+        labels=labels,
+        sources=[path.name],
+        probe_name="sample 0",
+    )
+
+
+def _bind(arrays: dict[str, np.ndarray], specs: list[TensorSpec], what: str, preprocess_kind: str) -> dict:
+    """Arrays keyed by the model's input names, checked against the input specs."""
+    if set(arrays) == {s.name for s in specs}:
+        bound = {s.name: arrays[s.name] for s in specs}
+    elif len(arrays) == 1 and len(specs) == 1:
+        bound = {specs[0].name: next(iter(arrays.values()))}
+    else:
+        raise ValueError(
+            f"{what} has arrays {sorted(arrays)} but the model's inputs are {[s.name for s in specs]}; "
+            "name one array after each input"
+        )
+    for spec in specs:
+        sample = bound[spec.name][:1]
+        if preprocess_kind == "imagenet_nchw":
+            sample = preprocess(sample)
+        want = [d for i, d in enumerate(spec.shape) if i != spec.batch_axis]
+        have = list(sample.shape[1:])
+        if len(want) != len(have) or any(isinstance(w, int) and w != h for w, h in zip(want, have, strict=False)):
+            raise ValueError(
+                f"{what}: samples for input {spec.name!r} are shaped {have}, the model takes {spec.shape} "
+                f"({'batch' if spec.batch_axis is not None else 'no batch'} axis aside)"
+            )
+        if np.dtype(sample.dtype).kind != np.dtype(spec.dtype).kind:
+            raise ValueError(f"{what}: input {spec.name!r} holds {sample.dtype}, the model takes {spec.dtype}")
+    return bound
+
+
+def _builtin(spec: str, exported: ExportedModel) -> Samples:
+    if spec == "builtin:photos":
+        return photos()
+    if spec == "builtin:digits":
+        return digits()
+    if spec == "builtin:text":
+        first = exported.inputs[0].shape
+        return text(int(first[1]) if len(first) > 1 and isinstance(first[1], int) else 32)
+    raise ValueError(
+        f"unknown dataset {spec!r}; built-in: builtin:photos, builtin:digits, builtin:text, or a .npz file"
+    )
+
+
+def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetRef:
+    """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz."""
+    samples = _builtin(spec, exported) if spec.startswith("builtin:") else user_file(local_path(spec))
+    what = f"dataset {spec}"
+    arrays = _bind(samples.arrays, exported.inputs, what, samples.preprocess)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if samples.labels is not None:
+        extra["labels"] = samples.labels
+    if samples.class_names is not None:
+        extra["class_names"] = np.array(samples.class_names)
+    out = out_dir / "dataset.npz"
+    tmp = out_dir / ".dataset.tmp.npz"
     np.savez(
         tmp,
-        images=np.stack(images),
-        labels=np.stack(labels),
-        photo_ids=np.array(photo_ids, dtype=np.int32),
-        photo_names=np.array([p.name for p in PHOTOS]),
-        probe_index=np.array([probe_index[p.name] for p in PHOTOS], dtype=np.int32),
+        **{f"input__{name}": array for name, array in arrays.items()},
+        **extra,
+        preprocess=np.array(samples.preprocess),
+        probe_index=np.array(samples.probe_index),
     )
     tmp.replace(out)
     ref = file_ref(out)
+    calibration_uri = calibration_sha = ""
+    if samples.calibration:
+        calibration = _bind(samples.calibration, exported.inputs, f"{what} (calibration)", samples.preprocess)
+        if samples.preprocess == "imagenet_nchw":
+            calibration = {k: preprocess(v) for k, v in calibration.items()}
+        cal_path = out_dir / "calibration.npz"
+        np.savez(out_dir / ".calibration.tmp.npz", **calibration)
+        (out_dir / ".calibration.tmp.npz").replace(cal_path)
+        cal_ref = file_ref(cal_path)
+        calibration_uri, calibration_sha = cal_ref.uri, cal_ref.sha256
     return DatasetRef(
-        uri=ref.uri, sha256=ref.sha256, samples=len(images), photos=[p.name for p in PHOTOS], probe_photo=PROBE_PHOTO
+        uri=ref.uri,
+        sha256=ref.sha256,
+        name=samples.name,
+        samples=len(next(iter(arrays.values()))),
+        inputs=list(arrays),
+        labelled=samples.labels is not None,
+        sources=samples.sources,
+        probe=samples.probe_name,
+        calibration_uri=calibration_uri,
+        calibration_sha256=calibration_sha,
     )
-
-
-def prepare(spec: str, out_dir: str | Path) -> DatasetRef:
-    if spec == "builtin:photos":
-        return build_builtin(out_dir)
-    raise ValueError(f"unknown dataset {spec!r}: this version reads only 'builtin:photos'")
 
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    images: np.ndarray  # uint8, N x 224 x 224 x 3
-    labels: np.ndarray  # int32, N x 8, -1 padded
-    photo_names: list[str]
-    photo_ids: np.ndarray
-    probe_index: dict[str, int]
+    arrays: dict[str, np.ndarray]  # by model input name, as stored (uint8 images before preprocessing)
+    labels: np.ndarray | None  # int32, N x k, -1 padded
+    class_names: list[str] | None
+    preprocess: str
+    probe_index: int
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(next(iter(self.arrays.values())))
 
-    def inputs(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return preprocess(self.images[start:stop])
+    def inputs(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Model-ready inputs of samples ``start:stop``."""
+        out = {name: array[start:stop] for name, array in self.arrays.items()}
+        if self.preprocess == "imagenet_nchw":
+            out = {name: preprocess(array) for name, array in out.items()}
+        return {name: np.ascontiguousarray(array) for name, array in out.items()}
 
 
 def load(ref: DatasetRef) -> LoadedDataset:
-    with np.load(local_path(ref.uri)) as data:
-        names = [str(n) for n in data["photo_names"]]
+    path = local_path(ref.uri)
+    if sha256_file(path) != ref.sha256:
+        raise ValueError(f"dataset file {path} changed since it was prepared (sha256 mismatch)")
+    with np.load(path, allow_pickle=False) as data:
         return LoadedDataset(
-            images=data["images"],
-            labels=data["labels"],
-            photo_names=names,
-            photo_ids=data["photo_ids"],
-            probe_index=dict(zip(names, (int(i) for i in data["probe_index"]), strict=True)),
+            arrays={name.removeprefix("input__"): data[name] for name in data.files if name.startswith("input__")},
+            labels=data["labels"] if "labels" in data.files else None,
+            class_names=[str(n) for n in data["class_names"]] if "class_names" in data.files else None,
+            preprocess=str(data["preprocess"]),
+            probe_index=int(data["probe_index"]),
         )
 
 
@@ -184,8 +376,6 @@ def preprocess(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-# Photos that are not in the validation set: quantisers calibrate on these, so a
-# reduced-precision config is never tuned on the samples that judge it.
 CALIBRATION_PHOTOS: tuple[Callable[[], np.ndarray], ...] = (
     _skimage("astronaut"),
     _sklearn("flower.jpg"),
@@ -199,11 +389,11 @@ CALIBRATION_PHOTOS: tuple[Callable[[], np.ndarray], ...] = (
 
 
 def calibration_inputs(samples: int = 32) -> np.ndarray:
-    """Preprocessed calibration input from :data:`CALIBRATION_PHOTOS`, deterministic crops."""
+    """uint8 calibration images from :data:`CALIBRATION_PHOTOS`, deterministic crops (preprocess them to use)."""
     crops = []
     for load in CALIBRATION_PHOTOS:
         image = load()[..., :3]
         for top, left, side, flip in crop_boxes(*image.shape[:2])[: -(-samples // len(CALIBRATION_PHOTOS))]:
             crop = image[top : top + side, left : left + side]
             crops.append(_resized(crop[:, ::-1] if flip else crop))
-    return preprocess(np.stack(crops[:samples]))
+    return np.stack(crops[:samples])

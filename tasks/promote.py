@@ -8,41 +8,19 @@ never overwritten.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 
 from tasks.compile import verify
 from tasks.records import CompiledArtifact, ExportedModel, Promotion, Registration
 from tasks.settings import Settings
+from tasks.storage import error_code as _error_code
+from tasks.storage import s3_client
 
 MANIFEST = "manifest.json"
 
 
 class PromotionError(RuntimeError):
     pass
-
-
-def s3_client(settings: Settings):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-        config=Config(
-            # S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            retries={"max_attempts": 6, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
-        ),
-    )
-
-
-def _error_code(exc: Exception) -> str:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
 def _read_manifest(client, bucket: str, key: str) -> dict | None:

@@ -21,18 +21,41 @@ class Record(BaseModel):
         return self.model_dump(mode="json")
 
 
+class TensorSpec(Record):
+    name: str
+    shape: list[int | str]  # a string is a symbolic (dynamic) dimension; the first one is the batch axis
+    dtype: str  # numpy dtype name: float32, int64, ...
+
+    @property
+    def batch_axis(self) -> int | None:
+        return next((i for i, dim in enumerate(self.shape) if isinstance(dim, str)), None)
+
+
+Framework = Literal["pytorch", "torchscript", "onnx", "tensorflow"]
+
+
 class PipelineParams(Record):
     """What a user chooses for one pipeline run (the DAG's params)."""
 
     model_name: str = "mobilenet_v2"
     model_uri: str = "builtin:mobilenet_v2"
-    architecture: str = "mobilenet_v2"
-    framework: Literal["pytorch"] = "pytorch"
-    targets: list[str] = Field(default_factory=lambda: ["onnxruntime", "openvino"], min_length=1)
+    architecture: str = "mobilenet_v2"  # for a PyTorch state-dict file: which architecture to rebuild
+    framework: Framework = "pytorch"
+    input_specs: list[TensorSpec] | None = None  # for formats that do not carry them (PyTorch, TorchScript)
+    # Every target by default: those that cannot run here are skipped and the report says why.
+    targets: list[str] = Field(
+        default_factory=lambda: ["onnxruntime", "openvino", "inductor", "neuron-inf1", "neuron-inf2", "tensorrt"],
+        min_length=1,
+    )
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"], min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
     top5_tolerance_pp: float = Field(default=1.0, ge=0, le=100)
+    min_cosine: float = Field(default=0.99, ge=-1, le=1)  # closeness gate for outputs that are not class scores
     dataset: str = "builtin:photos"
+    compile_timeout_s: int = Field(default=1800, ge=1)
+    compile_memory_mb: int = Field(default=16384, ge=256)
+    compile_cache: bool = True
+    neuron_pipeline_cores: int | None = Field(default=None, ge=0, le=64)  # None: 4 x round(weights / 2e7)
 
     @field_validator("model_name")
     @classmethod
@@ -65,37 +88,70 @@ class FileRef(Record):
     size: int
 
 
-class TensorSpec(Record):
-    name: str
-    shape: list[int | str]  # a string is a symbolic (dynamic) dimension, e.g. "batch"
-    dtype: str
-
-
 class ExportedModel(Record):
     name: str
     framework: str
-    architecture: str
+    architecture: str  # "" where the source is not rebuilt from an architecture
     source_uri: str
     source_sha256: str
     parameters: int
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    formats: dict[str, FileRef]  # e.g. {"pytorch_state_dict": ..., "onnx": ...}
+    formats: dict[str, FileRef]  # e.g. {"exported_program": ..., "onnx": ...}; a directory's sha256 is its tree's
 
 
 class CompileConfig(Record):
     target: str
     precision: str
     batch_size: int | None = None  # None: the artifact accepts any batch size
+    pipeline_cores: int | None = None  # Neuron inf1 pipeline mode; None: the pipelining guide's default
 
     @property
     def key(self) -> str:
-        """Readable, unique name of the config, e.g. ``openvino-bf16`` or ``neuron-fp32-bs8``."""
+        """Readable, unique name of the config, e.g. ``openvino-bf16`` or ``neuron-inf1-fp32-bs8``."""
         suffix = f"-bs{self.batch_size}" if self.batch_size else ""
+        suffix += f"-pc{self.pipeline_cores}" if self.pipeline_cores is not None else ""
         return f"{self.target}-{self.precision}{suffix}"
 
 
 Status = Literal["ok", "failed"]
+
+
+class Fingerprint(Record):
+    """What a target's output depends on besides the model: part of the compile-cache key."""
+
+    compiler: str
+    compiler_version: str
+    flags: list[str] = Field(default_factory=list)
+    source_format: str  # which of ExportedModel.formats the target compiles from
+
+
+class NamedFile(Record):
+    name: str  # path inside the compiled artifact
+    sha256: str
+    size: int
+
+
+class CompileReport(Record):
+    """What the compiler did: where the operators run, with which flags, which device binaries it made."""
+
+    compiler: str
+    compiler_version: str
+    flags: list[str] = Field(default_factory=list)
+    device: str = "CPU"  # where the compiled operators run
+    operators_total: int | None = None  # operators in the graph given to the compiler
+    operators_on_device: int | None = None  # of those, placed on the device
+    device_binaries: list[NamedFile] = Field(default_factory=list)  # e.g. Neuron NEFF files
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def on_device_share(self) -> float | None:
+        if not self.operators_total or self.operators_on_device is None:
+            return None
+        return self.operators_on_device / self.operators_total
+
+
+CacheStatus = Literal["off", "miss", "hit", "rebuilt"]
 
 
 class CompiledArtifact(Record):
@@ -107,16 +163,26 @@ class CompiledArtifact(Record):
     files: list[str] = Field(default_factory=list)
     compiler: str = ""
     compiler_version: str = ""
-    compile_seconds: float = 0.0
+    report: CompileReport | None = None
+    compile_seconds: float = 0.0  # compiler wall time (for a cache hit: of the compile that made the entry)
+    peak_memory_mb: float = 0.0  # peak resident memory of the compiler process tree
+    stage_seconds: float = 0.0  # wall time of this compile stage, cache lookups included
+    cache: CacheStatus = "off"  # rebuilt: the cache entry failed its sha256 check and was compiled again
+    cache_key: str = ""
     log_uri: str = ""
 
 
 class DatasetRef(Record):
     uri: str
     sha256: str
+    name: str
     samples: int
-    photos: list[str]
-    probe_photo: str  # the photo whose top-5 the summary shows side by side
+    inputs: list[str]  # array names in the file, matched to the model's inputs
+    labelled: bool  # whether samples carry class labels (top-k accuracy) or only outputs are compared
+    sources: list[str] = Field(default_factory=list)  # e.g. the photos the samples were cut from
+    probe: str = ""  # the sample whose top-5 the summary shows side by side
+    calibration_uri: str = ""  # int8 calibration inputs, never the validation samples
+    calibration_sha256: str = ""
 
 
 class ClassScore(Record):
@@ -126,13 +192,13 @@ class ClassScore(Record):
 
 
 class Predictions(Record):
-    """Top-1/top-5 accuracy of one model over the validation set, outputs kept in a file."""
+    """Accuracy of one model over the validation set (where labelled), outputs kept in a file."""
 
     outputs_uri: str
     samples: int
-    top1: float
-    top5: float
-    probe_top5: list[ClassScore]
+    top1: float | None = None
+    top5: float | None = None
+    probe_top5: list[ClassScore] = Field(default_factory=list)
 
 
 class BenchmarkPoint(Record):
@@ -166,10 +232,12 @@ class ValidationResult(Record):
     status: Status
     reason: str = ""
     predictions: Predictions | None = None
-    top1_delta: float = 0.0  # percentage points, compiled - baseline
-    top5_delta: float = 0.0
-    top5_agreement: float = 0.0  # share of samples whose top-5 set equals the baseline's
-    max_abs_diff: float = 0.0  # over logits
+    top1_delta: float | None = None  # percentage points, compiled - baseline (labelled data only)
+    top5_delta: float | None = None
+    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's (class outputs)
+    cosine_min: float = 0.0  # lowest per-sample cosine similarity of outputs to the baseline's
+    max_abs_diff: float = 0.0
+    max_rel_diff: float = 0.0  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
 
 
 class ConfigOutcome(Record):

@@ -39,6 +39,10 @@ def _config_row(outcome: dict) -> dict:
         "compile_status": compiled["status"],
         "compile_reason": compiled["reason"],
         "compile_seconds": compiled["compile_seconds"],
+        "compile_stage_seconds": compiled.get("stage_seconds"),
+        "compile_peak_memory_mb": compiled.get("peak_memory_mb"),
+        "compile_cache": compiled.get("cache", "off"),
+        "compile_report": compiled.get("report"),
         "compiler": compiled["compiler"],
         "compiler_version": compiled["compiler_version"],
         "artifact_sha256": compiled["sha256"],
@@ -49,6 +53,8 @@ def _config_row(outcome: dict) -> dict:
         "top5_delta": validation.get("top5_delta"),
         "top5_agreement": validation.get("top5_agreement"),
         "max_abs_diff": validation.get("max_abs_diff"),
+        "max_rel_diff": validation.get("max_rel_diff"),
+        "cosine_min": validation.get("cosine_min"),
         "probe_top5": predictions.get("probe_top5", []),
         "throughput": best["throughput"] if best else None,
         "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
@@ -128,7 +134,7 @@ def markdown(report: dict) -> str:
     if model:
         lines += [f"Model **{model['name']}** ({model['framework']}, {model['parameters']:,} parameters), "
                   f"sha256 `{model['sha256'][:16]}…`", ""]  # fmt: skip
-    lines += accuracy_table(report) + [""] + throughput_table(report) + [""]
+    lines += accuracy_table(report) + [""] + throughput_table(report) + [""] + compile_table(report) + [""]
     if report["skipped_targets"]:
         lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
     if report["selected"]:
@@ -142,18 +148,40 @@ def markdown(report: dict) -> str:
 def accuracy_table(report: dict) -> list[str]:
     baseline = report["baseline"]
     rows = [
-        "| config | top-1 | top-5 | top-5 Δ (pp) | top-5 agreement | max abs diff | gate |",
-        "|---|---|---|---|---|---|---|",
+        "| config | top-1 | top-5 | top-5 Δ (pp) | top-5 agreement | lowest cosine | max abs diff | gate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     if baseline:
         rows.append(
-            f"| CPU baseline ({baseline['framework']}) | {_fmt(baseline['top1'])} | {_fmt(baseline['top5'])} | | | | |"
+            f"| CPU baseline ({baseline['framework']}) | {_fmt(baseline['top1'])} | {_fmt(baseline['top5'])} "
+            "| | | | | |"
         )
     for c in report["configs"]:
         reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
         rows.append(
             f"| {c['key']} | {_fmt(c['top1'])} | {_fmt(c['top5'])} | {_fmt(c['top5_delta'], '+.2f')} | "
-            f"{_fmt(c['top5_agreement'])} | {_fmt(c['max_abs_diff'], '.4f')} | {c['gate']}{reasons} |"
+            f"{_fmt(c['top5_agreement'])} | {_fmt(c.get('cosine_min'), '.5f')} | {_fmt(c['max_abs_diff'], '.4f')} "
+            f"| {c['gate']}{reasons} |"
+        )
+    return rows
+
+
+def compile_table(report: dict) -> list[str]:
+    """Per config: compiler and flags, operators on the device, seconds, peak memory, cache use, NEFFs."""
+    rows = [
+        "| config | compiler | flags | ops on device | compile s | stage s | peak MiB | cache | device binaries |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report["configs"]:
+        r = c.get("compile_report") or {}
+        ops = "-"
+        if r.get("operators_total"):
+            ops = f"{r.get('operators_on_device')}/{r['operators_total']} on {r.get('device', '?')}"
+        rows.append(
+            f"| {c['key']} | {c['compiler'] or '-'} {c['compiler_version']} | {' '.join(r.get('flags', [])) or '-'} "
+            f"| {ops} | {_fmt(c['compile_seconds'], '.1f')} | {_fmt(c.get('compile_stage_seconds'), '.1f')} "
+            f"| {_fmt(c.get('compile_peak_memory_mb'), '.0f')} | {c.get('compile_cache', 'off')} "
+            f"| {len(r.get('device_binaries', []))} |"
         )
     return rows
 
@@ -189,8 +217,8 @@ def probe_table(report: dict) -> list[str]:
     columns += [(c["key"], c["probe_top5"]) for c in report["configs"] if c["probe_top5"]]
     if not columns:
         return []
-    photo = (report["dataset"] or {}).get("probe_photo", "probe")
-    rows = [f"Top-5 classes of the '{photo}' photo:", "| rank | " + " | ".join(n for n, _ in columns) + " |",
+    photo = (report["dataset"] or {}).get("probe", "probe")
+    rows = [f"Top-5 classes of {photo}:", "| rank | " + " | ".join(n for n, _ in columns) + " |",
             "|---" * (len(columns) + 1) + "|"]  # fmt: skip
     for rank in range(5):
         cells = [f"{top[rank]['name']} {top[rank]['probability']:.3f}" if rank < len(top) else "" for _, top in columns]
@@ -204,6 +232,12 @@ def summary(report: dict, report_path: Path) -> str:
     if report["error"]:
         lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
     lines += ["", *probe_table(report), "", *accuracy_table(report), "", *throughput_table(report), ""]
+    lines += [*compile_table(report), ""]
+    hits = sum(1 for c in report["configs"] if c.get("compile_cache") == "hit")
+    stage_seconds = sum(c.get("compile_stage_seconds") or 0 for c in report["configs"])
+    lines.append(
+        f"compile cache: {hits} of {len(report['configs'])} configs reused; compile stages {stage_seconds:.1f} s"
+    )
     for name, why in report["skipped_targets"].items():
         lines.append(f"skipped target {name}: {why}")
     mlflow = report["mlflow"]

@@ -32,6 +32,7 @@ class Settings:
     serving_prefix: str
     mlflow_artifacts_bucket: str
     experiment: str
+    compile_cache_uri: str  # a directory or s3://bucket/prefix; empty turns the compile cache off
 
     @property
     def runs_dir(self) -> Path:
@@ -53,4 +54,5 @@ def load() -> Settings:
         serving_prefix=os.environ.get("SERVING_PREFIX", "models").strip("/"),
         mlflow_artifacts_bucket=os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts"),
         experiment=os.environ.get("MLFLOW_EXPERIMENT", "compile-pipeline"),
+        compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
     )

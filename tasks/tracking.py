@@ -19,7 +19,15 @@ from tasks.settings import PROJECT_ROOT, Settings
 
 PIPELINE_RUN_TAG = "pipeline_run_id"
 CANDIDATE_ALIAS = "candidate"
-RUNTIME_REQUIREMENTS = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+# What the registered pyfunc needs at serving time, per target.
+RUNTIME_REQUIREMENTS = {
+    "onnxruntime": ["onnxruntime"],
+    "openvino": ["openvino"],
+    "inductor": ["torch"],
+    "tensorrt": ["tensorrt", "torch"],
+    "neuron-inf1": ["tensorflow-neuron", "torch-neuron"],
+    "neuron-inf2": ["torch-neuronx"],
+}
 
 
 def _client(settings: Settings):
@@ -103,7 +111,9 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "batch_size": config.batch_size or "dynamic",
                 "compiler": compiled.compiler,
                 "compiler_version": compiled.compiler_version,
+                "compiler_flags": " ".join(compiled.report.flags if compiled.report else [])[:500],
                 "artifact_sha256": compiled.sha256,
+                "compile_cache_key": compiled.cache_key,
             }
         )
         mlflow.set_tags(
@@ -111,18 +121,35 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "gate": outcome.gate,
                 "gate_reasons": "; ".join(outcome.gate_reasons)[:5000],
                 "compile_status": compiled.status,
+                "compile_cache": compiled.cache,
             }
         )
-        metrics = {"compile_seconds": compiled.compile_seconds}
-        if validation and validation.status == "ok" and validation.predictions:
+        metrics = {
+            "compile_seconds": compiled.compile_seconds,
+            "compile_stage_seconds": compiled.stage_seconds,
+            "compile_peak_memory_mb": compiled.peak_memory_mb,
+            "compile_cache_hit": 1.0 if compiled.cache == "hit" else 0.0,
+        }
+        report = compiled.report
+        if report and report.operators_total:
             metrics |= {
+                "operators_total": report.operators_total,
+                "operators_on_device": report.operators_on_device or 0,
+            }
+            if report.on_device_share is not None:
+                metrics["operators_on_device_share"] = report.on_device_share
+        if validation and validation.status == "ok" and validation.predictions:
+            candidates = {
                 "top1": validation.predictions.top1,
                 "top5": validation.predictions.top5,
                 "top1_delta_pp": validation.top1_delta,
                 "top5_delta_pp": validation.top5_delta,
                 "top5_agreement": validation.top5_agreement,
+                "cosine_min": validation.cosine_min,
                 "max_abs_diff": validation.max_abs_diff,
+                "max_rel_diff": validation.max_rel_diff,
             }
+            metrics |= {k: v for k, v in candidates.items() if v is not None}  # top-k only for labelled data
         if bench and bench.best:
             metrics |= {
                 "throughput": bench.best.throughput,
@@ -138,6 +165,10 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
             mlflow.log_artifact(str(local_path(compiled.log_uri)), artifact_path="compile")
         if compiled.status == "ok":
             mlflow.log_artifacts(str(local_path(compiled.uri)), artifact_path="compiled")
+        if report:
+            # the compile report names every device binary (e.g. Neuron NEFF) with its sha256;
+            # the binaries themselves are under compiled/ (e.g. compiled/neff/*.neff)
+            mlflow.log_dict(report.to_json(), "compile/compile_report.json")
         mlflow.log_dict(outcome.to_json(), "outcome.json")
         return run.info.run_id
 
@@ -164,7 +195,7 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             record_path = Path(tmp) / "artifact.json"
-            record_path.write_text(json.dumps(compiled.to_json()))
+            record_path.write_text(json.dumps({**compiled.to_json(), "inputs": [i.to_json() for i in exported.inputs]}))
             with mlflow.start_run(run_id=selected.mlflow_run_id):
                 from tasks.serving_model import CompiledModel
 
@@ -173,7 +204,7 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
                     python_model=CompiledModel(),
                     artifacts={"compiled": str(local_path(compiled.uri)), "artifact_record": str(record_path)},
                     code_paths=[str(PROJECT_ROOT / "tasks")],
-                    pip_requirements=[RUNTIME_REQUIREMENTS[config.target], "numpy", "pydantic"],
+                    pip_requirements=[*RUNTIME_REQUIREMENTS[config.target], "numpy", "pydantic"],
                 )
         # The pipeline-run tag is set as the version is created, so a retry finds it.
         created = mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
@@ -185,8 +216,9 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
         "batch_size": str(best.batch_size),
         "throughput": f"{best.throughput:.1f}",
         "latency_ms_p99": f"{best.latency_ms_p99:.2f}",
-        "top5_delta_pp": f"{validation.top5_delta:.2f}",
-        "top5_agreement": f"{validation.top5_agreement:.4f}",
+        "top5_delta_pp": "n/a" if validation.top5_delta is None else f"{validation.top5_delta:.2f}",
+        "top5_agreement": "n/a" if validation.top5_agreement is None else f"{validation.top5_agreement:.4f}",
+        "cosine_min": f"{validation.cosine_min:.6f}",
         "validation": selected.gate,
         "compiler": f"{compiled.compiler} {compiled.compiler_version}",
         "source_run": selected.mlflow_run_id,
@@ -200,8 +232,13 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
         version,
         description=(
             f"{config.key} at batch {best.batch_size}: {best.throughput:.1f} samples/s, p99 {best.latency_ms_p99:.2f} ms; "
-            f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "
-            f"top-5 agreement {validation.top5_agreement:.3f}. Pipeline run {ctx.run_id}."
+            + (
+                f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "
+                f"top-5 agreement {validation.top5_agreement:.3f}. "
+                if validation.top5_delta is not None
+                else f"lowest cosine similarity to the CPU outputs {validation.cosine_min:.5f}. "
+            )
+            + f"Pipeline run {ctx.run_id}."
         ),
     )
     client.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)

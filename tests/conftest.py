@@ -39,8 +39,8 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def dataset_ref(tmp_path_factory):
-    return datasets.build_builtin(tmp_path_factory.mktemp("dataset"))
+def dataset_ref(tmp_path_factory, exported):
+    return datasets.prepare("builtin:photos", tmp_path_factory.mktemp("dataset"), exported)
 
 
 @pytest.fixture(scope="session")

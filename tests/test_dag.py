@@ -9,9 +9,9 @@ import mlflow
 import pytest
 
 from tasks.demo import airflow_env, run_pipeline
-from tasks.promote import s3_client
 from tasks.settings import PROJECT_ROOT
 from tasks.settings import load as load_settings
+from tasks.storage import s3_client
 
 HEAVY_MODULES = ("torch", "tensorflow", "openvino", "onnxruntime", "mlflow", "onnx", "sklearn", "skimage")
 
@@ -48,7 +48,7 @@ def test_dag_parse_imports_no_heavy_framework_and_is_fast():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
-    conf = {"model_name": "mobilenet-e2e", "batch_sizes": [1, 4]}
+    conf = {"model_name": "mobilenet-e2e", "batch_sizes": [1, 4], "targets": ["onnxruntime", "openvino", "neuron-inf1"]}
     code, report_path = run_pipeline(local_services, conf)
     assert code == 0 and report_path is not None
     report = json.loads(Path(report_path).read_text())
@@ -61,6 +61,8 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
         assert config["throughput"] > 0 and config["latency_ms"]["p99"] >= config["latency_ms"]["p50"]
         assert {p["batch_size"] for p in config["benchmark"]} == {1, 4}
         assert config["top5_agreement"] is not None and len(config["artifact_sha256"]) == 64
+        assert config["compile_report"]["operators_total"] > 0 and config["compile_peak_memory_mb"] > 0
+    assert "tensorflow-neuron is not installed" in report["skipped_targets"]["neuron-inf1"]
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
     assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.export import ModelLoadError, export_model, load_pytorch
+from tasks.export import ModelLoadError, export_model
 from tasks.files import local_path, sha256_file
 from tasks.records import PipelineParams
+from tasks.sources.pytorch import load_state_dict_model
 
 
 def test_export_writes_onnx_and_weights_with_checksums(exported):
@@ -19,7 +20,7 @@ def test_export_writes_onnx_and_weights_with_checksums(exported):
 
     session = ort.InferenceSession(str(local_path(exported.formats["onnx"].uri)))
     x = np.random.default_rng(0).standard_normal((3, 3, 224, 224), dtype=np.float32)
-    model = load_pytorch(local_path(exported.formats["pytorch_state_dict"].uri), "mobilenet_v2")
+    model = load_state_dict_model(local_path(exported.formats["pytorch_state_dict"].uri), "mobilenet_v2")
     with torch.inference_mode():
         expected = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, atol=1e-3)

@@ -3,14 +3,15 @@ import pytest
 import torch
 
 from tasks import dataset as datasets
-from tasks.export import load_pytorch, resolve_source
-from tasks.validate import accuracy, run_batched, softmax, top_k
+from tasks.export import resolve_source
+from tasks.sources.pytorch import load_state_dict_model
+from tasks.validate import ArrayInputs, accuracy, closeness, run_batched, softmax, top_k
 
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 
 
 def test_mobilenet_v2_loads_torchvision_weights_and_sees_a_cat():
-    model = load_pytorch(resolve_source("builtin:mobilenet_v2"), "mobilenet_v2")
+    model = load_state_dict_model(resolve_source("builtin:mobilenet_v2"), "mobilenet_v2")
     from skimage.data import chelsea
 
     boxes = datasets.crop_boxes(*chelsea().shape[:2])
@@ -24,27 +25,48 @@ def test_mobilenet_v2_loads_torchvision_weights_and_sees_a_cat():
     assert datasets.class_names()[281] == "tabby"
 
 
-def test_builtin_dataset_is_large_labelled_and_deterministic(tmp_path):
-    first = datasets.build_builtin(tmp_path / "a")
-    second = datasets.build_builtin(tmp_path / "b")
-    assert first.samples >= 200
+def test_builtin_dataset_is_large_labelled_and_deterministic(tmp_path, exported):
+    first = datasets.prepare("builtin:photos", tmp_path / "a", exported)
+    second = datasets.prepare("builtin:photos", tmp_path / "b", exported)
+    assert first.samples >= 200 and first.labelled and first.inputs == ["input"]
     assert first.sha256 == second.sha256
     loaded = datasets.load(first)
-    assert loaded.images.shape == (first.samples, 224, 224, 3)
-    assert loaded.images.dtype == np.uint8
+    assert loaded.arrays["input"].shape == (first.samples, 224, 224, 3)
+    assert loaded.arrays["input"].dtype == np.uint8  # stored once; preprocessed on read
+    assert loaded.inputs(0, 2)["input"].shape == (2, 3, 224, 224)
     valid = loaded.labels[loaded.labels >= 0]
     assert valid.min() >= 0 and valid.max() < 1000
     assert (loaded.labels >= 0).any(axis=1).all()  # every sample has at least one correct class
-    # the probe sample is the plain centre crop of the cat photo
-    assert loaded.photo_names[loaded.photo_ids[loaded.probe_index["chelsea"]]] == "chelsea"
+    # the probe sample is the plain centre crop of the cat photo, labelled with the cat classes
+    assert set(loaded.labels[loaded.probe_index][loaded.labels[loaded.probe_index] >= 0]) == CAT_CLASSES
+    assert first.probe.startswith("chelsea")
 
 
-def test_calibration_photos_are_not_validation_photos():
+def test_calibration_photos_are_not_validation_photos(dataset_ref):
     calibration = datasets.calibration_inputs(16)
-    assert calibration.shape == (16, 3, 224, 224)
+    assert calibration.shape == (16, 224, 224, 3)
     validation_images = {datasets.PHOTOS[i].load().tobytes()[:4096] for i in range(len(datasets.PHOTOS))}
     calibration_images = {load()[..., :3].tobytes()[:4096] for load in datasets.CALIBRATION_PHOTOS}
     assert not validation_images & calibration_images
+    with np.load(datasets.local_path(dataset_ref.calibration_uri)) as stored:
+        assert stored["input"].shape[1:] == (3, 224, 224) and stored["input"].dtype == np.float32
+
+
+def test_dataset_that_does_not_fit_the_model_is_refused_before_any_compile(tmp_path, exported):
+    np.savez(tmp_path / "wrong.npz", input=np.zeros((4, 3, 32, 32), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"shaped \[3, 32, 32\], the model takes \['batch', 3, 224, 224\]"):
+        datasets.prepare(str(tmp_path / "wrong.npz"), tmp_path / "out", exported)
+    np.savez(tmp_path / "names.npz", a=np.zeros((4, 3)), b=np.zeros((4, 3)))
+    with pytest.raises(ValueError, match=r"has arrays \['a', 'b'\] but the model's inputs are \['input'\]"):
+        datasets.prepare(str(tmp_path / "names.npz"), tmp_path / "out", exported)
+
+
+def test_a_user_npz_dataset_with_labels_is_read(tmp_path, exported):
+    x = np.random.default_rng(0).standard_normal((5, 3, 224, 224)).astype(np.float32)
+    np.savez(tmp_path / "mine.npz", input=x, labels=np.array([1, 2, 3, 4, 5]), calibration__input=x[:2])
+    ref = datasets.prepare(str(tmp_path / "mine.npz"), tmp_path / "out", exported)
+    assert ref.samples == 5 and ref.labelled and ref.calibration_uri
+    np.testing.assert_array_equal(datasets.load(ref).inputs()["input"], x)
 
 
 def test_preprocess_normalises_with_imagenet_statistics():
@@ -66,13 +88,22 @@ def test_run_batched_pads_the_last_batch_for_fixed_shape_models():
     seen = []
 
     def predict(batch):
-        seen.append(len(batch))
-        assert len(batch) == 4
-        return batch.sum(axis=1, keepdims=True)
+        seen.append(len(batch["x"]))
+        assert len(batch["x"]) == 4
+        return batch["x"].sum(axis=1, keepdims=True)
 
-    out = run_batched(predict, np.arange(10, dtype=np.float32).reshape(10, 1), 4)
+    out = run_batched(predict, ArrayInputs({"x": np.arange(10, dtype=np.float32).reshape(10, 1)}), 4)
     assert seen == [4, 4, 4]
     assert out[:, 0].tolist() == list(range(10))
+
+
+def test_closeness_metrics_survive_zero_outputs():
+    reference = np.array([[0.0, 0.0], [1.0, 2.0]])
+    same = closeness(reference.copy(), reference)
+    assert same["cosine_min"] == pytest.approx(1.0) and same["max_abs_diff"] == same["max_rel_diff"] == 0.0
+    off = closeness(np.array([[1e-3, 0.0], [1.0, 2.0]]), reference)
+    assert off["cosine_min"] == 0.0  # a zero reference and a non-zero output do not agree
+    assert np.isfinite(off["max_rel_diff"]) and off["max_abs_diff"] == 1e-3
 
 
 @pytest.mark.parametrize("architecture", ["resnet9000"])

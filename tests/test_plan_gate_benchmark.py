@@ -1,5 +1,6 @@
 import time
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -18,12 +19,22 @@ from tasks.records import (
 
 def test_plan_crosses_targets_with_the_precisions_each_supports():
     configs, skipped = plan_configs(PipelineParams())
-    assert [c.key for c in configs] == ["onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16"]
-    assert skipped == {}
+    assert [c.key for c in configs] == [
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+        "openvino-fp32",
+        "openvino-bf16",
+        "inductor-fp32",
+        "inductor-bf16",
+    ]
+    # no Neuron SDK and no GPU here: skipped, each with its reason
+    assert "tensorflow-neuron is not installed" in skipped["neuron-inf1"]
+    assert "torch-neuronx is not installed" in skipped["neuron-inf2"]
+    assert "tensorrt" in skipped["tensorrt"]
 
 
 def test_plan_names_a_target_that_supports_none_of_the_precisions():
-    configs, skipped = plan_configs(PipelineParams(precisions=["bf16"]))
+    configs, skipped = plan_configs(PipelineParams(targets=["onnxruntime", "openvino"], precisions=["bf16"]))
     assert [c.key for c in configs] == ["openvino-bf16"]
     assert "supports none of ['bf16']" in skipped["onnxruntime"]
 
@@ -95,7 +106,7 @@ def test_measure_reports_throughput_and_latency_percentiles():
         time.sleep(0.01)
         return batch
 
-    point = measure(predict, [0] * 4, measure_s=0.3)
+    point = measure(predict, {"x": np.zeros(4)}, 4, measure_s=0.3)
     assert point.iterations >= 10
     assert 8 <= point.latency_ms_p50 <= 30
     assert point.latency_ms_p50 <= point.latency_ms_p90 <= point.latency_ms_p99

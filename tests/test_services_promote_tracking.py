@@ -14,9 +14,10 @@ from tasks.dataset import load
 from tasks.files import local_path, to_uri, tree_sha256
 from tasks.gate import evaluate
 from tasks.pipeline import run_dir_for
-from tasks.promote import PromotionError, promote, s3_client
+from tasks.promote import PromotionError, promote
 from tasks.records import CompileConfig, PipelineParams, RunContext
 from tasks.settings import load as load_settings
+from tasks.storage import s3_client
 from tasks.tracking import register
 
 pytestmark = pytest.mark.integration

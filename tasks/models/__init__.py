@@ -24,6 +24,14 @@ ARCHITECTURES: dict[str, Callable[[], torch.nn.Module]] = {
 }
 
 
+def input_spec(architecture: str):
+    """The input an architecture takes; every built-in architecture is an ImageNet-style classifier."""
+    from tasks.records import TensorSpec
+
+    build(architecture)  # names an unknown architecture clearly
+    return TensorSpec(name="input", shape=["batch", 3, 224, 224], dtype="float32")
+
+
 def build(architecture: str) -> torch.nn.Module:
     """Return an untrained instance of ``architecture``."""
     try:

@@ -13,9 +13,10 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.records import CompileConfig, CompiledArtifact, ExportedModel
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
 
-Predict = Callable[[np.ndarray], np.ndarray]
+# One batch of inputs, keyed by input name -> the model's first output (logits or embeddings).
+Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 class CompileError(RuntimeError):
@@ -30,17 +31,27 @@ class Target(Protocol):
     def available(self) -> tuple[bool, str]:
         """Whether this target can compile here, and why not."""
 
-    def compile(
-        self, exported: ExportedModel, config: CompileConfig, out_dir: Path, calibration: np.ndarray
-    ) -> tuple[str, str]:
-        """Write the compiled model into ``out_dir``; return (compiler name, compiler version).
+    def accepts(self, exported: ExportedModel) -> str:
+        """Why this target cannot compile ``exported`` (e.g. a source format it does not read), or ""."""
 
-        ``calibration`` is preprocessed input for precisions that need it (int8); it is
-        never the validation data.
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        """Compiler, version, flags and source format of ``config``, cheaply, without compiling."""
+
+    def compile(
+        self,
+        exported: ExportedModel,
+        config: CompileConfig,
+        out_dir: Path,
+        calibration: dict[str, np.ndarray] | None,
+    ) -> CompileReport:
+        """Write the compiled model into ``out_dir`` and say what the compiler did.
+
+        ``calibration`` holds preprocessed inputs by name for precisions that need it (int8);
+        it is never the validation data.
         """
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
-        """A function that runs one preprocessed NCHW batch of ``batch_size`` and returns logits."""
+        """A function that runs one batch of ``batch_size`` samples and returns the first output."""
 
 
 # name -> module that defines TARGET; modules are imported only when used, so
@@ -48,6 +59,10 @@ class Target(Protocol):
 TARGET_MODULES = {
     "onnxruntime": "tasks.targets.onnxruntime_cpu",
     "openvino": "tasks.targets.openvino_cpu",
+    "inductor": "tasks.targets.inductor_cpu",
+    "tensorrt": "tasks.targets.tensorrt_gpu",
+    "neuron-inf1": "tasks.targets.neuron_inf1",
+    "neuron-inf2": "tasks.targets.neuron_inf2",
 }
 
 
@@ -63,8 +78,20 @@ def get(name: str) -> Target:
     return importlib.import_module(module).TARGET
 
 
-def _module_version(module: str) -> str:
-    return importlib.import_module(module).__version__
+def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:
+    if fmt in exported.formats:
+        return ""
+    return f"{target} compiles from {fmt}, which a {exported.framework} export does not write"
+
+
+def package_version(distribution: str) -> str:
+    """Installed version of a distribution, read without importing it ("" if not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return ""
 
 
 def availability() -> dict[str, tuple[bool, str]]:

@@ -9,17 +9,25 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, ExportedModel
-from tasks.targets import CompileError, Predict
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
+from tasks.targets import CompileError, Predict, needs_format, package_version
 
 MODEL_FILE = "model.onnx"
+FLAGS = {
+    # EXTENDED, not ALL: fusions saved at ALL are specific to the compiling machine's CPU.
+    "fp32": ["graph_optimization_level=ORT_ENABLE_EXTENDED"],
+    "int8": ["quant_format=QDQ", "per_channel", "activation_type=QUInt8", "weight_type=QInt8", "calibrate=MinMax"],
+}
 
 
 class _Calibration:
     """Feeds calibration batches to ONNX Runtime's quantiser (its CalibrationDataReader protocol)."""
 
-    def __init__(self, input_name: str, samples: np.ndarray, batch_size: int = 8):
-        self._batches = iter([{input_name: samples[i : i + batch_size]} for i in range(0, len(samples), batch_size)])
+    def __init__(self, samples: dict[str, np.ndarray], batch_size: int = 8):
+        count = len(next(iter(samples.values())))
+        self._batches = iter(
+            [{name: array[i : i + batch_size] for name, array in samples.items()} for i in range(0, count, batch_size)]
+        )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -28,9 +36,15 @@ class _Calibration:
         pass
 
 
+def count_operators(path: Path) -> int:
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
 class OnnxRuntimeCPU:
     name = "onnxruntime"
-    precisions = ("fp32", "int8")
+    precisions = tuple(FLAGS)
     fixed_batch = False
 
     def available(self) -> tuple[bool, str]:
@@ -42,29 +56,48 @@ class OnnxRuntimeCPU:
             return False, "onnxruntime has no CPUExecutionProvider"
         return True, f"onnxruntime {onnxruntime.__version__}"
 
+    def accepts(self, exported: ExportedModel) -> str:
+        return needs_format(exported, "onnx", self.name)
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        if config.precision not in FLAGS:
+            raise CompileError(f"onnxruntime cannot compile precision {config.precision!r}")
+        return Fingerprint(
+            compiler="onnxruntime",
+            compiler_version=package_version("onnxruntime"),
+            flags=FLAGS[config.precision],
+            source_format="onnx",
+        )
+
     def compile(
-        self, exported: ExportedModel, config: CompileConfig, out_dir: Path, calibration: np.ndarray
-    ) -> tuple[str, str]:
+        self,
+        exported: ExportedModel,
+        config: CompileConfig,
+        out_dir: Path,
+        calibration: dict[str, np.ndarray] | None,
+    ) -> CompileReport:
         import onnxruntime as ort
 
+        fingerprint = self.fingerprint(exported, config)
         source = local_path(exported.formats["onnx"].uri)
         target = out_dir / MODEL_FILE
         if config.precision == "fp32":
             options = ort.SessionOptions()
-            # EXTENDED, not ALL: fusions saved at ALL are specific to the compiling machine's CPU.
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             options.optimized_model_filepath = str(target)
             ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-        elif config.precision == "int8":
+        else:
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
+            if not calibration:
+                raise CompileError("int8 quantisation needs calibration data")
             prepared = out_dir / "prepared.onnx"
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared),
                 str(target),
-                _Calibration(exported.inputs[0].name, calibration),
+                _Calibration(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QUInt8,
@@ -72,9 +105,15 @@ class OnnxRuntimeCPU:
                 calibrate_method=CalibrationMethod.MinMax,
             )
             prepared.unlink()
-        else:
-            raise CompileError(f"onnxruntime cannot compile precision {config.precision!r}")
-        return "onnxruntime", ort.__version__
+        operators = count_operators(target)
+        return CompileReport(
+            compiler=fingerprint.compiler,
+            compiler_version=ort.__version__,
+            flags=fingerprint.flags,
+            device="CPU",
+            operators_total=operators,
+            operators_on_device=operators,
+        )
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import onnxruntime as ort
@@ -85,10 +124,9 @@ class OnnxRuntimeCPU:
         session = ort.InferenceSession(
             str(local_path(artifact.uri) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
-        input_name = session.get_inputs()[0].name
 
-        def predict(batch: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: batch})[0]
+        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            return session.run(None, inputs)[0]
 
         return predict
 

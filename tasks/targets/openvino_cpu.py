@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, ExportedModel
-from tasks.targets import CompileError, Predict
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint, TensorSpec
+from tasks.targets import CompileError, Predict, needs_format, package_version
 
 MODEL_FILE = "model.xml"  # with model.bin beside it
 # The CPU plugin silently runs bf16 on CPUs with AVX512_BF16 unless told otherwise,
 # so every config states its precision explicitly.
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def _batch_axis(spec: TensorSpec) -> int | None:
+    return next((i for i, dim in enumerate(spec.shape) if isinstance(dim, str)), None)
 
 
 class OpenVINOCPU:
@@ -31,6 +35,19 @@ class OpenVINOCPU:
             return False, "OpenVINO finds no CPU device"
         return True, f"openvino {ov.__version__}"
 
+    def accepts(self, exported: ExportedModel) -> str:
+        return needs_format(exported, "onnx", self.name)
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        if config.precision not in PRECISION_HINTS:
+            raise CompileError(f"openvino cannot compile precision {config.precision!r}")
+        return Fingerprint(
+            compiler="openvino",
+            compiler_version=package_version("openvino"),
+            flags=[f"INFERENCE_PRECISION_HINT={PRECISION_HINTS[config.precision]}", "compress_to_fp16=False"],
+            source_format="onnx",
+        )
+
     def _device_config(self, precision: str) -> dict[str, str]:
         import openvino as ov
 
@@ -38,36 +55,63 @@ class OpenVINOCPU:
             raise CompileError("this CPU has no bf16 support (OpenVINO lists no BF16 capability)")
         return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
 
+    def _reshape(self, model, specs: list[TensorSpec], batch_size: int) -> None:
+        """Fix the batch dimension: a static shape lets the CPU plugin pick its best kernels for that size."""
+        shapes = {}
+        for port, spec in zip(model.inputs, specs, strict=True):
+            shape = port.get_partial_shape()
+            axis = _batch_axis(spec)
+            if axis is not None and shape[axis].is_dynamic:
+                shape[axis] = batch_size
+                shapes[port] = shape
+        if shapes:
+            model.reshape(shapes)
+
     def compile(
-        self, exported: ExportedModel, config: CompileConfig, out_dir: Path, calibration: np.ndarray
-    ) -> tuple[str, str]:
+        self,
+        exported: ExportedModel,
+        config: CompileConfig,
+        out_dir: Path,
+        calibration: dict[str, np.ndarray] | None,
+    ) -> CompileReport:
         import openvino as ov
 
-        if config.precision not in PRECISION_HINTS:
-            raise CompileError(f"openvino cannot compile precision {config.precision!r}")
+        fingerprint = self.fingerprint(exported, config)
         model = ov.convert_model(str(local_path(exported.formats["onnx"].uri)))
         if config.batch_size:
-            model.reshape({model.inputs[0]: [config.batch_size, *model.inputs[0].get_partial_shape()[1:]]})
+            self._reshape(model, exported.inputs, config.batch_size)
         # Weights stay fp32 in the IR; the precision is applied by the plugin when it compiles.
         ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
         # Compile once for the device so a config the plugin cannot run fails here, not in validation.
         ov.Core().compile_model(model, "CPU", self._device_config(config.precision))
-        return "openvino", ov.__version__
+        operators = sum(1 for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result"))
+        return CompileReport(
+            compiler="openvino",
+            compiler_version=ov.__version__,
+            flags=fingerprint.flags,
+            device="CPU",
+            operators_total=operators,
+            operators_on_device=operators,
+        )
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import openvino as ov
 
         core = ov.Core()
         model = core.read_model(str(local_path(artifact.uri) / MODEL_FILE))
-        shape = model.inputs[0].get_partial_shape()
-        if shape[0].is_dynamic:
-            # A static batch lets the CPU plugin pick its best kernels for this size.
-            model.reshape({model.inputs[0]: [batch_size, *shape[1:]]})
+        shapes = {}
+        for port in model.inputs:
+            shape = port.get_partial_shape()
+            if shape.rank.is_static and len(shape) and shape[0].is_dynamic:  # exports put the batch axis first
+                shape[0] = batch_size
+                shapes[port] = shape
+        if shapes:
+            model.reshape(shapes)
         compiled = core.compile_model(model, "CPU", self._device_config(artifact.config.precision))
         request = compiled.create_infer_request()
 
-        def predict(batch: np.ndarray) -> np.ndarray:
-            return request.infer({0: batch})[0].copy()
+        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            return request.infer(inputs)[0].copy()
 
         return predict
 

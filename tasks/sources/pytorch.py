@@ -1,0 +1,199 @@
+"""PyTorch sources: a weights-only state dict plus a named architecture, or ``module:callable``.
+
+Either way the model is captured once with ``torch.export`` (an ExportedProgram, saved
+as ``model.pt2``; TorchInductor compiles from it and the baseline runs it) and
+exported to ONNX with a dynamic batch axis (the other CPU and GPU targets start there).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from tasks import models
+from tasks.export import (
+    BUILTIN_MODELS,
+    ONNX_OPSET,
+    ModelLoadError,
+    check_outputs,
+    example_inputs,
+    reconcile_specs,
+    resolve_source,
+)
+from tasks.files import file_ref, local_path, sha256_file
+from tasks.records import ExportedModel, PipelineParams, TensorSpec
+
+# Input specs of the built-in modules, which (like any nn.Module) do not carry them.
+BUILTIN_SPECS = {
+    "module:tasks.models.text_encoder:build": [
+        TensorSpec(name="input_ids", shape=["batch", 32], dtype="int64"),
+        TensorSpec(name="attention_mask", shape=["batch", 32], dtype="int64"),
+    ],
+}
+MAX_BATCH = 1024
+
+
+def load_state_dict_model(path: Path, architecture: str):
+    """Rebuild ``architecture`` and load a weights-only state dict into it (nothing in the file is executed)."""
+    import torch
+
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated, corrupt or code-carrying files
+        raise ModelLoadError(
+            f"model file {path} is not a readable weights-only PyTorch state dict: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelLoadError(f"model file {path} does not hold a state dict of tensors")
+    model = models.build(architecture)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"weights in {path} do not fit architecture {architecture!r}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    try:
+        model.load_state_dict(state, strict=True)  # also checks tensor shapes
+    except RuntimeError as exc:
+        raise ModelLoadError(f"weights in {path} do not fit architecture {architecture!r}: {exc}") from exc
+    return model.eval()
+
+
+def load_callable(spec: str):
+    """``module:pkg.mod:fn`` -> the nn.Module that ``fn()`` returns (the user's own, trusted code)."""
+    import torch
+
+    target = spec.removeprefix("module:")
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"model_uri {spec!r} must look like module:package.module:callable")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(f"cannot import {attr!r} from {module_name!r}: {exc}") from exc
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise ModelLoadError(f"{target}() returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def run_module(model, specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        outputs = model(*(torch.from_numpy(np.ascontiguousarray(inputs[s.name])) for s in specs))
+    if isinstance(outputs, torch.Tensor):
+        outputs = (outputs,)
+    return [o.float().numpy() if o.is_floating_point() else o.numpy() for o in outputs]
+
+
+def forward_check(model, specs: list[TensorSpec], what: str) -> list[np.ndarray]:
+    inputs = example_inputs(specs)
+    try:
+        outputs = run_module(model, specs, inputs)
+    except Exception as exc:
+        shapes = {name: list(a.shape) for name, a in inputs.items()}
+        raise ModelLoadError(f"{what}: the forward pass fails on inputs shaped {shapes}: {exc}") from exc
+    check_outputs(outputs, what)
+    return outputs
+
+
+def output_specs(outputs: list[np.ndarray], names: list[str] | None = None) -> list[TensorSpec]:
+    names = names or (["logits"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))])
+    return [
+        TensorSpec(name=name, shape=["batch", *o.shape[1:]], dtype=str(o.dtype))
+        for name, o in zip(names, outputs, strict=True)
+    ]
+
+
+def export_onnx(model, specs: list[TensorSpec], outputs: list[TensorSpec], path: Path) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example_inputs(specs)
+    program = torch.onnx.export(
+        model,
+        tuple(torch.from_numpy(example[s.name]) for s in specs),
+        input_names=[s.name for s in specs],
+        output_names=[s.name for s in outputs],
+        dynamic_shapes=tuple({s.batch_axis: batch} for s in specs),
+        opset_version=ONNX_OPSET,
+        dynamo=True,
+        external_data=False,
+    )
+    program.save(str(path))
+
+
+def export_program(model, specs: list[TensorSpec], path: Path) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = example_inputs(specs)
+    program = torch.export.export(
+        model,
+        tuple(torch.from_numpy(example[s.name]) for s in specs),
+        dynamic_shapes=tuple({s.batch_axis: batch} for s in specs),
+    )
+    torch.export.save(program, str(path))
+
+
+def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
+    import torch
+
+    uri = BUILTIN_MODELS.get(params.model_uri, (None, params.model_uri))[1]
+    if uri.startswith("module:"):
+        model = load_callable(uri)
+        source_sha256 = sha256_file(Path(importlib.import_module(uri.split(":")[1]).__file__))
+        declared, architecture = BUILTIN_SPECS.get(uri), ""
+    else:
+        source = resolve_source(uri)
+        model = load_state_dict_model(source, params.architecture)
+        source_sha256 = sha256_file(source)
+        declared, architecture = [models.input_spec(params.architecture)], params.architecture
+    what = f"model {params.model_uri}"
+    specs = reconcile_specs(declared, params.input_specs, what)
+    outputs = output_specs(forward_check(model, specs, what))
+
+    formats = {}
+    if architecture:
+        torch.save(model.state_dict(), out_dir / "model.pt")
+        formats["pytorch_state_dict"] = file_ref(out_dir / "model.pt")
+    export_program(model, specs, out_dir / "model.pt2")
+    formats["exported_program"] = file_ref(out_dir / "model.pt2")
+    export_onnx(model, specs, outputs, out_dir / "model.onnx")
+    formats["onnx"] = file_ref(out_dir / "model.onnx")
+    return ExportedModel(
+        name=params.model_name,
+        framework="pytorch",
+        architecture=architecture,
+        source_uri=params.model_uri,
+        source_sha256=source_sha256,
+        parameters=sum(p.numel() for p in model.parameters()),
+        inputs=specs,
+        outputs=outputs,
+        formats=formats,
+    )
+
+
+def load_reference(exported: ExportedModel):
+    """The exported program, run by PyTorch eagerly on CPU."""
+    import torch
+
+    ref = exported.formats["exported_program"]
+    path = local_path(ref.uri)
+    if sha256_file(path) != ref.sha256:
+        raise ModelLoadError(f"exported program {path} changed since export (sha256 mismatch)")
+    module = torch.export.load(str(path)).module()
+
+    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return run_module(module, exported.inputs, inputs)[0]
+
+    return predict

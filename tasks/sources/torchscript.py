@@ -1,0 +1,82 @@
+"""TorchScript sources: a ``torch.jit.save`` file. It carries no input specs, so they come from the params.
+
+TorchScript cannot be captured by ``torch.export``, so TorchInductor does not take it;
+the ONNX file comes from PyTorch's TorchScript-based exporter.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from tasks.export import ModelLoadError, reconcile_specs
+from tasks.files import file_ref, local_path, sha256_file
+from tasks.records import ExportedModel, PipelineParams
+from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
+
+
+def load_script(path: Path):
+    import torch
+
+    if not path.is_file():
+        raise ModelLoadError(f"TorchScript file {path} does not exist")
+    try:
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path} is not a loadable TorchScript file: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+
+
+def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
+    import torch
+
+    source = local_path(params.model_uri)
+    model = load_script(source)
+    what = f"model {params.model_uri}"
+    specs = reconcile_specs(None, params.input_specs, what)
+    outputs = output_specs(forward_check(model, specs, what))
+    script_path = out_dir / "model.torchscript.pt"
+    shutil.copyfile(source, script_path)
+    from tasks.export import example_inputs
+
+    example = example_inputs(specs)
+    torch.onnx.export(
+        model,
+        tuple(torch.from_numpy(example[s.name]) for s in specs),
+        str(out_dir / "model.onnx"),
+        input_names=[s.name for s in specs],
+        output_names=[s.name for s in outputs],
+        dynamic_axes={
+            **{s.name: {s.batch_axis: "batch"} for s in specs},
+            **{s.name: {0: "batch"} for s in outputs},
+        },
+        opset_version=ONNX_OPSET,
+        dynamo=False,  # the dynamo exporter cannot read TorchScript
+    )
+    return ExportedModel(
+        name=params.model_name,
+        framework="torchscript",
+        architecture="",
+        source_uri=params.model_uri,
+        source_sha256=sha256_file(source),
+        parameters=sum(p.numel() for p in model.parameters()),
+        inputs=specs,
+        outputs=outputs,
+        formats={"torchscript": file_ref(script_path), "onnx": file_ref(out_dir / "model.onnx")},
+    )
+
+
+def load_reference(exported: ExportedModel):
+    ref = exported.formats["torchscript"]
+    path = local_path(ref.uri)
+    if sha256_file(path) != ref.sha256:
+        raise ModelLoadError(f"exported TorchScript {path} changed since export (sha256 mismatch)")
+    model = load_script(path)
+
+    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return run_module(model, exported.inputs, inputs)[0]
+
+    return predict

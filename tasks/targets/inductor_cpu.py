@@ -1,0 +1,123 @@
+"""TorchInductor ahead-of-time on CPU: the exported program compiled to a ``.pt2`` package (C++ and weights).
+
+bf16 casts the weights and the floating-point inputs to bfloat16 inside the compiled
+graph, so callers still pass and receive float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tasks.files import local_path, write_json
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
+from tasks.targets import CompileError, Predict, needs_format, package_version
+
+PACKAGE_FILE = "model.pt2"
+INPUTS_FILE = "inputs.json"
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _cast_module(module, dtype_name: str):
+    """Wrap ``module`` so it runs in ``dtype_name`` but takes and returns float32."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+
+    class Cast(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner.to(dtype)
+
+        def forward(self, *inputs):
+            outputs = self.inner(*(x.to(dtype) if x.is_floating_point() else x for x in inputs))
+            if isinstance(outputs, torch.Tensor):
+                return outputs.float()
+            return tuple(o.float() if o.is_floating_point() else o for o in outputs)
+
+    return Cast(module)
+
+
+class InductorCPU:
+    name = "inductor"
+    precisions = tuple(DTYPES)
+    fixed_batch = False
+
+    def available(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("torch") is None:
+            return False, "torch is not installed"
+        import shutil
+
+        compiler = shutil.which("g++") or shutil.which("c++")
+        if not compiler:
+            return False, "TorchInductor AOT needs a C++ compiler (g++) and none is on PATH"
+        return True, f"torch {package_version('torch')} with {compiler}"
+
+    def accepts(self, exported: ExportedModel) -> str:
+        return needs_format(exported, "exported_program", self.name)
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        if config.precision not in DTYPES:
+            raise CompileError(f"inductor cannot compile precision {config.precision!r}")
+        return Fingerprint(
+            compiler="torch-inductor-aot",
+            compiler_version=package_version("torch"),
+            flags=["aoti_compile_and_package", f"dtype={DTYPES[config.precision]}"],
+            source_format="exported_program",
+        )
+
+    def compile(
+        self,
+        exported: ExportedModel,
+        config: CompileConfig,
+        out_dir: Path,
+        calibration: dict[str, np.ndarray] | None,
+    ) -> CompileReport:
+        import torch
+
+        from tasks.export import example_inputs
+        from tasks.sources.pytorch import MAX_BATCH
+
+        fingerprint = self.fingerprint(exported, config)
+        program = torch.export.load(str(local_path(exported.formats["exported_program"].uri)))
+        if config.precision != "fp32":
+            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+            example = example_inputs(exported.inputs)
+            program = torch.export.export(
+                _cast_module(program.module(), DTYPES[config.precision]),
+                tuple(torch.from_numpy(example[s.name]) for s in exported.inputs),
+                dynamic_shapes=(tuple({s.batch_axis: batch} for s in exported.inputs),),  # one *inputs parameter
+            )
+        operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
+        torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))
+        # The package takes inputs by position; keep their names' order beside it.
+        write_json(out_dir / INPUTS_FILE, [s.name for s in exported.inputs])
+        return CompileReport(
+            compiler=fingerprint.compiler,
+            compiler_version=torch.__version__,
+            flags=fingerprint.flags,
+            device="CPU",
+            operators_total=operators,
+            operators_on_device=operators,
+        )
+
+    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+        import torch
+
+        directory = local_path(artifact.uri)
+        runner = torch._inductor.aoti_load_package(str(directory / PACKAGE_FILE))
+        names = json.loads((directory / INPUTS_FILE).read_text())
+
+        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            with torch.inference_mode():
+                outputs = runner(*(torch.from_numpy(inputs[name]) for name in names))
+            first = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+            return first.numpy()
+
+        return predict
+
+
+TARGET = InductorCPU()
