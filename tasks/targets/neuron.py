@@ -130,6 +130,19 @@ def collect_workdir_neffs(workdir: Path, out_dir: Path) -> list[NamedFile]:
     return write_neffs(found, out_dir)
 
 
+def traceable_module(exported):
+    """The model as the Neuron tracers take it: rebuilt from architecture + state dict, or TorchScript."""
+    import torch
+
+    from tasks.files import local_path
+
+    if "pytorch_state_dict" in exported.formats:
+        from tasks.sources.pytorch import load_state_dict_model
+
+        return load_state_dict_model(local_path(exported.formats["pytorch_state_dict"].uri), exported.architecture)
+    return torch.jit.load(str(local_path(exported.formats["torchscript"].uri)))
+
+
 class UncompiledGraph(RuntimeError):
     """A "compiled" model with nothing placed on Neuron."""
 

@@ -149,12 +149,7 @@ class NeuronInf1:
 
         from tasks.export import example_inputs
 
-        if "pytorch_state_dict" in exported.formats:
-            from tasks.sources.pytorch import load_state_dict_model
-
-            model = load_state_dict_model(local_path(exported.formats["pytorch_state_dict"].uri), exported.architecture)
-        else:
-            model = torch.jit.load(str(local_path(exported.formats["torchscript"].uri)))
+        model = common.traceable_module(exported)
         example = example_inputs(exported.inputs, batch_size=config.batch_size)
         workdir = out_dir.parent / f".{config.key}.neuron-workdir"
         with captured_logs("Neuron") as logs:
