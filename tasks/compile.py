@@ -121,13 +121,15 @@ def compile_config(
             log_uri=to_uri(log_path) if log_path.exists() else "",
         )
 
-    def done(report: CompileReport, seconds: float, peak_mb: float, status: CacheStatus, key: str) -> CompiledArtifact:
+    def done(
+        report: CompileReport, seconds: float, peak_mb: float, status: CacheStatus, key: str, sha256: str
+    ) -> CompiledArtifact:
         scratch.rename(final_dir)
         return CompiledArtifact(
             config=config,
             status="ok",
             uri=to_uri(final_dir),
-            sha256=tree_sha256(final_dir),
+            sha256=sha256,
             files=tree_files(final_dir),
             compiler=report.compiler,
             compiler_version=report.compiler_version,
@@ -168,6 +170,7 @@ def compile_config(
                 entry["peak_memory_mb"],
                 "hit",
                 key,
+                entry["tree_sha256"],  # checked against the fetched files by cache.fetch
             )
 
     request_path.write_text(
@@ -201,24 +204,21 @@ def compile_config(
     if not tree_files(scratch):
         return failed("compiler wrote no files", seconds, peak_mb, key)
     report = CompileReport.model_validate(result["report"])
+    entry = entry_for(
+        scratch,
+        key=key,
+        config=config.to_json(),
+        report=report.to_json(),
+        compile_seconds=round(seconds, 3),
+        peak_memory_mb=round(peak_mb, 1),
+    )
     if cache is not None:
         try:
-            cache.store(
-                key,
-                scratch,
-                entry_for(
-                    scratch,
-                    key=key,
-                    config=config.to_json(),
-                    report=report.to_json(),
-                    compile_seconds=round(seconds, 3),
-                    peak_memory_mb=round(peak_mb, 1),
-                ),
-            )
+            cache.store(key, scratch, entry)
         except Exception as exc:  # a cache that cannot be written costs the next run time, not this run
             with open(log_path, "a") as log:
                 log.write(f"compile cache: could not store {key} in {cache.uri}: {type(exc).__name__}: {exc}\n")
-    return done(report, seconds, peak_mb, cache_status, key)
+    return done(report, seconds, peak_mb, cache_status, key, entry["tree_sha256"])
 
 
 def verify(artifact: CompiledArtifact) -> Path:

@@ -22,6 +22,7 @@ model's input specs, so a mismatch is an error before any compile starts.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import zlib
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.files import file_ref, local_path, sha256_file
+from tasks.files import file_ref, local_path, sha256_file, write_atomic
 from tasks.records import DatasetRef, ExportedModel, TensorSpec
 
 IMAGE_SIZE = 224
@@ -289,6 +290,12 @@ def _builtin(spec: str, exported: ExportedModel) -> Samples:
     )
 
 
+def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
+
+
 def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetRef:
     """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz."""
     samples = _builtin(spec, exported) if spec.startswith("builtin:") else user_file(local_path(spec))
@@ -301,26 +308,20 @@ def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetR
         extra["labels"] = samples.labels
     if samples.class_names is not None:
         extra["class_names"] = np.array(samples.class_names)
-    out = out_dir / "dataset.npz"
-    tmp = out_dir / ".dataset.tmp.npz"
-    np.savez(
-        tmp,
+    out = _save_npz(
+        out_dir / "dataset.npz",
         **{f"input__{name}": array for name, array in arrays.items()},
         **extra,
         preprocess=np.array(samples.preprocess),
         probe_index=np.array(samples.probe_index),
     )
-    tmp.replace(out)
     ref = file_ref(out)
     calibration_uri = calibration_sha = ""
     if samples.calibration:
         calibration = _bind(samples.calibration, exported.inputs, f"{what} (calibration)", samples.preprocess)
         if samples.preprocess == "imagenet_nchw":
             calibration = {k: preprocess(v) for k, v in calibration.items()}
-        cal_path = out_dir / "calibration.npz"
-        np.savez(out_dir / ".calibration.tmp.npz", **calibration)
-        (out_dir / ".calibration.tmp.npz").replace(cal_path)
-        cal_ref = file_ref(cal_path)
+        cal_ref = file_ref(_save_npz(out_dir / "calibration.npz", **calibration))
         calibration_uri, calibration_sha = cal_ref.uri, cal_ref.sha256
     return DatasetRef(
         uri=ref.uri,

@@ -114,17 +114,25 @@ def output_specs(outputs: list[np.ndarray], names: list[str] | None = None) -> l
     ]
 
 
-def export_onnx(model, specs: list[TensorSpec], outputs: list[TensorSpec], path: Path) -> None:
+def export_args(specs: list[TensorSpec]) -> tuple[tuple, tuple]:
+    """Example tensors in spec order and their dynamic shapes (batch axis 1..MAX_BATCH), for torch.export."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     example = example_inputs(specs)
+    return tuple(torch.from_numpy(example[s.name]) for s in specs), tuple({s.batch_axis: batch} for s in specs)
+
+
+def export_onnx(model, specs: list[TensorSpec], outputs: list[TensorSpec], path: Path) -> None:
+    import torch
+
+    args, dynamic_shapes = export_args(specs)
     program = torch.onnx.export(
         model,
-        tuple(torch.from_numpy(example[s.name]) for s in specs),
+        args,
         input_names=[s.name for s in specs],
         output_names=[s.name for s in outputs],
-        dynamic_shapes=tuple({s.batch_axis: batch} for s in specs),
+        dynamic_shapes=dynamic_shapes,
         opset_version=ONNX_OPSET,
         dynamo=True,
         external_data=False,
@@ -135,14 +143,8 @@ def export_onnx(model, specs: list[TensorSpec], outputs: list[TensorSpec], path:
 def export_program(model, specs: list[TensorSpec], path: Path) -> None:
     import torch
 
-    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = example_inputs(specs)
-    program = torch.export.export(
-        model,
-        tuple(torch.from_numpy(example[s.name]) for s in specs),
-        dynamic_shapes=tuple({s.batch_axis: batch} for s in specs),
-    )
-    torch.export.save(program, str(path))
+    args, dynamic_shapes = export_args(specs)
+    torch.export.save(torch.export.export(model, args, dynamic_shapes=dynamic_shapes), str(path))
 
 
 def export(params: PipelineParams, out_dir: Path) -> ExportedModel:

@@ -78,18 +78,16 @@ class InductorCPU:
     ) -> CompileReport:
         import torch
 
-        from tasks.export import example_inputs
-        from tasks.sources.pytorch import MAX_BATCH
+        from tasks.sources.pytorch import export_args
 
         fingerprint = self.fingerprint(exported, config)
         program = torch.export.load(str(local_path(exported.formats["exported_program"].uri)))
         if config.precision != "fp32":
-            batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-            example = example_inputs(exported.inputs)
+            args, dynamic_shapes = export_args(exported.inputs)
             program = torch.export.export(
                 _cast_module(program.module(), DTYPES[config.precision]),
-                tuple(torch.from_numpy(example[s.name]) for s in exported.inputs),
-                dynamic_shapes=(tuple({s.batch_axis: batch} for s in exported.inputs),),  # one *inputs parameter
+                args,
+                dynamic_shapes=(dynamic_shapes,),  # the wrapper takes one *inputs parameter
             )
         operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
         torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))

@@ -130,16 +130,22 @@ def collect_workdir_neffs(workdir: Path, out_dir: Path) -> list[NamedFile]:
     return write_neffs(found, out_dir)
 
 
+def torch_source_format(exported) -> str | None:
+    """The format the Neuron tracers read: architecture + state dict, else TorchScript, else none."""
+    return next((f for f in ("pytorch_state_dict", "torchscript") if f in exported.formats), None)
+
+
 def traceable_module(exported):
     """The model as the Neuron tracers take it: rebuilt from architecture + state dict, or TorchScript."""
     import torch
 
     from tasks.files import local_path
 
-    if "pytorch_state_dict" in exported.formats:
+    fmt = torch_source_format(exported)
+    if fmt == "pytorch_state_dict":
         from tasks.sources.pytorch import load_state_dict_model
 
-        return load_state_dict_model(local_path(exported.formats["pytorch_state_dict"].uri), exported.architecture)
+        return load_state_dict_model(local_path(exported.formats[fmt].uri), exported.architecture)
     return torch.jit.load(str(local_path(exported.formats["torchscript"].uri)))
 
 

@@ -98,7 +98,7 @@ class NeuronInf1:
             ok, why = common.sdk_status(*TORCH_SDK)
             if not ok:
                 return why
-            if "pytorch_state_dict" in exported.formats or "torchscript" in exported.formats:
+            if common.torch_source_format(exported):
                 return ""
             return "torch.neuron.trace needs the model as an architecture + state dict or TorchScript"
         return f"{self.name} compiles TensorFlow and PyTorch models, not {exported.framework}"
@@ -113,9 +113,7 @@ class NeuronInf1:
             compiler=COMPILER,
             compiler_version=package_version("neuron-cc"),
             flags=compiler_args(exported, config),
-            source_format="saved_model"
-            if tensorflow
-            else ("pytorch_state_dict" if "pytorch_state_dict" in exported.formats else "torchscript"),
+            source_format="saved_model" if tensorflow else common.torch_source_format(exported),
         )
 
     def compile(

@@ -36,7 +36,7 @@ class NeuronInf2:
     def accepts(self, exported: ExportedModel) -> str:
         if exported.framework not in ("pytorch", "torchscript"):
             return f"{self.name} compiles PyTorch models (torch_neuronx.trace), not {exported.framework}"
-        if "pytorch_state_dict" in exported.formats or "torchscript" in exported.formats:
+        if common.torch_source_format(exported):
             return ""
         return "torch_neuronx.trace needs the model as an architecture + state dict or TorchScript"
 
@@ -49,7 +49,7 @@ class NeuronInf2:
             compiler=COMPILER,
             compiler_version=package_version("neuronx-cc"),
             flags=common.neuronx_cc_args(config.precision),
-            source_format="pytorch_state_dict" if "pytorch_state_dict" in exported.formats else "torchscript",
+            source_format=common.torch_source_format(exported),
         )
 
     def compile(

@@ -17,10 +17,6 @@ MODEL_FILE = "model.xml"  # with model.bin beside it
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
-def _batch_axis(spec: TensorSpec) -> int | None:
-    return next((i for i, dim in enumerate(spec.shape) if isinstance(dim, str)), None)
-
-
 class OpenVINOCPU:
     name = "openvino"
     precisions = tuple(PRECISION_HINTS)
@@ -60,7 +56,7 @@ class OpenVINOCPU:
         shapes = {}
         for port, spec in zip(model.inputs, specs, strict=True):
             shape = port.get_partial_shape()
-            axis = _batch_axis(spec)
+            axis = spec.batch_axis
             if axis is not None and shape[axis].is_dynamic:
                 shape[axis] = batch_size
                 shapes[port] = shape
