@@ -196,6 +196,9 @@ def compile_config(
         if result.get("out_of_memory"):
             return failed(f"compiler exceeded {memory_mb} MiB ({result['error']})", seconds, peak_mb, key)
         return failed(result["error"], seconds, peak_mb, key)
+    if peak_mb > memory_mb:
+        # The poll can miss a short spike; the child's own high-water mark cannot.
+        return failed(f"compiler exceeded {memory_mb} MiB (peak resident {peak_mb:.0f} MiB)", seconds, peak_mb, key)
     if returncode != 0:
         if returncode < 0:
             name = signal.Signals(-returncode).name

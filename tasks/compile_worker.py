@@ -25,10 +25,16 @@ ADDRESS_SPACE_FACTOR = 4
 
 
 def _peak_rss_bytes() -> int:
-    # ru_maxrss is in KiB on Linux; children counts the compiler's own subprocesses (gcc, neuron-cc).
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) * 1024
+    """This process's resident high-water mark, or its subprocesses' if higher (gcc, neuron-cc).
+
+    Not RUSAGE_SELF: Linux carries the parent's high-water mark across fork/exec into it, so it
+    would report the Airflow worker's memory as the compiler's. VmHWM belongs to this image only.
+    """
+    with open("/proc/self/status") as status:
+        own_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    # Children's maxrss can carry this process's mark the same way, which is <= own: max() stays right.
+    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own_kib, children_kib) * 1024
 
 
 def main(request_path: str) -> int:

@@ -85,3 +85,13 @@ def test_a_compile_past_its_memory_limit_fails_only_its_config(exported, tmp_pat
     assert artifact.peak_memory_mb > 0
     assert not (tmp_path / "openvino-fp32").exists()
     assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_peak_memory_is_the_compilers_own_not_the_calling_workers(exported, tmp_path):
+    # Linux carries a parent's resident high-water mark into a child it spawns; a worker that
+    # already holds a lot must not make a small compile look big (or fail its memory limit).
+    held = np.ones(1536 * 2**20, dtype=np.uint8)  # 1.5 GiB, touched so it is resident
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path, memory_mb=1024)
+    assert held.sum() == held.size
+    assert artifact.status == "ok", artifact.reason
+    assert 0 < artifact.peak_memory_mb < 1024
