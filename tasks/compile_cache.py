@@ -1,8 +1,10 @@
 """Content-addressed cache of compiled artifacts, on local disk or on S3 (so CPU workers share it).
 
-The key is a sha256 over everything the compiled files depend on: the model file the
-target compiles from, the input and output specs, the target, precision and batch
-size, the compiler's version and flags, and the calibration data. An entry is a
+The key is a sha256 over everything the compiled files depend on: the source model and
+the exporter that made the format the target compiles from (not that format's bytes:
+tf2onnx, for one, names things differently from run to run), the input and output
+specs, the target, precision and batch size, the compiler's version and flags, and the
+calibration data. An entry is a
 directory of files plus ``entry.json`` (written last, the commit marker) that lists
 each file's sha256; a fetched entry whose files do not match is reported corrupt
 and compiled again, never used.
@@ -31,15 +33,15 @@ class CorruptEntry(RuntimeError):
 def cache_key(
     exported: ExportedModel, config: CompileConfig, fingerprint: Fingerprint, calibration_sha256: str = ""
 ) -> str:
-    try:
-        model_sha256 = exported.formats[fingerprint.source_format].sha256
-    except KeyError:
+    if fingerprint.source_format not in exported.formats:
         raise ValueError(
             f"target {config.target} compiles from {fingerprint.source_format!r}, which the export did not "
             f"write (it wrote {', '.join(exported.formats)})"
-        ) from None
+        )
     material = {
-        "model_sha256": model_sha256,
+        "source_sha256": exported.source_sha256,
+        # a record without its exporter's identity can only be known by the format's bytes
+        "exporter": exported.exporter or exported.formats[fingerprint.source_format].sha256,
         "inputs": [spec.to_json() for spec in exported.inputs],
         "outputs": [spec.to_json() for spec in exported.outputs],
         "config": config.to_json(),

@@ -8,6 +8,7 @@ compile starts.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import shutil
 from importlib.resources import files
@@ -127,13 +128,26 @@ def check_outputs(outputs: list[np.ndarray], what: str) -> None:
             raise ModelLoadError(f"{what}: output {i} holds NaN or Inf on a random input")
 
 
+def exporter_identity(module) -> dict[str, str]:
+    """sha256 of the exporter code (this module, the sources, the built-in architectures) and its libraries' versions."""
+    from tasks.targets import package_version
+
+    package = Path(__file__).parent
+    code = hashlib.sha256()
+    for path in [Path(__file__), *sorted(package.glob("sources/*.py")), *sorted(package.glob("models/*.py"))]:
+        code.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return {"code_sha256": code.hexdigest(), **{name: package_version(name) for name in module.EXPORTER_PACKAGES}}
+
+
 def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
     check_framework(params)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a retried export starts clean
     out_dir.mkdir(parents=True)
-    return source_module(params.framework).export(params, out_dir)
+    module = source_module(params.framework)
+    exported = module.export(params, out_dir)
+    return exported.model_copy(update={"exporter": exporter_identity(module)})
 
 
 def load_reference(exported: ExportedModel):

@@ -98,6 +98,10 @@ class ExportedModel(Record):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     formats: dict[str, FileRef]  # e.g. {"exported_program": ..., "onnx": ...}; a directory's sha256 is its tree's
+    # What turned the source into the formats: the exporter code's sha256 and its libraries' versions.
+    # With source_sha256 it identifies every format, even where a conversion is not byte-reproducible
+    # (tf2onnx names deduplicated constants differently from one process to the next).
+    exporter: dict[str, str] = {}
 
 
 class CompileConfig(Record):

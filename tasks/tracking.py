@@ -67,6 +67,7 @@ def record(
                 "model_name": exported.name,
                 "model_uri": exported.source_uri,
                 "source_sha256": exported.source_sha256,
+                "exporter": ", ".join(f"{name} {value[:12]}" for name, value in exported.exporter.items() if value),
                 "architecture": exported.architecture,
                 "framework": exported.framework,
                 "parameters": exported.parameters,

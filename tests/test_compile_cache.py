@@ -16,20 +16,31 @@ def test_cache_key_changes_with_everything_the_artifact_depends_on(exported):
     assert key == cache_key(exported, config, fingerprint)
     other_flags = fingerprint.model_copy(update={"flags": ["graph_optimization_level=ORT_ENABLE_ALL"]})
     other_version = fingerprint.model_copy(update={"compiler_version": "0.0.1"})
-    other_model = exported.model_copy(
-        update={
-            "formats": {**exported.formats, "onnx": exported.formats["onnx"].model_copy(update={"sha256": "0" * 64})}
-        }
-    )
+    other_source = exported.model_copy(update={"source_sha256": "0" * 64})
+    other_exporter = exported.model_copy(update={"exporter": {**exported.exporter, "onnx": "0.0.1"}})
     keys = {
         key,
         cache_key(exported, config, other_flags),
         cache_key(exported, config, other_version),
-        cache_key(other_model, config, fingerprint),
+        cache_key(other_source, config, fingerprint),
+        cache_key(other_exporter, config, fingerprint),
         cache_key(exported, CompileConfig(target="onnxruntime", precision="fp32", batch_size=8), fingerprint),
         cache_key(exported, config, fingerprint, calibration_sha256="1" * 64),
     }
-    assert len(keys) == 6
+    assert len(keys) == 7
+    assert exported.exporter["code_sha256"] and exported.exporter["torch"]
+
+
+def test_cache_key_ignores_bytes_a_conversion_does_not_reproduce(exported):
+    # the same source through the same exporter is the same model, whatever names a converter generated
+    config = CompileConfig(target="onnxruntime", precision="fp32")
+    fingerprint = get("onnxruntime").fingerprint(exported, config)
+    reconverted = exported.model_copy(
+        update={
+            "formats": {**exported.formats, "onnx": exported.formats["onnx"].model_copy(update={"sha256": "0" * 64})}
+        }
+    )
+    assert cache_key(reconverted, config, fingerprint) == cache_key(exported, config, fingerprint)
 
 
 def test_second_compile_is_a_cache_hit_and_a_corrupt_entry_is_rebuilt(exported, tmp_path):

@@ -7,10 +7,12 @@ import torch
 
 from tasks import dataset as datasets
 from tasks.compile import compile_config
+from tasks.compile_cache import cache_key
 from tasks.export import InputSpecError, ModelLoadError, export_model
 from tasks.files import local_path
 from tasks.gate import evaluate
 from tasks.records import BaselineResult, BenchmarkResult, CompileConfig, PipelineParams, TensorSpec
+from tasks.targets import get as get_target
 from tasks.validate import baseline_predictions, validate_artifact
 
 SPECS = [{"name": "x", "shape": ["batch", 4], "dtype": "float32"}]
@@ -52,6 +54,13 @@ def test_keras_model_trained_in_the_pipeline_compiles_against_its_tensorflow_bas
     for key in ("onnxruntime-fp32", "openvino-fp32"):
         assert results[key].top1_delta == 0 and results[key].cosine_min > 0.9999, key
     assert results["onnxruntime-int8"].top5_agreement > 0.8
+
+    # Trained again, it is the same model to the compile cache, though tf2onnx's bytes may differ.
+    again = export_model(params, tmp_path / "export-again")
+    assert again.source_sha256 == exported.source_sha256
+    config = CompileConfig(target="onnxruntime", precision="fp32")
+    fingerprint = get_target("onnxruntime").fingerprint(exported, config)
+    assert cache_key(again, config, fingerprint) == cache_key(exported, config, fingerprint)
 
 
 def test_text_encoder_with_two_integer_inputs_is_judged_by_closeness(tmp_path):

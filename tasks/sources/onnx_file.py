@@ -10,6 +10,8 @@ from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcil
 from tasks.files import file_ref, local_path, sha256_file
 from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
+EXPORTER_PACKAGES = ("onnx", "onnxruntime")  # onnx rewrites the file whole; onnxruntime checks it runs
+
 
 def _specs(values, skip: set[str]) -> list[TensorSpec]:
     from onnx.helper import tensor_dtype_to_np_dtype

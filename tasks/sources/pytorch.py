@@ -33,6 +33,7 @@ BUILTIN_SPECS = {
     ],
 }
 MAX_BATCH = 1024
+EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")
 
 
 def load_state_dict_model(path: Path, architecture: str):

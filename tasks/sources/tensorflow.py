@@ -7,6 +7,7 @@ with tf2onnx for the other targets. ``builtin:keras_digits`` trains a Keras mode
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
 SIGNATURE = "serving_default"
 ONNX_OPSET = 17  # tf2onnx 1.17's newest well-tested opset
+EXPORTER_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx")  # "" for the one not installed
 
 
 def _load_signature(path: Path):
@@ -57,6 +59,20 @@ def run_signature(signature, specs: list[TensorSpec], inputs: dict[str, np.ndarr
     return [result[name].numpy() for name in sorted(result)]
 
 
+def weights_sha256(loaded) -> str:
+    """sha256 over a loaded SavedModel's variables (dtype, shape, values), in the model's order.
+
+    The identity of a model trained inside the pipeline: seeded, deterministic training gives
+    the same weights every run, while the SavedModel it writes differs in generated names
+    (variable names too: Keras numbers layers per process, conv2d_1 on the second build).
+    """
+    digest = hashlib.sha256()
+    for variable in loaded.variables:
+        value = variable.numpy()
+        digest.update(f"{value.dtype}|{value.shape}|".encode() + value.tobytes())
+    return digest.hexdigest()
+
+
 def to_onnx(signature, specs: list[TensorSpec], path: Path) -> None:
     import tensorflow as tf
     import tf2onnx
@@ -80,7 +96,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
         from tasks.models.keras_digits import train_and_save
 
         train_and_save(saved_model)
-        source_sha256 = tree_sha256(saved_model)
+        source_sha256 = ""  # the trained weights' digest, below: SavedModel bytes differ between exports
     else:
         source = local_path(params.model_uri)
         if not source.is_dir():
@@ -98,6 +114,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     check_outputs(results, what)
     to_onnx(signature, specs, out_dir / "model.onnx")
     parameters = int(sum(np.prod(v.shape) for v in getattr(loaded, "variables", []) if v.trainable))
+    source_sha256 = source_sha256 or weights_sha256(loaded)
     return ExportedModel(
         name=params.model_name,
         framework="tensorflow",

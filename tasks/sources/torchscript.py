@@ -16,6 +16,8 @@ from tasks.files import file_ref, local_path, sha256_file
 from tasks.records import ExportedModel, PipelineParams
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
 
+EXPORTER_PACKAGES = ("torch", "onnx")
+
 
 def load_script(path: Path):
     import torch
