@@ -50,7 +50,6 @@ def test_second_compile_is_a_cache_hit_and_a_corrupt_entry_is_rebuilt(exported, 
     assert first.status == "ok" and first.cache == "miss"
     second = compile_config(exported, config, tmp_path / "run2", cache=cache)
     assert second.cache == "hit" and second.sha256 == first.sha256
-    assert second.stage_seconds < first.stage_seconds / 4
     assert second.report == first.report and second.compile_seconds == first.compile_seconds
 
     # flip bytes in the cached weights: the entry must be detected, never used, and rebuilt
