@@ -13,7 +13,9 @@ record → register → promote**:
 - validates each config against the source framework on CPU on the same samples
   (top-1, top-5, top-5 agreement for classifiers; cosine, atol/rtol for any output)
   and benchmarks it beside the baseline;
-- gates on the top-5 tolerance (or output closeness), records everything in MLflow, registers the
+- gates with a Great Expectations suite over the per-config metrics (top-1/top-5 deltas,
+  top-5 agreement, no NaN/Inf, cosine and atol/rtol for other outputs), records everything
+  and the suite's Data Docs in MLflow, registers the
   fastest passing config with alias `candidate`, and promotes that version to
   `s3://<bucket>/<prefix>/<model>/<version>/` with a `manifest.json`.
 
@@ -71,9 +73,19 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
         "top5_tolerance_pp": Param(DEFAULTS.top5_tolerance_pp, type="number", minimum=0, maximum=100,
                                    title="Top-5 tolerance (pp)",
                                    description="Largest top-5 accuracy drop vs the CPU baseline that passes the gate."),
+        "top1_tolerance_pp": Param(DEFAULTS.top1_tolerance_pp, type="number", minimum=0, maximum=100,
+                                   title="Top-1 tolerance (pp)",
+                                   description="Largest top-1 accuracy drop vs the CPU baseline that passes the gate."),
+        "min_top5_agreement": Param(DEFAULTS.min_top5_agreement, type="number", minimum=0, maximum=1,
+                                    title="Minimum top-5 agreement",
+                                    description="Share of samples whose top-5 classes equal the baseline's."),
         "min_cosine": Param(DEFAULTS.min_cosine, type="number", minimum=-1, maximum=1, title="Minimum cosine",
                             description="For outputs that are not class scores: lowest per-sample cosine similarity "
                                         "to the baseline that passes the gate."),
+        "atol": Param(DEFAULTS.atol, type="number", minimum=0, title="Absolute tolerance",
+                      description="For outputs that are not class scores: every value must be within atol or "
+                                  "within rtol (relative, |a-b| / (|b| + 1e-6)) of the baseline's."),
+        "rtol": Param(DEFAULTS.rtol, type="number", minimum=0, title="Relative tolerance"),
         "dataset": Param(DEFAULTS.dataset, type="string", title="Validation data",
                          description="builtin:photos, builtin:digits, builtin:text, or a .npz file."),
         "compile_timeout_s": Param(DEFAULTS.compile_timeout_s, type="integer", minimum=1,

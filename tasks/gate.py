@@ -1,50 +1,187 @@
-"""Gate: which configs may be registered, with reasons that name the check and the observed value."""
+"""Gate: a Great Expectations suite over the per-config metrics table decides what may be registered.
+
+One row per config that compiled and validated. Each expectation carries the DAG param
+its threshold comes from, so a failing config's reason names the expectation, the
+observed value and the threshold. The suite's validation result (JSON) and its Data Docs
+(HTML) are written under ``<run_dir>/gate/`` and logged to MLflow by the record stage.
+A config whose compile, validation or benchmark failed fails the gate with that reason.
+"""
 
 from __future__ import annotations
 
-import math
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
-from tasks.records import BenchmarkResult, CompiledArtifact, ConfigOutcome, ValidationResult
+from tasks.files import write_json
+from tasks.records import BenchmarkResult, CompiledArtifact, ConfigOutcome, PipelineParams, ValidationResult
+
+SUITE = "compile_gate"
+RUN_SUBDIR = "gate"  # under the run directory
+RESULT_FILE = "validation_result.json"
+DOCS_DIR = "data_docs"
+# Class-score checks apply to rows validated on labelled data, closeness checks to the others.
+LABELLED, UNLABELLED = "labelled==True", "labelled==False"
 
 
-def evaluate(
-    compiled: CompiledArtifact,
-    validation: ValidationResult,
-    benchmark: BenchmarkResult,
-    top5_tolerance_pp: float,
-    min_cosine: float = 0.99,
-) -> ConfigOutcome:
-    reasons: list[str] = []
-    if compiled.status != "ok":
-        reasons.append(f"compile failed: {compiled.reason}")
-    elif validation.status != "ok":
-        reasons.append(f"validation failed: {validation.reason}")
-    else:
-        if validation.top5_delta is not None:
-            if validation.top5_delta < -top5_tolerance_pp:
-                reasons.append(
-                    f"top-5 accuracy dropped {-validation.top5_delta:.2f} pp vs the CPU baseline "
-                    f"(tolerance {top5_tolerance_pp:.2f} pp)"
-                )
-        elif validation.cosine_min < min_cosine:  # outputs that are not class scores: judged by closeness
-            reasons.append(
-                f"outputs drifted from the CPU baseline: lowest cosine similarity {validation.cosine_min:.5f} "
-                f"(minimum {min_cosine})"
-            )
-        if not math.isfinite(validation.max_abs_diff):
-            reasons.append("outputs contain NaN or Inf")
-        if benchmark.status != "ok":
-            reasons.append(f"benchmark failed: {benchmark.reason}")
-    return ConfigOutcome(
-        compiled=compiled,
-        validation=validation,
-        benchmark=benchmark,
-        gate="fail" if reasons else "pass",
-        gate_reasons=reasons,
+@dataclass(frozen=True)
+class Check:
+    """One expectation: ``column`` at least (``floor``) or at most (not ``floor``) ``threshold``."""
+
+    column: str
+    threshold: float
+    floor: bool
+    param: str = ""  # the PipelineParams field(s) the threshold comes from; "" for a fixed rule
+    rows: str = ""  # a pandas row condition, or "" for every row
+
+    @property
+    def description(self) -> str:
+        source = f" (param {self.param})" if self.param else ""
+        return f"{self.column} {'>=' if self.floor else '<='} {self.threshold:g}{source}"
+
+
+def checks(params: PipelineParams) -> list[Check]:
+    """Every expectation of the gate, with its threshold taken from the params."""
+    return [
+        Check("nonfinite_outputs", 0, floor=False),
+        Check("top5_delta", -params.top5_tolerance_pp, floor=True, param="top5_tolerance_pp", rows=LABELLED),
+        Check("top1_delta", -params.top1_tolerance_pp, floor=True, param="top1_tolerance_pp", rows=LABELLED),
+        Check("top5_agreement", params.min_top5_agreement, floor=True, param="min_top5_agreement", rows=LABELLED),
+        Check("cosine_min", params.min_cosine, floor=True, param="min_cosine", rows=UNLABELLED),
+        # the share of values off by more than atol and, relatively, by more than rtol
+        Check("out_of_tolerance", 0, floor=False, param="atol, rtol", rows=UNLABELLED),
+    ]
+
+
+def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
+    """The table the suite validates: one row per validated config (None where a figure does not apply)."""
+    return [
+        {
+            "config": v.config.key,
+            "labelled": v.top5_delta is not None,
+            "nonfinite_outputs": v.nonfinite_outputs,
+            "top1_delta": v.top1_delta,
+            "top5_delta": v.top5_delta,
+            "top5_agreement": v.top5_agreement,
+            "cosine_min": v.cosine_min,
+            "out_of_tolerance": v.out_of_tolerance,
+        }
+        for v in validations
+    ]
+
+
+def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[str, list[str]]:
+    """Validate the metrics table with GX; reasons per config key (empty where every expectation holds)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    import pandas as pd
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    reasons: dict[str, list[str]] = {row["config"]: [] for row in rows}
+    if not rows:
+        return reasons
+    frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int})
+    context = gx.get_context(mode="file", project_root_dir=str(out_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("pipeline_run")
+    batch = source.add_dataframe_asset("config_metrics").add_batch_definition_whole_dataframe("all_configs")
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE))
+    for check in checks(params):
+        bound = {"min_value" if check.floor else "max_value": check.threshold}
+        condition = {"row_condition": check.rows, "condition_parser": "pandas"} if check.rows else {}
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeBetween(column=check.column, **bound, **condition, description=check.description)
+        )
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=SUITE, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=SUITE,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["config"]},
+        )
     )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    (validation,) = outcome.run_results.values()
+    write_json(out_dir / RESULT_FILE, validation.to_json_dict())
+    for result in validation.results:
+        if result.success:
+            continue
+        config = result.expectation_config
+        what = config.description or str(config.kwargs.get("column"))
+        failed_rows = result.result.get("unexpected_index_list") or []
+        if not failed_rows and result.exception_info and result.exception_info.get("raised_exception"):
+            for key in reasons:  # an expectation that could not run fails every config: nothing unchecked passes
+                reasons[key].append(f"{config.type} {what}: {result.exception_info.get('exception_message')}")
+        for row in failed_rows:
+            observed = row.get(config.kwargs["column"])
+            reasons[row["config"]].append(f"{config.type} {what}: observed {observed:g}")
+    _publish_docs(context, out_dir)
+    return reasons
+
+
+def _publish_docs(context, out_dir: Path) -> None:
+    """Copy the Data Docs site out of GX's project folder to ``<out_dir>/data_docs``."""
+    import shutil
+
+    site = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site"
+    if site.is_dir():
+        shutil.copytree(site, out_dir / DOCS_DIR, dirs_exist_ok=True)
+
+
+def stage_reasons(compiled: CompiledArtifact, validation: ValidationResult, benchmark: BenchmarkResult) -> list[str]:
+    if compiled.status != "ok":
+        return [f"compile failed: {compiled.reason}"]
+    if validation.status != "ok":
+        return [f"validation failed: {validation.reason}"]
+    if benchmark.status != "ok":
+        return [f"benchmark failed: {benchmark.reason}"]
+    return []
+
+
+def gate_all(
+    artifacts: list[CompiledArtifact],
+    validations: dict[str, ValidationResult],
+    benchmarks: dict[str, BenchmarkResult],
+    params: PipelineParams,
+    out_dir: str | Path,
+) -> list[ConfigOutcome]:
+    """Every config's outcome: stage failures first, then the GX suite over those that validated."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    validated = [validations[a.config.key] for a in artifacts if validations[a.config.key].status == "ok"]
+    suite_reasons = run_suite(metrics_rows(validated), params, out_dir)
+    outcomes = []
+    for compiled in artifacts:
+        key = compiled.config.key
+        validation, benchmark = validations[key], benchmarks[key]
+        reasons = stage_reasons(compiled, validation, benchmark) or suite_reasons.get(key, [])
+        if not reasons and validation.status == "ok" and key not in suite_reasons:
+            reasons = ["not checked by the gate suite"]  # never pass a config the suite did not see
+        outcomes.append(
+            ConfigOutcome(
+                compiled=compiled,
+                validation=validation,
+                benchmark=benchmark,
+                gate="fail" if reasons else "pass",
+                gate_reasons=reasons,
+            )
+        )
+    return outcomes
 
 
 def select(outcomes: list[ConfigOutcome]) -> ConfigOutcome | None:
     """The gate-passing config with the highest throughput at its best batch size."""
     passing = [o for o in outcomes if o.gate == "pass" and o.benchmark and o.benchmark.best]
     return max(passing, key=lambda o: o.benchmark.best.throughput, default=None)
+
+
+def suite_summary(out_dir: str | Path) -> dict:
+    """Statistics of the last suite run under ``out_dir`` (for the report), or {} if none ran."""
+    path = Path(out_dir) / RESULT_FILE
+    if not path.exists():
+        return {}
+    result = json.loads(path.read_text())
+    return {"success": result.get("success"), **result.get("statistics", {})}

@@ -65,6 +65,13 @@ def _save(ctx: RunContext, stage: str, result: Any, key: str = "") -> Any:
     return result
 
 
+def gate_dir(run: RunContext) -> Path:
+    """Where the gate's GX suite result and Data Docs go."""
+    from tasks.gate import RUN_SUBDIR
+
+    return Path(run.run_dir) / RUN_SUBDIR
+
+
 def progress(stage: str, message: str) -> None:
     """One line per finished step; the demo shows these lines out of Airflow's log."""
     print(f"{PROGRESS_MARK} {stage:<9} {message}", flush=True)
@@ -201,8 +208,12 @@ def validate(ctx: dict, artifact: dict, dataset: dict, baseline: dict) -> dict:
             DatasetRef.model_validate(dataset),
             BaselineResult.model_validate(baseline),
             Path(run.run_dir) / "outputs",
+            atol=run.params.atol,
+            rtol=run.params.rtol,
         )
-    if result.status == "ok":
+    if result.status == "ok" and result.nonfinite_outputs:
+        progress("validate", f"{compiled.config.key}: {result.nonfinite_outputs} NaN or Inf output values")
+    elif result.status == "ok":
         progress(
             "validate",
             f"{compiled.config.key}: top-5 {_fmt(result.predictions.top5)} ({_fmt(result.top5_delta, '+.2f')} pp), "
@@ -231,21 +242,22 @@ def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
 
 def gate(ctx: dict, artifacts: list[dict], validations: list[dict], benchmarks: list[dict]) -> list[dict]:
     """Join each config's compile, validation and benchmark results (by config key) and gate them."""
-    from tasks.gate import evaluate
+    from tasks.gate import gate_all
 
     run = RunContext.model_validate(ctx)
     with _recorded(run, "gate"):
         by_key_v = {(v := ValidationResult.model_validate(x)).config.key: v for x in validations}
         by_key_b = {(b := BenchmarkResult.model_validate(x)).subject: b for x in benchmarks}
-        outcomes = []
-        for item in artifacts:
-            compiled = CompiledArtifact.model_validate(item)
-            key = compiled.config.key
-            outcomes.append(
-                evaluate(
-                    compiled, by_key_v[key], by_key_b[key], run.params.top5_tolerance_pp, run.params.min_cosine
-                ).to_json()
+        outcomes = [
+            o.to_json()
+            for o in gate_all(
+                [CompiledArtifact.model_validate(a) for a in artifacts],
+                by_key_v,
+                by_key_b,
+                run.params,
+                gate_dir(run),
             )
+        ]
     for o in outcomes:
         progress(
             "gate",

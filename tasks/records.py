@@ -49,8 +49,13 @@ class PipelineParams(Record):
     )
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"], min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
-    top5_tolerance_pp: float = Field(default=1.0, ge=0, le=100)
+    # The gate (a Great Expectations suite over the per-config metrics; see tasks/gate.py).
+    top5_tolerance_pp: float = Field(default=1.0, ge=0, le=100)  # largest top-5 accuracy drop vs the baseline
+    top1_tolerance_pp: float = Field(default=2.0, ge=0, le=100)
+    min_top5_agreement: float = Field(default=0.8, ge=0, le=1)  # share of samples whose top-5 set is the baseline's
     min_cosine: float = Field(default=0.99, ge=-1, le=1)  # closeness gate for outputs that are not class scores
+    atol: float = Field(default=1e-2, ge=0)  # ... and every output value within atol or rtol of the baseline's
+    rtol: float = Field(default=5e-2, ge=0)
     dataset: str = "builtin:photos"
     compile_timeout_s: int = Field(default=1800, ge=1)
     compile_memory_mb: int = Field(default=16384, ge=256)
@@ -239,9 +244,11 @@ class ValidationResult(Record):
     top1_delta: float | None = None  # percentage points, compiled - baseline (labelled data only)
     top5_delta: float | None = None
     top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's (class outputs)
-    cosine_min: float = 0.0  # lowest per-sample cosine similarity of outputs to the baseline's
-    max_abs_diff: float = 0.0
-    max_rel_diff: float = 0.0  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
+    nonfinite_outputs: int = 0  # NaN or Inf values in the outputs; where > 0 the closeness figures are None
+    cosine_min: float | None = None  # lowest per-sample cosine similarity of outputs to the baseline's
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
+    out_of_tolerance: float | None = None  # share of output values off by more than atol AND by more than rtol
 
 
 class ConfigOutcome(Record):

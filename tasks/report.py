@@ -55,6 +55,8 @@ def _config_row(outcome: dict) -> dict:
         "max_abs_diff": validation.get("max_abs_diff"),
         "max_rel_diff": validation.get("max_rel_diff"),
         "cosine_min": validation.get("cosine_min"),
+        "out_of_tolerance": validation.get("out_of_tolerance"),
+        "nonfinite_outputs": validation.get("nonfinite_outputs", 0),
         "probe_top5": predictions.get("probe_top5", []),
         "throughput": best["throughput"] if best else None,
         "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.files import local_path
+from tasks.gate import RUN_SUBDIR
 from tasks.records import (
     BaselineResult,
     ConfigOutcome,
@@ -18,6 +19,7 @@ from tasks.records import (
 from tasks.settings import PROJECT_ROOT, Settings
 
 PIPELINE_RUN_TAG = "pipeline_run_id"
+GATE_PARAMS = ("top5_tolerance_pp", "top1_tolerance_pp", "min_top5_agreement", "min_cosine", "atol", "rtol")
 CANDIDATE_ALIAS = "candidate"
 # What the registered pyfunc needs at serving time, per target.
 RUNTIME_REQUIREMENTS = {
@@ -74,7 +76,7 @@ def record(
                 "targets": ",".join(params.targets),
                 "precisions": ",".join(params.precisions),
                 "batch_sizes": ",".join(map(str, params.batch_sizes)),
-                "top5_tolerance_pp": params.top5_tolerance_pp,
+                **{name: getattr(params, name) for name in GATE_PARAMS},
                 "dataset": params.dataset,
                 "dataset_sha256": dataset.sha256,
                 "dataset_samples": dataset.samples,
@@ -90,6 +92,9 @@ def record(
         )
         for name, why in skipped.items():
             mlflow.set_tag(f"skipped.{name}", why[:5000])
+        gate_dir = Path(ctx.run_dir) / RUN_SUBDIR
+        if gate_dir.is_dir():  # the GX suite's validation result and its Data Docs site
+            mlflow.log_artifacts(str(gate_dir), artifact_path="gate")
         for outcome in outcomes:
             recorded.append(
                 outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
@@ -139,16 +144,19 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
             }
             if report.on_device_share is not None:
                 metrics["operators_on_device_share"] = report.on_device_share
-        if validation and validation.status == "ok" and validation.predictions:
+        if validation and validation.status == "ok":
+            predictions = validation.predictions
             candidates = {
-                "top1": validation.predictions.top1,
-                "top5": validation.predictions.top5,
+                "top1": predictions.top1 if predictions else None,
+                "top5": predictions.top5 if predictions else None,
                 "top1_delta_pp": validation.top1_delta,
                 "top5_delta_pp": validation.top5_delta,
                 "top5_agreement": validation.top5_agreement,
                 "cosine_min": validation.cosine_min,
                 "max_abs_diff": validation.max_abs_diff,
                 "max_rel_diff": validation.max_rel_diff,
+                "out_of_tolerance": validation.out_of_tolerance,
+                "nonfinite_outputs": validation.nonfinite_outputs,
             }
             metrics |= {k: v for k, v in candidates.items() if v is not None}  # top-k only for labelled data
         if bench and bench.best:

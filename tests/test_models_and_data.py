@@ -106,6 +106,13 @@ def test_closeness_metrics_survive_zero_outputs():
     assert np.isfinite(off["max_rel_diff"]) and off["max_abs_diff"] == 1e-3
 
 
+def test_a_value_is_out_of_tolerance_only_when_off_by_more_than_atol_and_more_than_rtol():
+    reference = np.array([[0.0, 100.0, 1.0, 1.0]])
+    outputs = np.array([[0.005, 104.0, 1.02, 1.5]])  # within atol; within rtol; within atol; outside both
+    assert closeness(outputs, reference, atol=0.05, rtol=0.05)["out_of_tolerance"] == 0.25
+    assert closeness(outputs, reference, atol=0.0, rtol=0.0)["out_of_tolerance"] == 1.0
+
+
 @pytest.mark.parametrize("architecture", ["resnet9000"])
 def test_unknown_architecture_is_named(architecture):
     from tasks import models

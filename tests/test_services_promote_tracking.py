@@ -12,7 +12,7 @@ from tasks import services
 from tasks.compile import compile_config
 from tasks.dataset import load
 from tasks.files import local_path, to_uri, tree_sha256
-from tasks.gate import evaluate
+from tasks.gate import gate_all
 from tasks.pipeline import run_dir_for
 from tasks.promote import PromotionError, promote
 from tasks.records import CompileConfig, PipelineParams, RunContext
@@ -50,7 +50,9 @@ def compiled_outcome(exported, dataset_ref, tmp_path_factory):
     )
     validation = validate_artifact(artifact, dataset_ref, baseline, out)
     bench = benchmark_artifact(artifact, dataset_ref, [1, 4])
-    return evaluate(artifact, validation, bench, 1.0), baseline
+    key = artifact.config.key
+    (outcome,) = gate_all([artifact], {key: validation}, {key: bench}, PipelineParams(), out / "gate")
+    return outcome, baseline
 
 
 def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
