@@ -26,6 +26,7 @@ The logic lives in the `tasks` package; this file only wires it. Every run write
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import get_args
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
@@ -34,7 +35,7 @@ from tasks import pipeline
 from tasks.export import SOURCE_MODULES
 from tasks.models import ARCHITECTURES
 from tasks.plan import KNOWN_PRECISIONS
-from tasks.records import PipelineParams
+from tasks.records import PipelineParams, Selection
 from tasks.targets import names as target_names
 
 DEFAULTS = PipelineParams()
@@ -69,7 +70,21 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
                             items={"type": "string", "enum": list(KNOWN_PRECISIONS)}, title="Precisions",
                             description="Each target compiles the ones it supports."),
         "batch_sizes": Param(DEFAULTS.batch_sizes, type="array", minItems=1,
-                             items={"type": "integer", "minimum": 1, "maximum": 1024}, title="Batch sizes"),
+                             items={"type": "integer", "minimum": 1, "maximum": 1024}, title="Batch sizes",
+                             description="The benchmark walks them up until throughput gains fall under 5 %; "
+                                         "Neuron compiles one artifact per batch size."),
+        "max_concurrency": Param(DEFAULTS.max_concurrency, type="integer", minimum=1, maximum=256,
+                                 title="Most concurrent streams",
+                                 description="The benchmark doubles the streams at the best batch while throughput "
+                                             "still grows by 5 %, up to this."),
+        "benchmark_window_s": Param(DEFAULTS.benchmark_window_s, type="number", exclusiveMinimum=0, maximum=60,
+                                    title="Benchmark window (s)",
+                                    description="Windows are repeated until 3 in a row agree within 10 %."),
+        "selection": Param(DEFAULTS.selection, enum=list(get_args(Selection)), title="Selection strategy",
+                           description="Which measured point of the gate-passing configs is registered."),
+        "latency_budget_ms": Param(DEFAULTS.latency_budget_ms, type=["null", "number"], exclusiveMinimum=0,
+                                   title="Latency budget (ms)",
+                                   description="p99 per request, for max_throughput_under_latency."),
         "top5_tolerance_pp": Param(DEFAULTS.top5_tolerance_pp, type="number", minimum=0, maximum=100,
                                    title="Top-5 tolerance (pp)",
                                    description="Largest top-5 accuracy drop vs the CPU baseline that passes the gate."),

@@ -192,13 +192,14 @@ def compile_config(
     peak_mb = max(peak, result.get("peak_rss_bytes", 0)) / 2**20
     if stopped:
         return failed(stopped, seconds, peak_mb, key)
+    if peak_mb > memory_mb:
+        # The poll can miss a short spike; the child's own high-water mark cannot. Checked before the
+        # compiler's own error, which past the limit is often a failed allocation.
+        return failed(f"compiler exceeded {memory_mb} MiB (peak resident {peak_mb:.0f} MiB)", seconds, peak_mb, key)
     if "error" in result:
         if result.get("out_of_memory"):
             return failed(f"compiler exceeded {memory_mb} MiB ({result['error']})", seconds, peak_mb, key)
         return failed(result["error"], seconds, peak_mb, key)
-    if peak_mb > memory_mb:
-        # The poll can miss a short spike; the child's own high-water mark cannot.
-        return failed(f"compiler exceeded {memory_mb} MiB (peak resident {peak_mb:.0f} MiB)", seconds, peak_mb, key)
     if returncode != 0:
         if returncode < 0:
             name = signal.Signals(-returncode).name

@@ -147,7 +147,12 @@ def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
     out_dir.mkdir(parents=True)
     module = source_module(params.framework)
     exported = module.export(params, out_dir)
-    return exported.model_copy(update={"exporter": exporter_identity(module)})
+    flops = None
+    if "onnx" in exported.formats:
+        from tasks.flops import count_onnx
+
+        flops = count_onnx(local_path(exported.formats["onnx"].uri))
+    return exported.model_copy(update={"exporter": exporter_identity(module), "flops_per_sample": flops})
 
 
 def load_reference(exported: ExportedModel):

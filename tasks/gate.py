@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.files import write_json
-from tasks.records import BenchmarkResult, CompiledArtifact, ConfigOutcome, PipelineParams, ValidationResult
+from tasks.records import (
+    BenchmarkPoint,
+    BenchmarkResult,
+    CompiledArtifact,
+    ConfigOutcome,
+    PipelineParams,
+    ValidationResult,
+)
 
 SUITE = "compile_gate"
 RUN_SUBDIR = "gate"  # under the run directory
@@ -172,10 +179,28 @@ def gate_all(
     return outcomes
 
 
-def select(outcomes: list[ConfigOutcome]) -> ConfigOutcome | None:
-    """The gate-passing config with the highest throughput at its best batch size."""
-    passing = [o for o in outcomes if o.gate == "pass" and o.benchmark and o.benchmark.best]
-    return max(passing, key=lambda o: o.benchmark.best.throughput, default=None)
+def select(
+    outcomes: list[ConfigOutcome], strategy: str = "max_throughput", latency_budget_ms: float | None = None
+) -> tuple[ConfigOutcome, BenchmarkPoint] | None:
+    """The gate-passing config and measured point that the strategy picks (None if none qualifies).
+
+    max_throughput: the most samples/s; min_latency: the lowest p99 per request (ties: more
+    samples/s); max_throughput_under_latency: the most samples/s with p99 within the budget.
+    """
+    candidates = [
+        (o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points if p.stable
+    ] or [(o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points]
+    if strategy == "max_throughput_under_latency":
+        if latency_budget_ms is None:
+            raise ValueError("max_throughput_under_latency needs a latency budget (ms)")
+        candidates = [(o, p) for o, p in candidates if p.latency_ms_p99 <= latency_budget_ms]
+    if not candidates:
+        return None
+    if strategy == "min_latency":
+        return min(candidates, key=lambda c: (c[1].latency_ms_p99, -c[1].throughput))
+    if strategy in ("max_throughput", "max_throughput_under_latency"):
+        return max(candidates, key=lambda c: c[1].throughput)
+    raise ValueError(f"unknown selection strategy {strategy!r}")
 
 
 def suite_summary(out_dir: str | Path) -> dict:

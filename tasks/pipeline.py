@@ -65,6 +65,28 @@ def _save(ctx: RunContext, stage: str, result: Any, key: str = "") -> Any:
     return result
 
 
+def harness(params: PipelineParams):
+    """The benchmark harness as the params set it, for the baseline and every config alike."""
+    from tasks.benchmark import Harness
+
+    return Harness(window_s=params.benchmark_window_s, max_concurrency=params.max_concurrency)
+
+
+def machine_context():
+    """This worker's CPU, cores and measured matmul peak (measured once per host, kept under the home)."""
+    from tasks import machine
+
+    return machine.context(settings_module.load().home / "machine")
+
+
+def _point(point) -> str:
+    stability = "" if point.stable else f", unstable (spread {point.spread:.0%})"
+    return (
+        f"{point.throughput:.1f} samples/s at batch {point.batch_size} x {point.concurrency} streams, "
+        f"p99 {point.latency_ms_p99:.1f} ms{stability}"
+    )
+
+
 def gate_dir(run: RunContext) -> Path:
     """Where the gate's GX suite result and Data Docs go."""
     from tasks.gate import RUN_SUBDIR
@@ -187,12 +209,14 @@ def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
         result = BaselineResult(
             framework=model.framework,
             predictions=baseline_predictions(model, data, Path(run.run_dir) / "outputs"),
-            benchmark=benchmark_baseline(model, data, run.params.batch_sizes),
+            benchmark=benchmark_baseline(model, data, run.params.batch_sizes, harness(run.params)).model_copy(
+                update={"machine": machine_context()}
+            ),
         )
     progress(
         "baseline",
         f"{model.framework} on CPU: top-1 {_fmt(result.predictions.top1)}, top-5 {_fmt(result.predictions.top5)}, "
-        f"best {result.benchmark.best.throughput:.1f} samples/s at batch {result.benchmark.best.batch_size}",
+        f"best {_point(result.benchmark.best)}",
     )
     return _save(run, "baseline", result.to_json())
 
@@ -230,12 +254,13 @@ def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
     run = RunContext.model_validate(ctx)
     compiled = CompiledArtifact.model_validate(artifact)
     with _recorded(run, "benchmark", compiled.config.key):
-        result = benchmark_artifact(compiled, DatasetRef.model_validate(dataset), run.params.batch_sizes)
+        result = benchmark_artifact(
+            compiled, DatasetRef.model_validate(dataset), run.params.batch_sizes, harness(run.params)
+        ).model_copy(update={"machine": machine_context()})
     best = result.best
     progress(
         "benchmark",
-        f"{compiled.config.key}: "
-        + (f"best {best.throughput:.1f} samples/s at batch {best.batch_size}" if best else f"failed, {result.reason}"),
+        f"{compiled.config.key}: " + (f"best {_point(best)}" if best else f"failed, {result.reason}"),
     )
     return _save(run, "benchmark", result.to_json(), compiled.config.key)
 
@@ -302,17 +327,30 @@ def register(ctx: dict, exported: dict, recorded: dict) -> dict:
     run = RunContext.model_validate(ctx)
     with _recorded(run, "register"):
         outcomes = [ConfigOutcome.model_validate(o) for o in recorded["outcomes"]]
-        selected = select(outcomes)
-        if selected is None:
+        choice = select(outcomes, run.params.selection, run.params.latency_budget_ms)
+        if choice is None:
+            if any(o.gate == "pass" for o in outcomes):
+                raise RuntimeError(
+                    f"no gate-passing config has a measured point with p99 within {run.params.latency_budget_ms} ms "
+                    "(selection max_throughput_under_latency); nothing is registered"
+                )
             reasons = "; ".join(f"{o.compiled.config.key}: {', '.join(o.gate_reasons)}" for o in outcomes)
             raise RuntimeError(f"no config passed the gate, nothing is registered ({reasons})")
-        registration = register_version(settings_module.load(), run, ExportedModel.model_validate(exported), selected)
+        selected, point = choice
+        registration = register_version(
+            settings_module.load(), run, ExportedModel.model_validate(exported), selected, point
+        )
     progress(
         "register",
-        f"{selected.compiled.config.key} as {registration.registered_model} version "
-        f"{registration.version}, alias {registration.alias}",
+        f"{selected.compiled.config.key} at batch {point.batch_size} x {point.concurrency} streams "
+        f"({run.params.selection}) as {registration.registered_model} version {registration.version}, "
+        f"alias {registration.alias}",
     )
-    return _save(run, "register", {"selected": selected.compiled.config.key, **registration.to_json()})
+    return _save(
+        run,
+        "register",
+        {"selected": selected.compiled.config.key, "selected_point": point.to_json(), **registration.to_json()},
+    )
 
 
 def promote(ctx: dict, exported: dict, recorded: dict, registration: dict) -> dict:
@@ -321,7 +359,9 @@ def promote(ctx: dict, exported: dict, recorded: dict, registration: dict) -> di
     run = RunContext.model_validate(ctx)
     with _recorded(run, "promote"):
         selected_key = registration["selected"]
-        reg = Registration.model_validate({k: v for k, v in registration.items() if k != "selected"})
+        reg = Registration.model_validate(
+            {k: v for k, v in registration.items() if k not in ("selected", "selected_point")}
+        )
         outcome = next(
             ConfigOutcome.model_validate(o)
             for o in recorded["outcomes"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Names that become S3 keys, paths and registered-model names.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -32,6 +32,7 @@ class TensorSpec(Record):
 
 
 Framework = Literal["pytorch", "torchscript", "onnx", "tensorflow"]
+Selection = Literal["max_throughput", "min_latency", "max_throughput_under_latency"]
 
 
 class PipelineParams(Record):
@@ -48,7 +49,12 @@ class PipelineParams(Record):
         min_length=1,
     )
     precisions: list[str] = Field(default_factory=lambda: ["fp32", "bf16", "int8"], min_length=1)
-    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], min_length=1)
+    # Batch sizes the benchmark walks up (stopping where the gain falls under 5 %); Neuron compiles each.
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=1)
+    max_concurrency: int = Field(default=16, ge=1, le=256)  # streams the benchmark may go up to
+    benchmark_window_s: float = Field(default=1.0, gt=0, le=60)
+    selection: Selection = "max_throughput"  # which measured point is registered
+    latency_budget_ms: float | None = Field(default=None, gt=0)  # p99 per request, for max_throughput_under_latency
     # The gate (a Great Expectations suite over the per-config metrics; see tasks/gate.py).
     top5_tolerance_pp: float = Field(default=1.0, ge=0, le=100)  # largest top-5 accuracy drop vs the baseline
     top1_tolerance_pp: float = Field(default=2.0, ge=0, le=100)
@@ -71,6 +77,12 @@ class PipelineParams(Record):
                 "start with a letter or digit and not contain '..' (it becomes an S3 key)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _budget_for_the_latency_strategy(self) -> PipelineParams:
+        if self.selection == "max_throughput_under_latency" and self.latency_budget_ms is None:
+            raise ValueError("selection max_throughput_under_latency needs latency_budget_ms (p99 per request, ms)")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod
@@ -103,6 +115,7 @@ class ExportedModel(Record):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     formats: dict[str, FileRef]  # e.g. {"exported_program": ..., "onnx": ...}; a directory's sha256 is its tree's
+    flops_per_sample: int | None = None  # multiply-adds x 2 of Conv/Gemm/MatMul in the ONNX graph, at batch 1
     # What turned the source into the formats: the exporter code's sha256 and its libraries' versions.
     # With source_sha256 it identifies every format, even where a conversion is not byte-reproducible
     # (tf2onnx names deduplicated constants differently from one process to the next).
@@ -212,11 +225,27 @@ class Predictions(Record):
 
 class BenchmarkPoint(Record):
     batch_size: int
-    throughput: float  # samples per second
-    latency_ms_p50: float
+    concurrency: int = 1  # streams (threads, each with its own runtime instance) with a request in flight
+    throughput: float  # samples per second, over the final (agreeing) windows
+    latency_ms_p50: float  # of one request (one batch)
     latency_ms_p90: float
     latency_ms_p99: float
-    iterations: int
+    iterations: int  # requests in the final windows
+    windows: int = 0  # measurement windows run, warm-up excluded
+    spread: float = 0.0  # (max - min) / mean throughput of the final windows
+    stable: bool = True  # False: the windows never agreed within the harness's limit
+    device: str = "CPU"
+    utilisation: list[float] = Field(default_factory=list)  # percent per CPU core, GPU or NeuronCore
+
+
+class MachineContext(Record):
+    """Where a benchmark ran, and what that machine can do at most (a dense matmul's GFLOP/s)."""
+
+    host: str
+    cpu_model: str
+    cores_physical: int
+    cores_logical: int
+    peak_gflops: dict[str, float] = Field(default_factory=dict)  # e.g. {"fp32": 180.2, "bf16": 610.5}
 
 
 class BenchmarkResult(Record):
@@ -224,10 +253,18 @@ class BenchmarkResult(Record):
     status: Status
     reason: str = ""
     points: list[BenchmarkPoint] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # why each sweep stopped, points that failed
+    machine: MachineContext | None = None
 
     @property
     def best(self) -> BenchmarkPoint | None:
         return max(self.points, key=lambda p: p.throughput, default=None)
+
+    @property
+    def naive(self) -> BenchmarkPoint | None:
+        """Single stream at the smallest batch measured: what an untuned deployment gets."""
+        single = [p for p in self.points if p.concurrency == 1]
+        return min(single, key=lambda p: p.batch_size, default=None)
 
 
 class BaselineResult(Record):

@@ -97,7 +97,9 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
             "sha256": exported["source_sha256"],
             "source_uri": exported["source_uri"],
             "inputs": exported["inputs"],
+            "flops_per_sample": exported.get("flops_per_sample"),
         },
+        "machine": ((baseline or {}).get("benchmark") or {}).get("machine"),
         "dataset": dataset,
         "baseline": baseline
         and {
@@ -112,6 +114,8 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
         "configs": [_config_row(o) for o in outcomes],
         "skipped_targets": plan.get("skipped", {}),
         "selected": registration and registration["selected"],
+        "selected_point": registration and registration.get("selected_point"),
+        "selection": (start.get("params") or {}).get("selection"),
         "mlflow": {
             "tracking_uri": settings.mlflow_tracking_uri,
             "experiment": settings.experiment,
@@ -136,7 +140,8 @@ def markdown(report: dict) -> str:
     if model:
         lines += [f"Model **{model['name']}** ({model['framework']}, {model['parameters']:,} parameters), "
                   f"sha256 `{model['sha256'][:16]}…`", ""]  # fmt: skip
-    lines += accuracy_table(report) + [""] + throughput_table(report) + [""] + compile_table(report) + [""]
+    lines += accuracy_table(report) + [""] + throughput_table(report) + ["", machine_line(report), ""]
+    lines += compile_table(report) + [""]
     if report["skipped_targets"]:
         lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
     if report["selected"]:
@@ -189,26 +194,54 @@ def compile_table(report: dict) -> list[str]:
 
 
 def throughput_table(report: dict) -> list[str]:
-    baseline = report["baseline"]
-    subjects = ([("CPU baseline", baseline["benchmark"])] if baseline else []) + [
-        (c["key"], c["benchmark"]) for c in report["configs"]
+    """Per subject: the best point of its sweep, against single-stream batch 1, the best CPU baseline
+    and the machine's matmul peak; unstable points and idle devices show here."""
+    baseline, model = report["baseline"], report["model"] or {}
+    subjects = ([("CPU baseline", "fp32", baseline["benchmark"])] if baseline else []) + [
+        (c["key"], c["precision"], c["benchmark"]) for c in report["configs"]
     ]
-    batches = sorted({p["batch_size"] for _, points in subjects for p in points})
+    machine = report.get("machine")
     rows = [
-        "| samples/s (p99 ms) | " + " | ".join(f"batch {b}" for b in batches) + " | speedup vs CPU |",
-        "|---" * (len(batches) + 2) + "|",
+        "| samples/s | best point (batch x streams) | p50 / p99 ms | single stream, batch 1 | tuned / naive "
+        "| speedup vs CPU | spread | % of peak | utilisation |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     base_best = baseline["throughput"] if baseline else None
-    for name, points in subjects:
-        by_batch = {p["batch_size"]: p for p in points}
-        cells = [
-            f"{by_batch[b]['throughput']:.1f} ({by_batch[b]['latency_ms_p99']:.1f})" if b in by_batch else "-"
-            for b in batches
-        ]
-        best = max((p["throughput"] for p in points), default=None)
-        speedup = f"{best / base_best:.2f}x" if best and base_best else "-"
-        rows.append(f"| {name} | " + " | ".join(cells) + f" | {speedup} |")
+    for name, precision, points in subjects:
+        if not points:
+            rows.append(f"| {name} | - | - | - | - | - | - | - | - |")
+            continue
+        best = max(points, key=lambda p: p["throughput"])
+        naive = min((p for p in points if p.get("concurrency", 1) == 1), key=lambda p: p["batch_size"], default=None)
+        share = None
+        if machine and model.get("flops_per_sample"):
+            peak = machine["peak_gflops"].get(precision)
+            share = best["throughput"] * model["flops_per_sample"] / (peak * 1e9) if peak else None
+        utilisation = best.get("utilisation") or []
+        stable = "" if best.get("stable", True) else " (unstable)"
+        rows.append(
+            f"| {name} | {best['throughput']:.1f} at {best['batch_size']} x {best.get('concurrency', 1)}{stable} "
+            f"| {best['latency_ms_p50']:.1f} / {best['latency_ms_p99']:.1f} "
+            f"| {_fmt(naive and naive['throughput'], '.1f')} "
+            f"| {_fmt(naive and best['throughput'] / naive['throughput'], '.2f')}x "
+            f"| {_fmt(base_best and best['throughput'] / base_best, '.2f')}x | {best.get('spread', 0):.1%} "
+            f"| {_fmt(share and 100 * share, '.1f')} "
+            f"| {best.get('device', 'CPU')} {' '.join(f'{u:.0f}%' for u in utilisation) or '-'} |"
+        )
     return rows
+
+
+def machine_line(report: dict) -> str:
+    machine, model = report.get("machine"), report["model"] or {}
+    if not machine:
+        return ""
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["peak_gflops"].items())
+    flops = model.get("flops_per_sample")
+    return (
+        f"machine: {machine['cpu_model']}, {machine['cores_physical']} cores ({machine['cores_logical']} threads), "
+        f"measured matmul peak GFLOP/s: {peaks}; model: "
+        + (f"{flops / 1e9:.3f} GFLOPs per sample" if flops else "FLOPs not counted")
+    )
 
 
 def probe_table(report: dict) -> list[str]:
@@ -233,7 +266,8 @@ def summary(report: dict, report_path: Path) -> str:
     lines = [f"pipeline run {report['run_id']}: {report['status'].upper()}"]
     if report["error"]:
         lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
-    lines += ["", *probe_table(report), "", *accuracy_table(report), "", *throughput_table(report), ""]
+    lines += ["", *probe_table(report), "", *accuracy_table(report), "", *throughput_table(report)]
+    lines += [machine_line(report), ""]
     lines += [*compile_table(report), ""]
     hits = sum(1 for c in report["configs"] if c.get("compile_cache") == "hit")
     stage_seconds = sum(c.get("compile_stage_seconds") or 0 for c in report["configs"])
@@ -244,7 +278,9 @@ def summary(report: dict, report_path: Path) -> str:
         lines.append(f"skipped target {name}: {why}")
     mlflow = report["mlflow"]
     if report["selected"]:
-        lines.append(f"selected: {report['selected']}")
+        point = report.get("selected_point") or {}
+        at = f" at batch {point['batch_size']} x {point['concurrency']} streams" if point else ""
+        lines.append(f"selected: {report['selected']}{at} ({report.get('selection') or 'max_throughput'})")
         lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
     if report["promotion"]:
         lines.append(f"promoted: {report['promotion']['uri']} (endpoint {report['promotion']['endpoint_url']})")

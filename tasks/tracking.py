@@ -10,6 +10,7 @@ from tasks.files import local_path
 from tasks.gate import RUN_SUBDIR
 from tasks.records import (
     BaselineResult,
+    BenchmarkPoint,
     ConfigOutcome,
     DatasetRef,
     ExportedModel,
@@ -163,12 +164,20 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
             metrics |= {
                 "throughput": bench.best.throughput,
                 "best_batch_size": bench.best.batch_size,
+                "best_concurrency": bench.best.concurrency,
                 "latency_ms_p50": bench.best.latency_ms_p50,
                 "latency_ms_p99": bench.best.latency_ms_p99,
+                "throughput_spread": bench.best.spread,
             }
-            for point in bench.points:  # step = batch size, so MLflow plots throughput over batch size
-                mlflow.log_metric("throughput_by_batch", point.throughput, step=point.batch_size)
-                mlflow.log_metric("latency_ms_p99_by_batch", point.latency_ms_p99, step=point.batch_size)
+            if bench.naive:
+                metrics["tuned_over_naive"] = bench.best.throughput / bench.naive.throughput
+            for point in bench.points:  # step = batch size (or streams), so MLflow plots the sweeps
+                if point.concurrency == 1:
+                    mlflow.log_metric("throughput_by_batch", point.throughput, step=point.batch_size)
+                    mlflow.log_metric("latency_ms_p99_by_batch", point.latency_ms_p99, step=point.batch_size)
+                else:
+                    mlflow.log_metric("throughput_by_streams", point.throughput, step=point.concurrency)
+                    mlflow.log_metric("latency_ms_p99_by_streams", point.latency_ms_p99, step=point.concurrency)
         mlflow.log_metrics(metrics)
         if compiled.log_uri and local_path(compiled.log_uri).exists():
             mlflow.log_artifact(str(local_path(compiled.log_uri)), artifact_path="compile")
@@ -190,15 +199,25 @@ def _version_of_run(client, name: str, pipeline_run_id: str) -> str | None:
     return None
 
 
-def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selected: ConfigOutcome) -> Registration:
-    """Register the selected config as a new version of the model and point alias ``candidate`` at it."""
+def _fmt_optional(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def register(
+    settings: Settings,
+    ctx: RunContext,
+    exported: ExportedModel,
+    selected: ConfigOutcome,
+    point: BenchmarkPoint | None = None,
+) -> Registration:
+    """Register the selected config (at its selected benchmark point) as a new version; alias ``candidate``."""
     import mlflow
     import mlflow.pyfunc
 
     if selected.gate != "pass":
         raise ValueError(f"config {selected.compiled.config.key} did not pass the gate; it cannot be registered")
     client = _client(settings)
-    compiled, validation, bench = selected.compiled, selected.validation, selected.benchmark
+    compiled, validation = selected.compiled, selected.validation
     config = compiled.config
     version = _version_of_run(client, exported.name, ctx.run_id)
     if version is None:
@@ -218,16 +237,19 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
         # The pipeline-run tag is set as the version is created, so a retry finds it.
         created = mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
         version = str(created.version)
-    best = bench.best
+    best = point or selected.benchmark.best
     tags = {
         "target": config.target,
         "precision": config.precision,
         "batch_size": str(best.batch_size),
+        "concurrency": str(best.concurrency),
+        "selection": ctx.params.selection
+        + (f" (p99 <= {ctx.params.latency_budget_ms} ms)" if ctx.params.latency_budget_ms else ""),
         "throughput": f"{best.throughput:.1f}",
         "latency_ms_p99": f"{best.latency_ms_p99:.2f}",
         "top5_delta_pp": "n/a" if validation.top5_delta is None else f"{validation.top5_delta:.2f}",
         "top5_agreement": "n/a" if validation.top5_agreement is None else f"{validation.top5_agreement:.4f}",
-        "cosine_min": f"{validation.cosine_min:.6f}",
+        "cosine_min": _fmt_optional(validation.cosine_min, ".6f"),
         "validation": selected.gate,
         "compiler": f"{compiled.compiler} {compiled.compiler_version}",
         "source_run": selected.mlflow_run_id,
@@ -240,12 +262,13 @@ def register(settings: Settings, ctx: RunContext, exported: ExportedModel, selec
         exported.name,
         version,
         description=(
-            f"{config.key} at batch {best.batch_size}: {best.throughput:.1f} samples/s, p99 {best.latency_ms_p99:.2f} ms; "
+            f"{config.key} at batch {best.batch_size} x {best.concurrency} streams: {best.throughput:.1f} samples/s, "
+            f"p99 {best.latency_ms_p99:.2f} ms; "
             + (
                 f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "
                 f"top-5 agreement {validation.top5_agreement:.3f}. "
                 if validation.top5_delta is not None
-                else f"lowest cosine similarity to the CPU outputs {validation.cosine_min:.5f}. "
+                else f"lowest cosine similarity to the CPU outputs {_fmt_optional(validation.cosine_min, '.5f')}. "
             )
             + f"Pipeline run {ctx.run_id}."
         ),

@@ -48,7 +48,13 @@ def test_dag_parse_imports_no_heavy_framework():
 @pytest.mark.integration
 @pytest.mark.slow
 def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
-    conf = {"model_name": "mobilenet-e2e", "batch_sizes": [1, 4], "targets": ["onnxruntime", "openvino", "neuron-inf1"]}
+    conf = {
+        "model_name": "mobilenet-e2e",
+        "batch_sizes": [1, 4],
+        "max_concurrency": 2,
+        "benchmark_window_s": 0.3,
+        "targets": ["onnxruntime", "openvino", "neuron-inf1"],
+    }
     code, report_path = run_pipeline(local_services, conf)
     assert code == 0 and report_path is not None
     report = json.loads(Path(report_path).read_text())
@@ -65,6 +71,13 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     assert "tensorflow-neuron is not installed" in report["skipped_targets"]["neuron-inf1"]
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
+    # int8 MobileNetV2 keeps top-5 accuracy but not the baseline's top-5 sets: the GX suite stops it
+    int8 = next(c for c in report["configs"] if c["key"] == "onnxruntime-int8")
+    assert int8["gate"] == "fail" and any(
+        "top5_agreement >= 0.8 (param min_top5_agreement): observed 0.6" in r for r in int8["gate_reasons"]
+    ), int8["gate_reasons"]
+    assert report["selected"] != "onnxruntime-int8" and report["selected_point"]["concurrency"] >= 1
+    assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544
     assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}
 
     client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
@@ -73,7 +86,9 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     assert candidate.tags["target"] == report["selected"].split("-")[0]
     parent = client.get_run(report["mlflow"]["run_id"])
     assert parent.data.tags["pipeline_status"] == "success"
-    assert "report.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.json", "gate"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    gate_files = {a.path for a in client.list_artifacts(parent.info.run_id, "gate")}
+    assert {"gate/validation_result.json", "gate/data_docs"} <= gate_files
 
     manifest_key = report["promotion"]["manifest_uri"].split(f"s3://{local_services.serving_bucket}/", 1)[1]
     body = s3_client(local_services).get_object(Bucket=local_services.serving_bucket, Key=manifest_key)["Body"].read()

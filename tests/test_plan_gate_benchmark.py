@@ -1,10 +1,11 @@
+import threading
 import time
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from tasks.benchmark import measure
+from tasks.benchmark import Harness, Sweep, measure
 from tasks.gate import select
 from tasks.plan import plan_configs
 from tasks.records import (
@@ -66,35 +67,95 @@ def test_bad_params_are_refused_with_the_reason(params, message):
         PipelineParams(**params)
 
 
-def _outcome(key_target, throughput, gate="pass"):
-    config = CompileConfig(target=key_target, precision="fp32")
-    point = BenchmarkPoint(
-        batch_size=4, throughput=throughput, latency_ms_p50=1, latency_ms_p90=1, latency_ms_p99=2, iterations=10
-    )
-    return ConfigOutcome(
-        compiled=CompiledArtifact(config=config, status="ok"),
-        benchmark=BenchmarkResult(subject=config.key, status="ok", points=[point]),
-        gate=gate,
-    )
+FAST = Harness(window_s=0.1, warmup_s=0.05, max_windows=8)
 
 
-def test_select_takes_the_fastest_passing_config():
-    slow, fast_failing, fast = (
-        _outcome("onnxruntime", 100),
-        _outcome("openvino", 900, gate="fail"),
-        _outcome("openvino", 300),
-    )
-    assert select([slow, fast_failing, fast]) is fast
-    assert select([fast_failing]) is None
-
-
-def test_measure_reports_throughput_and_latency_percentiles():
+def test_measure_reports_throughput_latency_percentiles_and_settles():
     def predict(batch):
         time.sleep(0.01)
         return batch
 
-    point = measure(predict, {"x": np.zeros(4)}, 4, measure_s=0.3)
-    assert point.iterations >= 10
+    point = measure([predict], {"x": np.zeros(4)}, 4, FAST)
+    assert point.stable and 3 <= point.windows <= FAST.max_windows and point.spread <= 0.10
     assert 8 <= point.latency_ms_p50 <= 30
     assert point.latency_ms_p50 <= point.latency_ms_p90 <= point.latency_ms_p99
     assert 4 / 0.03 < point.throughput < 4 / 0.009
+    assert point.device == "CPU" and len(point.utilisation) >= 1  # per-core utilisation over the windows
+
+
+def test_a_point_that_never_settles_is_reported_unstable():
+    def noisy(batch):  # a neighbour that takes the machine every other 0.2 s: windows never agree
+        time.sleep(0.02 if int(time.perf_counter() / 0.2) % 2 else 0.002)
+
+    point = measure([noisy], {"x": np.zeros(1)}, 1, FAST)
+    assert not point.stable and point.windows == FAST.max_windows and point.spread > 0.10
+
+
+class Device:
+    """A fake accelerator: one request at a time, cost 5 ms + 2 ms per sample (saturates with batch)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def loader(self, batch_size):
+        def predict(batch):
+            with self.lock:
+                time.sleep(0.005 + 0.002 * batch_size)
+
+        return predict
+
+
+def test_sweep_doubles_batch_until_gains_fall_under_5_percent_then_tries_streams():
+    sweep = Sweep(Device().loader, {"x": np.zeros((64, 3))}, FAST)
+    sweep.adaptive([1, 2, 4, 8, 16, 32, 64, 128])
+    single = [p.batch_size for p in sweep.points if p.concurrency == 1]
+    # b/(5 ms + 2 ms b): 143, 222, 308, 381, 432, 464 (+7 %), 481 (+4 %: stop) samples/s
+    assert single == [1, 2, 4, 8, 16, 32, 64]
+    assert [p.concurrency for p in sweep.points if p.concurrency > 1] == [2]  # one device: streams do not help
+    assert any("batch sweep stopped at 64" in n for n in sweep.notes)
+
+
+def test_a_batch_that_runs_out_of_memory_ends_the_batch_sweep_with_a_note():
+    device = Device()
+
+    def loader(batch_size):
+        if batch_size >= 4:
+            raise MemoryError("cannot allocate 4 GiB")
+        return device.loader(batch_size)
+
+    sweep = Sweep(loader, {"x": np.zeros((8, 3))}, FAST)
+    sweep.adaptive([1, 2, 4, 8])
+    assert [p.batch_size for p in sweep.points if p.concurrency == 1] == [1, 2]
+    assert "batch 4 x 1 streams failed: MemoryError: cannot allocate 4 GiB" in sweep.notes
+
+
+def _point(batch, streams, throughput, p99, stable=True):
+    return BenchmarkPoint(
+        batch_size=batch,
+        concurrency=streams,
+        throughput=throughput,
+        latency_ms_p50=p99 / 2,
+        latency_ms_p90=p99,
+        latency_ms_p99=p99,
+        iterations=10,
+        stable=stable,
+    )
+
+
+def test_selection_strategies_pick_a_measured_point_of_a_passing_config():
+    def outcome(target, points, gate="pass"):
+        config = CompileConfig(target=target, precision="fp32")
+        return ConfigOutcome(
+            compiled=CompiledArtifact(config=config, status="ok"),
+            benchmark=BenchmarkResult(subject=config.key, status="ok", points=points),
+            gate=gate,
+        )
+
+    ort = outcome("onnxruntime", [_point(1, 1, 150, 8), _point(16, 1, 400, 60), _point(16, 2, 420, 110)])
+    ov = outcome("openvino", [_point(1, 1, 240, 5), _point(8, 1, 380, 30), _point(8, 4, 900, 15, stable=False)])
+    failed = outcome("inductor", [_point(1, 1, 5000, 1)], gate="fail")
+    outcomes = [ort, ov, failed]
+    assert select(outcomes, "max_throughput") == (ort, ort.benchmark.points[2])  # the unstable 900 is not taken
+    assert select(outcomes, "min_latency") == (ov, ov.benchmark.points[0])
+    assert select(outcomes, "max_throughput_under_latency", 40) == (ov, ov.benchmark.points[1])
+    assert select(outcomes, "max_throughput_under_latency", 2) is None
