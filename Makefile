@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv demo test test-fast lint stop status clean
+.PHONY: venv demo test test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ test: venv
 ## Only the tests that need no services and no DAG run.
 test-fast: venv
 	$(PY) -m pytest -m "not integration"
+
+## The benchmark harness on MobileNetV2 and ResNet-50 over every available target; prints figures.
+bench: venv
+	$(PY) -m tasks.bench
 
 lint: venv
 	$(VENV)/bin/ruff check .

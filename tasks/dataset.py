@@ -13,7 +13,9 @@ Built-in sets, all shipped inside packages:
 
 A user's ``.npz`` file holds one array per model input (by input name, or one array for a
 one-input model), optionally ``labels`` (class ids, N or N x k with -1 padding) and
-``calibration__<input name>`` arrays for int8 calibration.
+``calibration__<input name>`` arrays for int8 calibration. A user's directory of photos
+holds ``labels.csv`` (file, label[, label ...]; class ids or ImageNet class names) and is
+prepared like the built-in photos. Labels are checked against the model's class count.
 
 The prepared file holds arrays keyed by the model's own input names, checked against the
 model's input specs, so a mismatch is an error before any compile starts.
@@ -250,6 +252,85 @@ def user_file(path: Path) -> Samples:
     )
 
 
+LABELS_FILE = "labels.csv"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _label_id(text: str, names: dict[str, int], where: str) -> int:
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text.lower() in names:
+        return names[text.lower()]
+    raise ValueError(f"{where}: label {text!r} is neither a class id nor an ImageNet class name")
+
+
+def user_images(directory: Path) -> Samples:
+    """A directory of photos with ``labels.csv`` (rows: file, label[, label ...]; a label is a class id
+    or an ImageNet class name). Centre-cropped and resized to 224x224 like the built-in photos."""
+    import csv
+
+    from skimage.io import imread
+
+    labels_path = directory / LABELS_FILE
+    if not labels_path.is_file():
+        raise ValueError(f"dataset directory {directory} has no {LABELS_FILE} (rows: file, label[, label ...])")
+    names = {name.lower(): i for i, name in enumerate(class_names())}
+    images, label_sets = [], []
+    with labels_path.open(newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            cells = [c for c in row if c.strip()]
+            if not cells or (line_no == 1 and cells[0].strip().lower() in ("file", "filename", "image", "path")):
+                continue  # blank line or header
+            where = f"{labels_path}, line {line_no}"
+            if len(cells) < 2:
+                raise ValueError(f"{where}: expected file, label[, label ...], got {row}")
+            path = directory / cells[0].strip()
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                raise ValueError(f"{where}: image {path} does not exist or is not an image file")
+            try:
+                image = imread(path)
+            except Exception as exc:
+                raise ValueError(f"{where}: cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+            if image.ndim == 2:
+                image = np.stack([image] * 3, axis=-1)
+            top, left, side, _ = crop_boxes(*image.shape[:2])[0]
+            images.append(_resized(image[top : top + side, left : left + side, :3]))
+            label_sets.append([_label_id(c, names, where) for c in cells[1:]])
+    if not images:
+        raise ValueError(f"{labels_path} lists no images")
+    width = max(len(s) for s in label_sets)
+    labels = np.array([s + [-1] * (width - len(s)) for s in label_sets], dtype=np.int32)
+    return Samples(
+        name=str(directory),
+        arrays={"input": np.stack(images)},
+        calibration={"input": calibration_inputs()},  # never the validation images themselves
+        labels=labels,
+        class_names=list(class_names()),
+        preprocess="imagenet_nchw",
+        sources=[directory.name],
+        probe_name="the first image",
+    )
+
+
+def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
+    """Label range and class count against the model's class-score output, before any model runs."""
+    if samples.labels is None:
+        return
+    output = exported.outputs[0].shape
+    classes = output[-1] if len(output) == 2 and isinstance(output[-1], int) else None
+    if classes is None:
+        raise ValueError(f"{what} is labelled, but the model's output {output} is not one class score per class")
+    if samples.class_names is not None and len(samples.class_names) != classes:
+        raise ValueError(f"{what} names {len(samples.class_names)} classes, the model outputs {classes} class scores")
+    valid = samples.labels[samples.labels >= 0]
+    if (samples.labels < -1).any() or valid.size == 0 or valid.max() >= classes:
+        bad = sorted({int(v) for v in samples.labels.ravel() if v < -1 or v >= classes})[:5]
+        raise ValueError(f"{what}: labels must be class ids 0..{classes - 1} (-1 pads label sets); found {bad}")
+    if (samples.labels.max(axis=1) < 0).any():
+        raise ValueError(f"{what}: {int((samples.labels.max(axis=1) < 0).sum())} samples have no label")
+
+
 def _bind(arrays: dict[str, np.ndarray], specs: list[TensorSpec], what: str, preprocess_kind: str) -> dict:
     """Arrays keyed by the model's input names, checked against the input specs."""
     if set(arrays) == {s.name for s in specs}:
@@ -298,9 +379,15 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
 
 def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetRef:
     """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz."""
-    samples = _builtin(spec, exported) if spec.startswith("builtin:") else user_file(local_path(spec))
+    if spec.startswith("builtin:"):
+        samples = _builtin(spec, exported)
+    elif local_path(spec).is_dir():
+        samples = user_images(local_path(spec))
+    else:
+        samples = user_file(local_path(spec))
     what = f"dataset {spec}"
     arrays = _bind(samples.arrays, exported.inputs, what, samples.preprocess)
+    check_labels(samples, exported, what)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {}

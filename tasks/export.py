@@ -33,6 +33,7 @@ BUILTIN_FILES = {
 # Built-in sources that are built rather than read: model_uri -> (framework, what to use instead).
 BUILTIN_MODELS = {
     "builtin:text_encoder": ("pytorch", "module:tasks.models.text_encoder:build"),
+    "builtin:resnet50_random": ("pytorch", "module:tasks.models.resnet50:build_random"),
     "builtin:keras_digits": ("tensorflow", "builtin:keras_digits"),
 }
 KNOWN_DTYPES = ("float32", "float16", "int64", "int32", "bool")

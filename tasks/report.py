@@ -1,4 +1,5 @@
-"""The run report: one JSON for machines, one Markdown for people, built from the stages' saved results."""
+"""The run report: JSON for machines, Markdown and HTML (with the benchmark plots) for people,
+built from the stages' saved results."""
 
 from __future__ import annotations
 
@@ -290,6 +291,44 @@ def summary(report: dict, report_path: Path) -> str:
     return "\n".join(lines)
 
 
+def html(report: dict, plots: list[Path]) -> str:
+    """The Markdown report as a standalone HTML page, with the plots embedded."""
+    import base64
+    from html import escape
+
+    body, table = [], []
+
+    def flush_table() -> None:
+        if table:
+            rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table]
+            head, rest = rows[0], [r for r in rows[1:] if not all(set(c) <= set("-:") for c in r)]
+            body.append(
+                "<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in head) + "</tr>"
+                + "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rest)
+                + "</table>"
+            )  # fmt: skip
+            table.clear()
+
+    for line in markdown(report).splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("# "):
+            body.append(f"<h1>{escape(line[2:])}</h1>")
+        elif line.strip():
+            body.append(f"<p>{escape(line.removeprefix('- '))}</p>")
+    flush_table()
+    for plot in plots:
+        data = base64.b64encode(plot.read_bytes()).decode()
+        body.append(f'<p><img alt="{escape(plot.stem)}" src="data:image/png;base64,{data}"></p>')
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}" \
+            "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"  # fmt: skip
+    title = escape(f"Compile pipeline run {report['run_id']}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>" \
+           f"<body>{''.join(body)}</body></html>\n"  # fmt: skip
+
+
 def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
     """Attach the reports to the pipeline's parent run (made here if the run failed before recording)."""
     import mlflow
@@ -304,6 +343,9 @@ def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
         run_id = run.info.run_id
     client.log_artifact(run_id, str(run_dir / "report.json"))
     client.log_artifact(run_id, str(run_dir / "report.md"))
+    client.log_artifact(run_id, str(run_dir / "report.html"))
+    if (run_dir / "plots").is_dir():
+        client.log_artifacts(run_id, str(run_dir / "plots"), artifact_path="plots")
     client.set_tag(run_id, "pipeline_status", report["status"])
     client.set_terminated(run_id, "FAILED" if report["error"] else "FINISHED")
     return run_id
@@ -315,6 +357,14 @@ def write(run_dir: Path, run_id: str, settings: Settings) -> tuple[Path, dict | 
     path = run_dir / "report.json"
     write_json(path, report)
     write_atomic(run_dir / "report.md", markdown(report))
+    from tasks import plots as plotting
+
+    try:
+        plots = plotting.write(report, run_dir / "plots")
+    except Exception as exc:  # a plot that cannot be drawn must not cost the run its report
+        print(f"warning: could not draw the benchmark plots: {exc}", file=sys.stderr)
+        plots = []
+    write_atomic(run_dir / "report.html", html(report, plots))
     try:
         report["mlflow"]["run_id"] = _log_to_mlflow(report, run_dir, settings)
         write_json(path, report)

@@ -119,3 +119,48 @@ def test_unknown_architecture_is_named(architecture):
 
     with pytest.raises(ValueError, match="unknown architecture 'resnet9000'.*mobilenet_v2"):
         models.build(architecture)
+
+
+def _photo_dir(tmp_path, rows):
+    from skimage import data
+    from skimage.io import imsave
+
+    tmp_path.mkdir()
+    imsave(tmp_path / "cat.png", data.chelsea())
+    imsave(tmp_path / "coffee.jpg", data.coffee())
+    imsave(tmp_path / "camera.png", data.camera())  # greyscale: made RGB
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path
+
+
+def test_a_user_photo_directory_with_a_labels_csv_is_prepared_like_the_builtin_photos(tmp_path, exported):
+    directory = _photo_dir(tmp_path / "photos", ["file,label", "cat.png,tabby,tiger cat,281", "coffee.jpg,967", ""])
+    ref = datasets.prepare(str(directory), tmp_path / "out", exported)
+    assert ref.labelled and ref.samples == 2 and ref.calibration_uri
+    loaded = datasets.load(ref)
+    assert loaded.inputs(0, 2)["input"].shape == (2, 3, 224, 224)
+    assert loaded.labels.tolist() == [[281, 282, 281], [967, -1, -1]]
+    model = load_state_dict_model(resolve_source("builtin:mobilenet_v2"), "mobilenet_v2")
+    with torch.no_grad():
+        logits = model(torch.from_numpy(loaded.inputs(0, 2)["input"])).numpy()
+    assert accuracy(logits, loaded.labels, 5) == 1.0  # the model sees the cat and the espresso
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["cat.png,1000"], r"labels must be class ids 0\.\.999 \(-1 pads label sets\); found \[1000\]"),
+        (["cat.png,fluffy"], r"line 1: label 'fluffy' is neither a class id nor an ImageNet class name"),
+        (["dog.png,1"], r"line 1: image .*dog.png does not exist"),
+        (["cat.png"], r"line 1: expected file, label"),
+    ],
+)
+def test_a_bad_photo_directory_is_refused_naming_the_problem(tmp_path, exported, rows, message):
+    with pytest.raises(ValueError, match=message):
+        datasets.prepare(str(_photo_dir(tmp_path / "photos", rows)), tmp_path / "out", exported)
+
+
+def test_npz_labels_are_checked_against_the_models_class_count(tmp_path, exported):
+    np.savez(tmp_path / "d.npz", input=np.zeros((2, 3, 224, 224), np.float32), labels=np.array([3, 1200]))
+    with pytest.raises(ValueError, match=r"found \[1200\]"):
+        datasets.prepare(str(tmp_path / "d.npz"), tmp_path / "out", exported)

@@ -19,8 +19,15 @@ def _mobilenet_v2() -> torch.nn.Module:
     return MobileNetV2()
 
 
+def _resnet50() -> torch.nn.Module:
+    from tasks.models.resnet50 import ResNet50
+
+    return ResNet50()
+
+
 ARCHITECTURES: dict[str, Callable[[], torch.nn.Module]] = {
     "mobilenet_v2": _mobilenet_v2,
+    "resnet50": _resnet50,
 }
 
 

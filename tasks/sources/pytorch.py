@@ -27,6 +27,9 @@ from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
 # Input specs of the built-in modules, which (like any nn.Module) do not carry them.
 BUILTIN_SPECS = {
+    "module:tasks.models.resnet50:build_random": [
+        TensorSpec(name="input", shape=["batch", 3, 224, 224], dtype="float32")
+    ],
     "module:tasks.models.text_encoder:build": [
         TensorSpec(name="input_ids", shape=["batch", 32], dtype="int64"),
         TensorSpec(name="attention_mask", shape=["batch", 32], dtype="int64"),
