@@ -12,15 +12,17 @@ record → register → promote**:
   (Neuron without its SDK, TensorRT without a GPU) are skipped with their reason;
 - validates each config against the source framework on CPU on the same samples
   (top-1, top-5, top-5 agreement for classifiers; cosine, atol/rtol for any output)
-  and benchmarks it beside the baseline;
+  and benchmarks it beside the baseline with one harness (batch size and concurrent streams
+  swept until throughput stops growing, windows repeated until they agree);
 - gates with a Great Expectations suite over the per-config metrics (top-1/top-5 deltas,
   top-5 agreement, no NaN/Inf, cosine and atol/rtol for other outputs), records everything
-  and the suite's Data Docs in MLflow, registers the
-  fastest passing config with alias `candidate`, and promotes that version to
+  and the suite's Data Docs in MLflow, registers the point the `selection` strategy picks
+  (default: the fastest passing config) with alias `candidate`, and promotes that version to
   `s3://<bucket>/<prefix>/<model>/<version>/` with a `manifest.json`.
 
 The logic lives in the `tasks` package; this file only wires it. Every run writes
-`report.json` and `report.md`, also logged to MLflow, whether it succeeds or fails.
+`report.json`, `report.md` and `report.html` (with benchmark plots), also logged to MLflow,
+whether it succeeds or fails.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
                                   "within rtol (relative, |a-b| / (|b| + 1e-6)) of the baseline's."),
         "rtol": Param(DEFAULTS.rtol, type="number", minimum=0, title="Relative tolerance"),
         "dataset": Param(DEFAULTS.dataset, type="string", title="Validation data",
-                         description="builtin:photos, builtin:digits, builtin:text, or a .npz file."),
+                         description="builtin:photos, builtin:digits, builtin:text, a .npz file (inputs, labels), "
+                                     "or a directory of photos with labels.csv (file, label[, label ...])."),
         "compile_timeout_s": Param(DEFAULTS.compile_timeout_s, type="integer", minimum=1,
                                    title="Compile time limit (s)"),
         "compile_memory_mb": Param(DEFAULTS.compile_memory_mb, type="integer", minimum=256,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
     if not rows:
         return reasons
     frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int})
+    shutil.rmtree(out_dir / "gx", ignore_errors=True)  # a retried gate task starts from a new GX project
     context = gx.get_context(mode="file", project_root_dir=str(out_dir))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("pipeline_run")
@@ -131,8 +133,6 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
 
 def _publish_docs(context, out_dir: Path) -> None:
     """Copy the Data Docs site out of GX's project folder to ``<out_dir>/data_docs``."""
-    import shutil
-
     site = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site"
     if site.is_dir():
         shutil.copytree(site, out_dir / DOCS_DIR, dirs_exist_ok=True)

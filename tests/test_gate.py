@@ -87,3 +87,8 @@ def test_nan_or_inf_outputs_fail_by_count_and_a_failed_stage_fails_with_its_reas
     out = _gate(tmp_path, {"fp32": CLASSIFIER, "bf16": {"nonfinite_outputs": 12}}, compile_ok=False)
     assert out["fp32"].gate_reasons == ["compile failed: boom"]
     assert out["bf16"].gate_reasons == ["expect_column_values_to_be_between nonfinite_outputs <= 0: observed 12"]
+
+
+def test_a_retried_gate_runs_the_suite_again_in_the_same_directory(tmp_path):
+    assert _gate(tmp_path, {"fp32": CLASSIFIER})["fp32"].gate == "pass"
+    assert _gate(tmp_path, {"fp32": {**CLASSIFIER, "top5_delta": -3.0}})["fp32"].gate == "fail"
