@@ -40,7 +40,8 @@ class Harness:
     stable_windows: int = 3  # consecutive windows that must agree
     stable_spread: float = 0.10  # (max - min) / mean of those windows
     max_windows: int = 12
-    min_gain: float = 0.05  # a step must add this much throughput for the sweep to go on
+    min_gain: float = 0.05  # a step must add this much throughput over the best so far ...
+    patience: int = 2  # ... or the sweep stops after this many such steps in a row (one noisy dip does not end it)
     max_concurrency: int = 16
 
 
@@ -148,30 +149,36 @@ class Sweep:
         self.points.append(point)
         return point
 
-    def adaptive(self, batch_sizes: list[int]) -> None:
-        """Batch sizes up while they gain, then streams up at the best batch while they gain."""
-        best: BenchmarkPoint | None = None
-        for batch_size in batch_sizes:
-            point = self.point(batch_size, 1)
+    def _walk(self, steps: list[tuple[int, int]], what: str, best: BenchmarkPoint | None) -> BenchmarkPoint | None:
+        """Measure ``(batch, streams)`` steps in order until ``patience`` steps in a row gain under min_gain."""
+        misses = 0
+        for batch_size, concurrency in steps:
+            point = self.point(batch_size, concurrency)
             if point is None:
                 break
-            if best is not None and point.throughput < best.throughput * (1 + self.harness.min_gain):
-                best = max(best, point, key=lambda p: p.throughput)
-                self.notes.append(f"batch sweep stopped at {batch_size}: gain under {self.harness.min_gain:.0%}")
+            if best is None or point.throughput >= best.throughput * (1 + self.harness.min_gain):
+                best, misses = point, 0
+                continue
+            best = max(best, point, key=lambda p: p.throughput)
+            misses += 1
+            if misses >= self.harness.patience:
+                self.notes.append(
+                    f"{what} sweep stopped at batch {batch_size} x {concurrency}: "
+                    f"{misses} steps in a row gained under {self.harness.min_gain:.0%}"
+                )
                 break
-            best = point
+        return best
+
+    def adaptive(self, batch_sizes: list[int]) -> None:
+        """Batch sizes up at one stream while they gain, then streams up (doubling) at the best batch."""
+        best = self._walk([(b, 1) for b in batch_sizes], "batch", None)
         if best is None:
             return
-        concurrency = 2
+        streams, concurrency = [], 2
         while concurrency <= self.harness.max_concurrency:
-            point = self.point(best.batch_size, concurrency)
-            if point is None:
-                break
-            if point.throughput < best.throughput * (1 + self.harness.min_gain):
-                self.notes.append(f"stream sweep stopped at {concurrency}: gain under {self.harness.min_gain:.0%}")
-                break
-            best = point
+            streams.append((best.batch_size, concurrency))
             concurrency *= 2
+        self._walk(streams, "stream", best)
 
     def grid(self, batch_sizes: list[int], concurrencies: list[int]) -> None:
         """Every point of the grid (what the adaptive sweep is checked against)."""

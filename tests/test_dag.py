@@ -86,7 +86,9 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     assert candidate.tags["target"] == report["selected"].split("-")[0]
     parent = client.get_run(report["mlflow"]["run_id"])
     assert parent.data.tags["pipeline_status"] == "success"
-    assert {"report.json", "report.html", "gate", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.json", "report.html", "gate", "plots"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
     page = Path(report_path).with_name("report.html").read_text()
     assert page.count("<img") == 2 and "tuned / naive" in page
     gate_files = {a.path for a in client.list_artifacts(parent.info.run_id, "gate")}
