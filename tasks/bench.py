@@ -108,10 +108,10 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
         sweep = Sweep(lambda bs: target.load(artifact, bs), datasets.load(ref).inputs(0, max(batches)), harness)
         sweep.grid(grid_batches, GRID_STREAMS)
         grid_best = max(sweep.points, key=lambda p: p.throughput)
-        gap = 1 - point.throughput / grid_best.throughput
+        gap = point.throughput / grid_best.throughput - 1
         log(f"selected {artifact.config.key} at {_point(point)}: {point.throughput:.1f} samples/s; exhaustive sweep "
             f"of {len(grid_batches)} batch sizes x {GRID_STREAMS} streams: best {_point(grid_best)} "
-            f"{grid_best.throughput:.1f}; harness pick is {gap:+.1%} below it")  # fmt: skip
+            f"{grid_best.throughput:.1f}; harness pick / exhaustive best = {gap:+.1%}")  # fmt: skip
         result["selected"] = {"config": artifact.config.key, "point": point.to_json()}
         result["exhaustive"] = {"best": grid_best.to_json(), "gap": gap, "points": [p.to_json() for p in sweep.points]}
     log(f"({name} took {time.monotonic() - started:.0f} s)")
