@@ -201,3 +201,21 @@ def test_flops_are_counted_on_the_onnx_graph_like_torchs_flop_counter(tmp_path):
     with FlopCounterMode(display=False) as counter:
         model(example)
     assert count_onnx(tmp_path / "m.onnx") == counter.get_total_flops()
+
+
+def test_gpu_and_neuroncore_utilisation_are_read_from_their_monitors_output():
+    import json
+
+    from tasks.utilisation import GpuProbe, NeuronProbe, probe_for
+
+    assert GpuProbe.parse("1, 87\n") == {1: 87.0}  # nvidia-smi --query-gpu=index,utilization.gpu csv
+    report = {  # one line of neuron-monitor's JSON stream, as its user guide documents it
+        "neuron_runtime_data": [
+            {"pid": 1, "report": {"neuroncore_counters": {"neuroncores_in_use": {
+                "0": {"neuroncore_utilization": 89.4}, "1": {"neuroncore_utilization": 0}}}}},
+            {"pid": 2, "report": {"neuroncore_counters": {"neuroncores_in_use": {
+                "1": {"neuroncore_utilization": 40.5}}}}},
+        ]
+    }  # fmt: skip
+    assert NeuronProbe.parse(json.dumps(report)) == {0: 89.4, 1: 40.5}
+    assert probe_for("NeuronCore v2 (inf2/trn1)").device in ("Neuron", "CPU")  # CPU where neuron-monitor is absent
