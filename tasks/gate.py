@@ -9,7 +9,6 @@ A config whose compile, validation or benchmark failed fails the gate with that 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -201,12 +200,3 @@ def select(
     if strategy in ("max_throughput", "max_throughput_under_latency"):
         return max(candidates, key=lambda c: c[1].throughput)
     raise ValueError(f"unknown selection strategy {strategy!r}")
-
-
-def suite_summary(out_dir: str | Path) -> dict:
-    """Statistics of the last suite run under ``out_dir`` (for the report), or {} if none ran."""
-    path = Path(out_dir) / RESULT_FILE
-    if not path.exists():
-        return {}
-    result = json.loads(path.read_text())
-    return {"success": result.get("success"), **result.get("statistics", {})}

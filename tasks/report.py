@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tasks.files import write_atomic, write_json
-from tasks.records import CompileConfig
+from tasks.machine import peak_share
+from tasks.records import CompileConfig, MachineContext
 from tasks.settings import Settings
 
 STAGE_ORDER = ("start", "export", "dataset", "plan", "compile", "baseline", "validate", "benchmark", "gate",
@@ -214,10 +215,9 @@ def throughput_table(report: dict) -> list[str]:
             continue
         best = max(points, key=lambda p: p["throughput"])
         naive = min((p for p in points if p.get("concurrency", 1) == 1), key=lambda p: p["batch_size"], default=None)
-        share = None
-        if machine and model.get("flops_per_sample"):
-            peak = machine["peak_gflops"].get(precision)
-            share = best["throughput"] * model["flops_per_sample"] / (peak * 1e9) if peak else None
+        share = machine and peak_share(
+            best["throughput"], model.get("flops_per_sample"), precision, MachineContext.model_validate(machine)
+        )
         utilisation = best.get("utilisation") or []
         stable = "" if best.get("stable", True) else " (unstable)"
         rows.append(
