@@ -179,7 +179,7 @@ def test_machine_context_measures_the_matmul_peak_once_per_host(tmp_path):
     assert first.cpu_model and first.cores_logical >= first.cores_physical >= 1
     assert first.peak_gflops["fp32"] > 0
     assert context(tmp_path) == first  # kept under the home, not measured again
-    assert peak_share(100.0, 2 * 10**9, "fp32", first) == 200 / first.peak_gflops["fp32"]
+    assert peak_share(100.0, 2 * 10**9, "fp32", first) == pytest.approx(200 / first.peak_gflops["fp32"])
     assert peak_share(100.0, 2 * 10**9, "int8", first) is None  # no int8 peak is measured
 
 
