@@ -45,11 +45,19 @@ class Harness:
     max_concurrency: int = 16
 
 
+def _spread(rates: list[float]) -> float:
+    """(max - min) / mean of window throughputs; 0 where nothing ran."""
+    mean = float(np.mean(rates))
+    return (max(rates) - min(rates)) / mean if mean > 0 else 0.0
+
+
 def measure(
     predictors: list[Predict], batch: dict[str, np.ndarray], batch_size: int, harness: Harness, device: str = "CPU"
 ) -> BenchmarkPoint:
     """One point: ``len(predictors)`` streams calling predict on ``batch`` until the windows settle."""
-    records: list[tuple[float, float]] = []  # (finish time, latency) of every call; list.append is atomic
+    # latency of every finished call, in finishing order; list.append is atomic, and a window's calls
+    # are the slice between the list's lengths at its start and end (no scan while streams run)
+    latencies: list[float] = []
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -58,8 +66,7 @@ def measure(
             while not stop.is_set():
                 t0 = time.perf_counter()
                 predict(batch)
-                t1 = time.perf_counter()
-                records.append((t1, t1 - t0))
+                latencies.append(time.perf_counter() - t0)
         except BaseException as exc:  # noqa: BLE001 - reported by the caller, e.g. out of memory
             errors.append(exc)
             stop.set()
@@ -71,40 +78,36 @@ def measure(
     probe = probe_for(device)
     try:
         # warm-up: at least warmup_s and one finished call per stream
-        while not errors and (time.perf_counter() - started < harness.warmup_s or len(records) < len(threads)):
+        while not errors and (time.perf_counter() - started < harness.warmup_s or len(latencies) < len(threads)):
             time.sleep(0.01)
         if errors:
             raise errors[0]
-        latencies = [r[1] for r in records]
         # a window holds several calls even where one call is slow (big batches)
         window = max(harness.window_s, 4 * float(np.median(latencies)))
-        windows: list[tuple[float, float, float]] = []  # (start, end, throughput)
+        windows: list[tuple[int, int, float]] = []  # (first call, end call, throughput)
         samples: list[list[float]] = []
         stable = False
-        w_start = time.perf_counter()
+        w_start, first = time.perf_counter(), len(latencies)
         probe.start()
         while len(windows) < harness.max_windows:
             time.sleep(window)
-            w_end = time.perf_counter()
+            w_end, end = time.perf_counter(), len(latencies)
             if errors:
                 raise errors[0]
-            done = sum(1 for t, _ in records if w_start <= t < w_end)
-            windows.append((w_start, w_end, done * batch_size / (w_end - w_start)))
+            windows.append((first, end, (end - first) * batch_size / (w_end - w_start)))
             samples.append(probe.sample())
-            w_start = w_end
+            w_start, first = w_end, end
             last = [w[2] for w in windows[-harness.stable_windows :]]
-            if len(last) == harness.stable_windows and min(last) > 0:
-                if (max(last) - min(last)) / np.mean(last) <= harness.stable_spread:
-                    stable = True
-                    break
+            if len(last) == harness.stable_windows and min(last) > 0 and _spread(last) <= harness.stable_spread:
+                stable = True
+                break
     finally:
         stop.set()
         for thread in threads:
             thread.join()
         probe.stop()
     final = windows[-harness.stable_windows :]
-    t_from, t_to = final[0][0], final[-1][1]
-    in_final = [lat for t, lat in records if t_from <= t < t_to] or [lat for _, lat in records]
+    in_final = latencies[final[0][0] : final[-1][1]] or latencies
     rates = [w[2] for w in final]
     ms = np.array(in_final) * 1000
     utilisation = np.mean(samples[-len(final) :], axis=0).tolist() if samples and samples[0] else []
@@ -117,7 +120,7 @@ def measure(
         latency_ms_p99=round(float(np.percentile(ms, 99)), 3),
         iterations=len(in_final),
         windows=len(windows),
-        spread=round(float((max(rates) - min(rates)) / np.mean(rates)) if np.mean(rates) > 0 else 0.0, 4),
+        spread=round(_spread(rates), 4),
         stable=stable,
         device=probe.device,
         utilisation=[round(u, 1) for u in utilisation],

@@ -108,6 +108,17 @@ def reconcile_specs(declared: list[TensorSpec] | None, given: list[TensorSpec] |
     return specs
 
 
+def verified_format(exported: ExportedModel, fmt: str, what: str) -> Path:
+    """The path of one exported format, after checking it still holds what the export wrote."""
+    from tasks.files import sha256_file, tree_sha256
+
+    ref = exported.formats[fmt]
+    path = local_path(ref.uri)
+    if (tree_sha256(path) if path.is_dir() else sha256_file(path)) != ref.sha256:
+        raise ModelLoadError(f"exported {what} {path} changed since export (sha256 mismatch)")
+    return path
+
+
 def example_inputs(specs: list[TensorSpec], batch_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs that fit ``specs``; integer inputs get 0/1 (valid token ids and attention masks)."""
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.files import write_atomic, write_json
 from tasks.machine import peak_share
-from tasks.records import CompileConfig, MachineContext
+from tasks.records import BenchmarkResult, CompileConfig, MachineContext
 from tasks.settings import Settings
 
 STAGE_ORDER = ("start", "export", "dataset", "plan", "compile", "baseline", "validate", "benchmark", "gate",
@@ -202,7 +202,7 @@ def throughput_table(report: dict) -> list[str]:
     subjects = ([("CPU baseline", "fp32", baseline["benchmark"])] if baseline else []) + [
         (c["key"], c["precision"], c["benchmark"]) for c in report["configs"]
     ]
-    machine = report.get("machine")
+    machine = report.get("machine") and MachineContext.model_validate(report["machine"])
     rows = [
         "| samples/s | best point (batch x streams) | p50 / p99 ms | single stream, batch 1 | tuned / naive "
         "| speedup vs CPU | spread | % of peak | utilisation |",
@@ -213,21 +213,18 @@ def throughput_table(report: dict) -> list[str]:
         if not points:
             rows.append(f"| {name} | - | - | - | - | - | - | - | - |")
             continue
-        best = max(points, key=lambda p: p["throughput"])
-        naive = min((p for p in points if p.get("concurrency", 1) == 1), key=lambda p: p["batch_size"], default=None)
-        share = machine and peak_share(
-            best["throughput"], model.get("flops_per_sample"), precision, MachineContext.model_validate(machine)
-        )
-        utilisation = best.get("utilisation") or []
-        stable = "" if best.get("stable", True) else " (unstable)"
+        result = BenchmarkResult(subject=name, status="ok", points=points)
+        best, naive = result.best, result.naive
+        share = machine and peak_share(best.throughput, model.get("flops_per_sample"), precision, machine)
+        stable = "" if best.stable else " (unstable)"
         rows.append(
-            f"| {name} | {best['throughput']:.1f} at {best['batch_size']} x {best.get('concurrency', 1)}{stable} "
-            f"| {best['latency_ms_p50']:.1f} / {best['latency_ms_p99']:.1f} "
-            f"| {_fmt(naive and naive['throughput'], '.1f')} "
-            f"| {_fmt(naive and best['throughput'] / naive['throughput'], '.2f')}x "
-            f"| {_fmt(base_best and best['throughput'] / base_best, '.2f')}x | {best.get('spread', 0):.1%} "
+            f"| {name} | {best.throughput:.1f} at {best.batch_size} x {best.concurrency}{stable} "
+            f"| {best.latency_ms_p50:.1f} / {best.latency_ms_p99:.1f} "
+            f"| {_fmt(naive and naive.throughput, '.1f')} "
+            f"| {_fmt(naive and best.throughput / naive.throughput, '.2f')}x "
+            f"| {_fmt(base_best and best.throughput / base_best, '.2f')}x | {best.spread:.1%} "
             f"| {_fmt(share and 100 * share, '.1f')} "
-            f"| {best.get('device', 'CPU')} {' '.join(f'{u:.0f}%' for u in utilisation) or '-'} |"
+            f"| {best.device} {' '.join(f'{u:.0f}%' for u in best.utilisation) or '-'} |"
         )
     return rows
 

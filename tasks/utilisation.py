@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 from collections import defaultdict
+from pathlib import Path
 
 NEURON_MONITOR_CONFIG = {
     "period": "1s",
@@ -81,6 +82,10 @@ class StreamProbe:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=5)
+        self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove what the probe wrote to start its monitor (nothing, unless a subclass did)."""
 
 
 class GpuProbe(StreamProbe):
@@ -102,6 +107,9 @@ class NeuronProbe(StreamProbe):
         json.dump(NEURON_MONITOR_CONFIG, config)
         config.close()
         self.command = ["neuron-monitor", "-c", config.name]
+
+    def cleanup(self) -> None:
+        Path(self.command[-1]).unlink(missing_ok=True)
 
     @staticmethod
     def parse(line: str) -> dict[int, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs
+from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs, verified_format
 from tasks.files import file_ref, local_path, sha256_file
 from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
@@ -80,11 +80,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
 
 
 def load_reference(exported: ExportedModel):
-    ref = exported.formats["onnx"]
-    path = local_path(ref.uri)
-    if sha256_file(path) != ref.sha256:
-        raise ModelLoadError(f"exported ONNX model {path} changed since export (sha256 mismatch)")
-    session = reference_session(path)
+    session = reference_session(verified_format(exported, "onnx", "ONNX model"))
 
     def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
         return session.run(None, inputs)[0]

@@ -21,8 +21,9 @@ from tasks.export import (
     example_inputs,
     reconcile_specs,
     resolve_source,
+    verified_format,
 )
-from tasks.files import file_ref, local_path, sha256_file
+from tasks.files import file_ref, sha256_file
 from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
 # Input specs of the built-in modules, which (like any nn.Module) do not carry them.
@@ -193,11 +194,7 @@ def load_reference(exported: ExportedModel):
     """The exported program, run by PyTorch eagerly on CPU."""
     import torch
 
-    ref = exported.formats["exported_program"]
-    path = local_path(ref.uri)
-    if sha256_file(path) != ref.sha256:
-        raise ModelLoadError(f"exported program {path} changed since export (sha256 mismatch)")
-    module = torch.export.load(str(path)).module()
+    module = torch.export.load(str(verified_format(exported, "exported_program", "program"))).module()
 
     def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
         return run_module(module, exported.inputs, inputs)[0]

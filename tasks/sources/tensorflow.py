@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs
+from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs, verified_format
 from tasks.files import dir_ref, file_ref, local_path, tree_sha256
 from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
@@ -130,11 +130,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
 
 def load_reference(exported: ExportedModel):
     """The SavedModel's serving signature, run by TensorFlow on CPU."""
-    ref = exported.formats["saved_model"]
-    path = local_path(ref.uri)
-    if tree_sha256(path) != ref.sha256:
-        raise ModelLoadError(f"exported SavedModel {path} changed since export (sha256 mismatch)")
-    _, signature = _load_signature(path)
+    _, signature = _load_signature(verified_format(exported, "saved_model", "SavedModel"))
 
     def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
         return run_signature(signature, exported.inputs, inputs)[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, reconcile_specs
+from tasks.export import ModelLoadError, reconcile_specs, verified_format
 from tasks.files import file_ref, local_path, sha256_file
 from tasks.records import ExportedModel, PipelineParams
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
@@ -72,11 +72,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
 
 
 def load_reference(exported: ExportedModel):
-    ref = exported.formats["torchscript"]
-    path = local_path(ref.uri)
-    if sha256_file(path) != ref.sha256:
-        raise ModelLoadError(f"exported TorchScript {path} changed since export (sha256 mismatch)")
-    model = load_script(path)
+    model = load_script(verified_format(exported, "torchscript", "TorchScript"))
 
     def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
         return run_module(model, exported.inputs, inputs)[0]

@@ -84,6 +84,52 @@ def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:
     return f"{target} compiles from {fmt}, which a {exported.framework} export does not write"
 
 
+class SingleFormatTarget:
+    """What the targets that compile from one export format and run every operator on one device share:
+    the format check, the fingerprint from a per-precision flags table, and the compile report.
+    Subclasses set the class attributes and ``flags_by_precision``, and write compile and load."""
+
+    name: str
+    compiler: str  # as reports name it, e.g. "torch-inductor-aot"
+    compiler_package: str  # the distribution whose version is the compiler's, e.g. "torch"
+    source_format: str  # which ExportedModel.formats entry it compiles from
+    device: str  # where the compiled operators run
+    flags_by_precision: dict[str, list[str]]
+    fixed_batch = False
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.flags_by_precision)
+
+    def accepts(self, exported: ExportedModel) -> str:
+        return needs_format(exported, self.source_format, self.name)
+
+    def flags(self, config: CompileConfig) -> list[str]:
+        """The compiler flags of ``config``; a precision this target does not compile is a CompileError."""
+        if config.precision not in self.flags_by_precision:
+            raise CompileError(f"{self.name} cannot compile precision {config.precision!r}")
+        return self.flags_by_precision[config.precision]
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        return Fingerprint(
+            compiler=self.compiler,
+            compiler_version=package_version(self.compiler_package),
+            flags=self.flags(config),
+            source_format=self.source_format,
+        )
+
+    def report(self, config: CompileConfig, compiler_version: str, operators: int) -> CompileReport:
+        """The compile report of a graph placed whole on :attr:`device`."""
+        return CompileReport(
+            compiler=self.compiler,
+            compiler_version=compiler_version,
+            flags=self.flags(config),
+            device=self.device,
+            operators_total=operators,
+            operators_on_device=operators,
+        )
+
+
 def package_version(distribution: str) -> str:
     """Installed version of a distribution, read without importing it ("" if not installed)."""
     from importlib.metadata import PackageNotFoundError, version

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path, write_json
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
-from tasks.targets import CompileError, Predict, needs_format, package_version
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.targets import Predict, SingleFormatTarget, package_version
 
 PACKAGE_FILE = "model.pt2"
 INPUTS_FILE = "inputs.json"
@@ -41,10 +41,15 @@ def _cast_module(module, dtype_name: str):
     return Cast(module)
 
 
-class InductorCPU:
+class InductorCPU(SingleFormatTarget):
     name = "inductor"
-    precisions = tuple(DTYPES)
-    fixed_batch = False
+    compiler = "torch-inductor-aot"
+    compiler_package = "torch"
+    source_format = "exported_program"
+    device = "CPU"
+    flags_by_precision = {
+        precision: ["aoti_compile_and_package", f"dtype={dtype}"] for precision, dtype in DTYPES.items()
+    }
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("torch") is None:
@@ -55,19 +60,6 @@ class InductorCPU:
         if not compiler:
             return False, "TorchInductor AOT needs a C++ compiler (g++) and none is on PATH"
         return True, f"torch {package_version('torch')} with {compiler}"
-
-    def accepts(self, exported: ExportedModel) -> str:
-        return needs_format(exported, "exported_program", self.name)
-
-    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
-        if config.precision not in DTYPES:
-            raise CompileError(f"inductor cannot compile precision {config.precision!r}")
-        return Fingerprint(
-            compiler="torch-inductor-aot",
-            compiler_version=package_version("torch"),
-            flags=["aoti_compile_and_package", f"dtype={DTYPES[config.precision]}"],
-            source_format="exported_program",
-        )
 
     def compile(
         self,
@@ -80,7 +72,7 @@ class InductorCPU:
 
         from tasks.sources.pytorch import export_args
 
-        fingerprint = self.fingerprint(exported, config)
+        self.flags(config)  # refuses a precision it does not compile
         program = torch.export.load(str(local_path(exported.formats["exported_program"].uri)))
         if config.precision != "fp32":
             args, dynamic_shapes = export_args(exported.inputs)
@@ -93,14 +85,7 @@ class InductorCPU:
         torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))
         # The package takes inputs by position; keep their names' order beside it.
         write_json(out_dir / INPUTS_FILE, [s.name for s in exported.inputs])
-        return CompileReport(
-            compiler=fingerprint.compiler,
-            compiler_version=torch.__version__,
-            flags=fingerprint.flags,
-            device="CPU",
-            operators_total=operators,
-            operators_on_device=operators,
-        )
+        return self.report(config, torch.__version__, operators)
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import torch

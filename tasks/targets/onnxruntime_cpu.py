@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
-from tasks.targets import CompileError, Predict, needs_format, package_version
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.targets import CompileError, Predict, SingleFormatTarget
 
 MODEL_FILE = "model.onnx"
 FLAGS = {
@@ -42,10 +42,11 @@ def count_operators(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-class OnnxRuntimeCPU:
-    name = "onnxruntime"
-    precisions = tuple(FLAGS)
-    fixed_batch = False
+class OnnxRuntimeCPU(SingleFormatTarget):
+    name = compiler = compiler_package = "onnxruntime"
+    source_format = "onnx"
+    device = "CPU"
+    flags_by_precision = FLAGS
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -56,19 +57,6 @@ class OnnxRuntimeCPU:
             return False, "onnxruntime has no CPUExecutionProvider"
         return True, f"onnxruntime {onnxruntime.__version__}"
 
-    def accepts(self, exported: ExportedModel) -> str:
-        return needs_format(exported, "onnx", self.name)
-
-    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
-        if config.precision not in FLAGS:
-            raise CompileError(f"onnxruntime cannot compile precision {config.precision!r}")
-        return Fingerprint(
-            compiler="onnxruntime",
-            compiler_version=package_version("onnxruntime"),
-            flags=FLAGS[config.precision],
-            source_format="onnx",
-        )
-
     def compile(
         self,
         exported: ExportedModel,
@@ -78,7 +66,7 @@ class OnnxRuntimeCPU:
     ) -> CompileReport:
         import onnxruntime as ort
 
-        fingerprint = self.fingerprint(exported, config)
+        self.flags(config)  # refuses a precision it does not compile
         source = local_path(exported.formats["onnx"].uri)
         target = out_dir / MODEL_FILE
         if config.precision == "fp32":
@@ -105,15 +93,7 @@ class OnnxRuntimeCPU:
                 calibrate_method=CalibrationMethod.MinMax,
             )
             prepared.unlink()
-        operators = count_operators(target)
-        return CompileReport(
-            compiler=fingerprint.compiler,
-            compiler_version=ort.__version__,
-            flags=fingerprint.flags,
-            device="CPU",
-            operators_total=operators,
-            operators_on_device=operators,
-        )
+        return self.report(config, ort.__version__, count_operators(target))
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import onnxruntime as ort

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint, TensorSpec
-from tasks.targets import CompileError, Predict, needs_format, package_version
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, TensorSpec
+from tasks.targets import CompileError, Predict, SingleFormatTarget
 
 MODEL_FILE = "model.xml"  # with model.bin beside it
 # The CPU plugin silently runs bf16 on CPUs with AVX512_BF16 unless told otherwise,
@@ -17,10 +17,14 @@ MODEL_FILE = "model.xml"  # with model.bin beside it
 PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
-class OpenVINOCPU:
-    name = "openvino"
-    precisions = tuple(PRECISION_HINTS)
-    fixed_batch = False
+class OpenVINOCPU(SingleFormatTarget):
+    name = compiler = compiler_package = "openvino"
+    source_format = "onnx"
+    device = "CPU"
+    flags_by_precision = {
+        precision: [f"INFERENCE_PRECISION_HINT={hint}", "compress_to_fp16=False"]
+        for precision, hint in PRECISION_HINTS.items()
+    }
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("openvino") is None:
@@ -30,19 +34,6 @@ class OpenVINOCPU:
         if "CPU" not in ov.Core().available_devices:
             return False, "OpenVINO finds no CPU device"
         return True, f"openvino {ov.__version__}"
-
-    def accepts(self, exported: ExportedModel) -> str:
-        return needs_format(exported, "onnx", self.name)
-
-    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
-        if config.precision not in PRECISION_HINTS:
-            raise CompileError(f"openvino cannot compile precision {config.precision!r}")
-        return Fingerprint(
-            compiler="openvino",
-            compiler_version=package_version("openvino"),
-            flags=[f"INFERENCE_PRECISION_HINT={PRECISION_HINTS[config.precision]}", "compress_to_fp16=False"],
-            source_format="onnx",
-        )
 
     def _device_config(self, precision: str) -> dict[str, str]:
         import openvino as ov
@@ -72,7 +63,7 @@ class OpenVINOCPU:
     ) -> CompileReport:
         import openvino as ov
 
-        fingerprint = self.fingerprint(exported, config)
+        self.flags(config)  # refuses a precision it does not compile
         model = ov.convert_model(str(local_path(exported.formats["onnx"].uri)))
         if config.batch_size:
             self._reshape(model, exported.inputs, config.batch_size)
@@ -81,14 +72,7 @@ class OpenVINOCPU:
         # Compile once for the device so a config the plugin cannot run fails here, not in validation.
         ov.Core().compile_model(model, "CPU", self._device_config(config.precision))
         operators = sum(1 for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result"))
-        return CompileReport(
-            compiler="openvino",
-            compiler_version=ov.__version__,
-            flags=fingerprint.flags,
-            device="CPU",
-            operators_total=operators,
-            operators_on_device=operators,
-        )
+        return self.report(config, ov.__version__, operators)
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import openvino as ov

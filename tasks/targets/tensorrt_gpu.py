@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
-from tasks.targets import CompileError, Predict, needs_format, package_version
+from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.targets import CompileError, Predict, SingleFormatTarget, package_version
 
 ENGINE_FILE = "model.plan"
 MAX_BATCH = 64
@@ -43,10 +43,14 @@ def profile_shapes(exported: ExportedModel, max_batch: int = MAX_BATCH) -> dict[
     return shapes
 
 
-class TensorRTGPU:
-    name = "tensorrt"
-    precisions = tuple(BUILDER_FLAGS)
-    fixed_batch = False
+class TensorRTGPU(SingleFormatTarget):
+    name = compiler = compiler_package = "tensorrt"
+    source_format = "onnx"
+    device = "CUDA GPU"
+    flags_by_precision = {
+        precision: [f"BuilderFlag.{flag}" for flag in flags] + [f"max_batch={MAX_BATCH}"]
+        for precision, flags in BUILDER_FLAGS.items()
+    }
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:
@@ -55,19 +59,6 @@ class TensorRTGPU:
         if not ok:
             return False, why
         return True, f"tensorrt {package_version('tensorrt') or 'installed'} on {why}"
-
-    def accepts(self, exported: ExportedModel) -> str:
-        return needs_format(exported, "onnx", self.name)
-
-    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
-        if config.precision not in BUILDER_FLAGS:
-            raise CompileError(f"tensorrt cannot compile precision {config.precision!r}")
-        return Fingerprint(
-            compiler="tensorrt",
-            compiler_version=package_version("tensorrt"),
-            flags=[f"BuilderFlag.{f}" for f in BUILDER_FLAGS[config.precision]] + [f"max_batch={MAX_BATCH}"],
-            source_format="onnx",
-        )
 
     def compile(
         self,
@@ -78,7 +69,7 @@ class TensorRTGPU:
     ) -> CompileReport:
         import tensorrt as trt
 
-        fingerprint = self.fingerprint(exported, config)
+        self.flags(config)  # refuses a precision it does not compile
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
@@ -102,15 +93,7 @@ class TensorRTGPU:
         if plan is None:
             raise CompileError("TensorRT failed to build an engine (see the compile log)")
         (out_dir / ENGINE_FILE).write_bytes(bytes(plan))
-        layers = network.num_layers
-        return CompileReport(
-            compiler="tensorrt",
-            compiler_version=trt.__version__,
-            flags=fingerprint.flags,
-            device="CUDA GPU",
-            operators_total=layers,
-            operators_on_device=layers,
-        )
+        return self.report(config, trt.__version__, network.num_layers)
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
         import tensorrt as trt
