@@ -43,7 +43,7 @@ def _fmt(value, spec: str = ".1f") -> str:
 
 
 def _point(p: BenchmarkPoint) -> str:
-    return f"{p.batch_size} x {p.concurrency}" + ("" if p.stable else " unstable")
+    return p.shape.replace(" streams", "") + ("" if p.stable else " unstable")
 
 
 def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> dict:

@@ -15,6 +15,9 @@ same harness in the same run.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import queue as queue_module
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from tasks.compile import verify
 from tasks.export import load_reference
 from tasks.records import BenchmarkPoint, BenchmarkResult, CompiledArtifact, DatasetRef, ExportedModel
 from tasks.targets import Predict
+from tasks.targets.neuron import copy_counts, core_groups, neuroncore_count
 from tasks.utilisation import probe_for
 
 Loader = Callable[[int], Predict]  # batch size -> a predictor (one per stream)
@@ -43,6 +47,7 @@ class Harness:
     min_gain: float = 0.05  # a step must add this much throughput over the best so far ...
     patience: int = 2  # ... or the sweep stops after this many such steps in a row (one noisy dip does not end it)
     max_concurrency: int = 16
+    load_timeout_s: float = 600.0  # until every stream has made its first call (a Neuron copy loads first)
 
 
 def _spread(rates: list[float]) -> float:
@@ -51,34 +56,166 @@ def _spread(rates: list[float]) -> float:
     return (max(rates) - min(rates)) / mean if mean > 0 else 0.0
 
 
-def measure(
-    predictors: list[Predict], batch: dict[str, np.ndarray], batch_size: int, harness: Harness, device: str = "CPU"
-) -> BenchmarkPoint:
-    """One point: ``len(predictors)`` streams calling predict on ``batch`` until the windows settle."""
-    # latency of every finished call, in finishing order; list.append is atomic, and a window's calls
-    # are the slice between the list's lengths at its start and end (no scan while streams run)
-    latencies: list[float] = []
-    stop = threading.Event()
-    errors: list[BaseException] = []
+class ThreadStreams:
+    """Streams as threads of this process, each calling its own predictor."""
 
-    def stream(predict: Predict) -> None:
+    def __init__(self, predictors: list[Predict], batch: dict[str, np.ndarray]):
+        self.predictors, self.batch = predictors, batch
+        self.copies, self.visible_cores = 1, []
+        # latency of every finished call, in finishing order; list.append is atomic, and a window's calls
+        # are the slice between the list's lengths at its start and end (no scan while streams run)
+        self.latencies: list[float] = []
+        self.errors: list[BaseException] = []
+        self.running = 0  # streams that finished one call
+        self._count = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._stream, args=(p,), daemon=True) for p in predictors]
+
+    def __len__(self) -> int:
+        return len(self.predictors)
+
+    def _stream(self, predict: Predict) -> None:
+        first = True
         try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                predict(self.batch)
+                self.latencies.append(time.perf_counter() - t0)
+                if first:
+                    first = False
+                    with self._count:
+                        self.running += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller, e.g. out of memory
+            self.errors.append(exc)
+            self._stop.set()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _copy_process(artifact_json: str, batch: dict, env: str, cores: str, streams: int, queue, stop) -> None:
+    """One model copy in its own process, seeing only ``cores`` (set before its runtime starts)."""
+    os.environ[env] = cores
+    try:
+        artifact = CompiledArtifact.model_validate_json(artifact_json)
+        predict = targets.get(artifact.config.target).load(artifact, len(next(iter(batch.values()))))
+        queue.put(("ready", os.environ.get(env, "")))
+
+        def stream() -> None:
+            first = True
             while not stop.is_set():
                 t0 = time.perf_counter()
                 predict(batch)
-                latencies.append(time.perf_counter() - t0)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller, e.g. out of memory
-            errors.append(exc)
-            stop.set()
+                queue.put(("call", time.perf_counter() - t0, first))
+                first = False
 
-    threads = [threading.Thread(target=stream, args=(p,), daemon=True) for p in predictors]
+        threads = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException as exc:  # noqa: BLE001 - goes to the parent, which names the copy
+        queue.put(("error", f"copy on cores {cores}: {type(exc).__name__}: {exc}"[:500]))
+
+
+class CopyProcesses:
+    """Model copies as processes, each pinned to its own device cores through ``env`` (Neuron's
+    NEURON_RT_VISIBLE_CORES) with ``streams_per_copy`` threads sharing the copy: NeuronPerf's
+    n_models x workers_per_model, with a process per copy so the GIL does not serialise them."""
+
+    def __init__(
+        self,
+        artifact: CompiledArtifact,
+        batch: dict[str, np.ndarray],
+        env: str,
+        groups: list[str],
+        streams_per_copy: int,
+    ):
+        context = multiprocessing.get_context("spawn")  # a fresh runtime per copy; fork would copy this one's
+        self.copies, self.streams_per_copy = len(groups), streams_per_copy
+        self.visible_cores: list[str] = []
+        self.latencies: list[float] = []
+        self.errors: list[BaseException] = []
+        self.running = 0
+        self._queue, self._stop = context.Queue(), context.Event()
+        self._processes = [
+            context.Process(
+                target=_copy_process,
+                args=(artifact.model_dump_json(), batch, env, cores, streams_per_copy, self._queue, self._stop),
+                daemon=True,
+            )
+            for cores in groups
+        ]
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._done = threading.Event()
+
+    def __len__(self) -> int:
+        return self.copies * self.streams_per_copy
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            try:
+                message = self._queue.get(timeout=0.1)
+            except queue_module.Empty:
+                dead = [p for p in self._processes if p.exitcode not in (None, 0)]
+                if dead and not self._stop.is_set():
+                    self.errors.append(RuntimeError(f"a model copy exited with code {dead[0].exitcode}"))
+                continue
+            if message[0] == "call":
+                self.latencies.append(message[1])
+                self.running += message[2]
+            elif message[0] == "ready":
+                self.visible_cores.append(message[1])
+            else:
+                self.errors.append(RuntimeError(message[1]))
+
+    def start(self) -> None:
+        for process in self._processes:
+            process.start()
+        self._reader.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for process in self._processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+        self._done.set()
+        self._reader.join()
+
+
+Streams = ThreadStreams | CopyProcesses
+
+
+def measure(
+    predictors: list[Predict], batch: dict[str, np.ndarray], batch_size: int, harness: Harness, device: str = "CPU"
+) -> BenchmarkPoint:
+    """One point: ``len(predictors)`` threads calling predict on ``batch`` until the windows settle."""
+    return measure_streams(ThreadStreams(predictors, batch), batch_size, harness, device)
+
+
+def measure_streams(streams: Streams, batch_size: int, harness: Harness, device: str = "CPU") -> BenchmarkPoint:
+    """One point: ``streams`` running until the windows settle (see the module's docstring)."""
+    latencies, errors = streams.latencies, streams.errors
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
+    streams.start()
     probe = probe_for(device)
     try:
-        # warm-up: at least warmup_s and one finished call per stream
-        while not errors and (time.perf_counter() - started < harness.warmup_s or len(latencies) < len(threads)):
+        # warm-up: every stream has finished one call (a copy has loaded), then warmup_s more
+        while not errors and streams.running < len(streams):
+            if time.perf_counter() - started > harness.load_timeout_s:
+                raise TimeoutError(
+                    f"{len(streams) - streams.running} streams made no call in {harness.load_timeout_s} s"
+                )
+            time.sleep(0.01)
+        warm = time.perf_counter()
+        while not errors and time.perf_counter() - warm < harness.warmup_s:
             time.sleep(0.01)
         if errors:
             raise errors[0]
@@ -102,9 +239,7 @@ def measure(
                 stable = True
                 break
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        streams.stop()
         probe.stop()
     final = windows[-harness.stable_windows :]
     in_final = latencies[final[0][0] : final[-1][1]] or latencies
@@ -113,7 +248,8 @@ def measure(
     utilisation = np.mean(samples[-len(final) :], axis=0).tolist() if samples and samples[0] else []
     return BenchmarkPoint(
         batch_size=batch_size,
-        concurrency=len(predictors),
+        concurrency=len(streams),
+        copies=streams.copies,
         throughput=round(float(np.mean(rates)), 2),
         latency_ms_p50=round(float(np.percentile(ms, 50)), 3),
         latency_ms_p90=round(float(np.percentile(ms, 90)), 3),
@@ -124,6 +260,7 @@ def measure(
         stable=stable,
         device=probe.device,
         utilisation=[round(u, 1) for u in utilisation],
+        visible_cores=sorted(streams.visible_cores),
     )
 
 
@@ -139,24 +276,30 @@ class Sweep:
     def batch(self, batch_size: int) -> dict[str, np.ndarray]:
         return {k: np.ascontiguousarray(np.resize(v, (batch_size, *v.shape[1:]))) for k, v in self.inputs.items()}
 
-    def point(self, batch_size: int, concurrency: int) -> BenchmarkPoint | None:
+    def describe(self, step: tuple[int, ...]) -> str:
+        return f"batch {step[0]} x {step[1]} streams"
+
+    def streams(self, batch_size: int, concurrency: int) -> Streams:
+        predictors = self.predictors.setdefault(batch_size, [])
+        while len(predictors) < concurrency:
+            predictors.append(self.loader(batch_size))
+        return ThreadStreams(predictors[:concurrency], self.batch(batch_size))
+
+    def point(self, batch_size: int, *shape: int) -> BenchmarkPoint | None:
         """Measure one point; None (with a note) where the runtime fails, e.g. out of memory."""
         try:
-            streams = self.predictors.setdefault(batch_size, [])
-            while len(streams) < concurrency:
-                streams.append(self.loader(batch_size))
-            point = measure(streams[:concurrency], self.batch(batch_size), batch_size, self.harness, self.device)
+            point = measure_streams(self.streams(batch_size, *shape), batch_size, self.harness, self.device)
         except Exception as exc:  # MemoryError, a runtime's allocation failure, ...
-            self.notes.append(f"batch {batch_size} x {concurrency} streams failed: {type(exc).__name__}: {exc}"[:300])
+            self.notes.append(f"{self.describe((batch_size, *shape))} failed: {type(exc).__name__}: {exc}"[:300])
             return None
         self.points.append(point)
         return point
 
-    def _walk(self, steps: list[tuple[int, int]], what: str, best: BenchmarkPoint | None) -> BenchmarkPoint | None:
-        """Measure ``(batch, streams)`` steps in order until ``patience`` steps in a row gain under min_gain."""
+    def _walk(self, steps: list[tuple[int, ...]], what: str, best: BenchmarkPoint | None) -> BenchmarkPoint | None:
+        """Measure steps in order until ``patience`` steps in a row gain under min_gain."""
         misses = 0
-        for batch_size, concurrency in steps:
-            point = self.point(batch_size, concurrency)
+        for step in steps:
+            point = self.point(*step)
             if point is None:
                 break
             if best is None or point.throughput >= best.throughput * (1 + self.harness.min_gain):
@@ -166,7 +309,7 @@ class Sweep:
             misses += 1
             if misses >= self.harness.patience:
                 self.notes.append(
-                    f"{what} sweep stopped at batch {batch_size} x {concurrency}: "
+                    f"{what} sweep stopped at {self.describe(step)}: "
                     f"{misses} steps in a row gained under {self.harness.min_gain:.0%}"
                 )
                 break
@@ -190,6 +333,33 @@ class Sweep:
                 self.point(batch_size, concurrency)
 
 
+class CopySweep(Sweep):
+    """For targets that pin a model copy to device cores (Neuron): points are (batch, copies, streams per copy).
+
+    As NeuronPerf does: batch sizes at one copy with one stream, then copies doubling up to every
+    core group of the host at the best batch, then two streams per copy (one call in flight while
+    the next one's inputs are sent).
+    """
+
+    def __init__(self, artifact: CompiledArtifact, inputs, harness: Harness, device: str, env: str, groups: list[str]):
+        super().__init__(lambda _batch_size: None, inputs, harness, device)
+        self.artifact, self.env, self.groups = artifact, env, groups
+
+    def describe(self, step: tuple[int, ...]) -> str:
+        return f"batch {step[0]} x {step[1]} copies x {step[2]} streams"
+
+    def streams(self, batch_size: int, copies: int, streams_per_copy: int) -> Streams:
+        return CopyProcesses(self.artifact, self.batch(batch_size), self.env, self.groups[:copies], streams_per_copy)
+
+    def adaptive(self, batch_sizes: list[int]) -> None:
+        best = self._walk([(b, 1, 1) for b in batch_sizes], "batch", None)
+        if best is None:
+            return
+        copies = [(best.batch_size, n, 1) for n in copy_counts(len(self.groups)) if n > 1]
+        best = self._walk(copies, "copies", best)
+        self._walk([(best.batch_size, best.copies, 2)], "streams per copy", best)
+
+
 def _inputs(dataset_ref: DatasetRef, largest_batch: int) -> dict[str, np.ndarray]:
     data = datasets.load(dataset_ref)
     return data.inputs(0, min(len(data), largest_batch))
@@ -203,7 +373,10 @@ def run_sweep(
     harness: Harness,
     device: str = "CPU",
 ) -> BenchmarkResult:
-    sweep = Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device)
+    return _result(subject, Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device), batch_sizes)
+
+
+def _result(subject: str, sweep: Sweep, batch_sizes: list[int]) -> BenchmarkResult:
     sweep.adaptive(batch_sizes)
     if not sweep.points:
         return BenchmarkResult(subject=subject, status="failed", reason="; ".join(sweep.notes) or "no point measured")
@@ -222,9 +395,14 @@ def benchmark_artifact(
         verify(artifact)
         target = targets.get(config.target)
         device = artifact.report.device if artifact.report else "CPU"
-        return run_sweep(
-            config.key, lambda bs: target.load(artifact, bs), dataset_ref, batch_sizes, harness or Harness(), device
-        )
+        harness = harness or Harness()
+        env = getattr(target, "visible_cores_env", None)
+        if env:
+            per_copy = target.cores_per_copy(artifact)
+            groups = core_groups(max(1, neuroncore_count() // per_copy), per_copy)
+            sweep = CopySweep(artifact, _inputs(dataset_ref, max(batch_sizes)), harness, device, env, groups)
+            return _result(config.key, sweep, batch_sizes)
+        return run_sweep(config.key, lambda bs: target.load(artifact, bs), dataset_ref, batch_sizes, harness, device)
     except Exception as exc:
         return BenchmarkResult(subject=config.key, status="failed", reason=f"{type(exc).__name__}: {exc}")
 

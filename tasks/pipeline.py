@@ -81,10 +81,7 @@ def machine_context():
 
 def _point(point) -> str:
     stability = "" if point.stable else f", unstable (spread {point.spread:.0%})"
-    return (
-        f"{point.throughput:.1f} samples/s at batch {point.batch_size} x {point.concurrency} streams, "
-        f"p99 {point.latency_ms_p99:.1f} ms{stability}"
-    )
+    return f"{point.throughput:.1f} samples/s at batch {point.shape}, p99 {point.latency_ms_p99:.1f} ms{stability}"
 
 
 def gate_dir(run: RunContext) -> Path:
@@ -342,7 +339,7 @@ def register(ctx: dict, exported: dict, recorded: dict) -> dict:
         )
     progress(
         "register",
-        f"{selected.compiled.config.key} at batch {point.batch_size} x {point.concurrency} streams "
+        f"{selected.compiled.config.key} at batch {point.shape} "
         f"({run.params.selection}) as {registration.registered_model} version {registration.version}, "
         f"alias {registration.alias}",
     )

@@ -225,7 +225,8 @@ class Predictions(Record):
 
 class BenchmarkPoint(Record):
     batch_size: int
-    concurrency: int = 1  # streams (threads, each with its own runtime instance) with a request in flight
+    concurrency: int = 1  # streams with a request in flight, over all copies
+    copies: int = 1  # model copies, each a process pinned to its own device cores (Neuron); else 1
     throughput: float  # samples per second, over the final (agreeing) windows
     latency_ms_p50: float  # of one request (one batch)
     latency_ms_p90: float
@@ -236,6 +237,14 @@ class BenchmarkPoint(Record):
     stable: bool = True  # False: the windows never agreed within the harness's limit
     device: str = "CPU"
     utilisation: list[float] = Field(default_factory=list)  # percent per CPU core, GPU or NeuronCore
+    visible_cores: list[str] = Field(default_factory=list)  # per copy, as its process saw them (e.g. "0-3")
+
+    @property
+    def shape(self) -> str:
+        """e.g. ``8 x 4 streams`` or ``8 x 4 copies x 2 streams``."""
+        if self.copies > 1 or self.visible_cores:
+            return f"{self.batch_size} x {self.copies} copies x {self.concurrency // self.copies} streams"
+        return f"{self.batch_size} x {self.concurrency} streams"
 
 
 class MachineContext(Record):

@@ -10,7 +10,7 @@ from typing import Any
 
 from tasks.files import write_atomic, write_json
 from tasks.machine import peak_share
-from tasks.records import BenchmarkResult, CompileConfig, MachineContext
+from tasks.records import BenchmarkPoint, BenchmarkResult, CompileConfig, MachineContext
 from tasks.settings import Settings
 
 STAGE_ORDER = ("start", "export", "dataset", "plan", "compile", "baseline", "validate", "benchmark", "gate",
@@ -218,7 +218,7 @@ def throughput_table(report: dict) -> list[str]:
         share = machine and peak_share(best.throughput, model.get("flops_per_sample"), precision, machine)
         stable = "" if best.stable else " (unstable)"
         rows.append(
-            f"| {name} | {best.throughput:.1f} at {best.batch_size} x {best.concurrency}{stable} "
+            f"| {name} | {best.throughput:.1f} at {best.shape}{stable} "
             f"| {best.latency_ms_p50:.1f} / {best.latency_ms_p99:.1f} "
             f"| {_fmt(naive and naive.throughput, '.1f')} "
             f"| {_fmt(naive and best.throughput / naive.throughput, '.2f')}x "
@@ -277,7 +277,7 @@ def summary(report: dict, report_path: Path) -> str:
     mlflow = report["mlflow"]
     if report["selected"]:
         point = report.get("selected_point") or {}
-        at = f" at batch {point['batch_size']} x {point['concurrency']} streams" if point else ""
+        at = f" at batch {BenchmarkPoint.model_validate(point).shape}" if point else ""
         lines.append(f"selected: {report['selected']}{at} ({report.get('selection') or 'max_throughput'})")
         lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
     if report["promotion"]:

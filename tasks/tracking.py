@@ -165,6 +165,7 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "throughput": bench.best.throughput,
                 "best_batch_size": bench.best.batch_size,
                 "best_concurrency": bench.best.concurrency,
+                "best_copies": bench.best.copies,
                 "latency_ms_p50": bench.best.latency_ms_p50,
                 "latency_ms_p99": bench.best.latency_ms_p99,
                 "throughput_spread": bench.best.spread,
@@ -243,6 +244,7 @@ def register(
         "precision": config.precision,
         "batch_size": str(best.batch_size),
         "concurrency": str(best.concurrency),
+        "copies": str(best.copies),
         "selection": ctx.params.selection
         + (f" (p99 <= {ctx.params.latency_budget_ms} ms)" if ctx.params.latency_budget_ms else ""),
         "throughput": f"{best.throughput:.1f}",
@@ -262,7 +264,7 @@ def register(
         exported.name,
         version,
         description=(
-            f"{config.key} at batch {best.batch_size} x {best.concurrency} streams: {best.throughput:.1f} samples/s, "
+            f"{config.key} at batch {best.shape}: {best.throughput:.1f} samples/s, "
             f"p99 {best.latency_ms_p99:.2f} ms; "
             + (
                 f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "

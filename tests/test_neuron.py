@@ -1,7 +1,13 @@
 """Everything of the Neuron targets that needs no Neuron SDK (it cannot be installed here)."""
 
+import json
+
+import numpy as np
 import pytest
 
+from tasks import dataset as datasets
+from tasks.benchmark import CopySweep, Harness
+from tasks.compile import compile_config
 from tasks.records import CompileConfig, PipelineParams
 from tasks.targets import get
 from tasks.targets import neuron as common
@@ -150,3 +156,48 @@ def test_neuron_configs_are_one_per_batch_size(monkeypatch, exported):
     )
     configs, skipped = plan_configs(params, exported)
     assert [c.key for c in configs] == ["neuron-inf1-fp32-bs1-pc4", "neuron-inf1-fp32-bs8-pc4"]
+
+
+def test_copies_get_disjoint_neuroncore_groups_up_to_the_whole_host():
+    assert common.core_groups(4, 1) == ["0", "1", "2", "3"]
+    assert common.core_groups(2, 4) == ["0-3", "4-7"]
+    assert common.copy_counts(1) == [1]
+    assert common.copy_counts(4) == [1, 2, 4]
+    assert common.copy_counts(6) == [1, 2, 4, 6]  # ends with every group in use, as NeuronPerf's MAX
+    assert common.pipeline_cores_in(["--fast-math", "none", "--neuroncore-pipeline-cores", "4"]) == 4
+    assert common.pipeline_cores_in(["--auto-cast", "none"]) == 1
+
+
+def test_neuroncores_are_counted_from_neuron_ls(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert common.neuroncore_count() == 0  # no Neuron tools on this host
+    # what neuron-ls --json-output prints on an inf1.6xlarge (4 devices of 4 NeuronCores), trimmed
+    listing = json.dumps(
+        [{"neuron_device": i, "bdf": f"00:1{i}.0", "nc_count": 4, "memory_size": 8589934592} for i in range(4)]
+    )
+    tool = tmp_path / "neuron-ls"
+    tool.write_text(f"#!/bin/sh\n[ \"$1\" = --json-output ] && echo '{listing}'\n")
+    tool.chmod(0o755)
+    assert common.neuroncore_count() == 16
+
+
+def test_each_model_copy_runs_in_its_own_process_seeing_only_its_cores(exported, dataset_ref, tmp_path):
+    # The copy mechanics are the runtime's own on Neuron; here an ONNX Runtime artifact stands in for the
+    # model, so what is checked is the harness: one process per copy, each with its NEURON_RT_VISIBLE_CORES.
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path)
+    inputs = datasets.load(dataset_ref).inputs(0, 2)
+    harness = Harness(window_s=0.2, warmup_s=0.1, max_windows=4)
+    sweep = CopySweep(artifact, inputs, harness, "CPU", common.VISIBLE_CORES_ENV, common.core_groups(2, 2))
+    sweep.adaptive([2])
+    shapes = [(p.copies, p.concurrency, p.visible_cores) for p in sweep.points]
+    assert shapes[:2] == [(1, 1, ["0-1"]), (2, 2, ["0-1", "2-3"])], sweep.notes
+    assert all(p.throughput > 0 and p.iterations > 0 for p in sweep.points)
+    assert sweep.points[1].shape == "2 x 2 copies x 1 streams"
+
+
+def test_a_copy_that_cannot_load_fails_its_point_with_the_cores_named(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path)
+    broken = artifact.model_copy(update={"uri": str(tmp_path / "missing")})
+    sweep = CopySweep(broken, {"input": np.zeros((1, 3, 224, 224), np.float32)}, Harness(), "CPU", "X_CORES", ["5"])
+    assert sweep.point(1, 1, 1) is None
+    assert "copy on cores 5" in sweep.notes[0]

@@ -112,7 +112,7 @@ def test_sweep_doubles_batch_until_gains_fall_under_5_percent_twice_then_tries_s
     # b/(5 ms + 2 ms b): 143, 222, 308, 381, 432, 464 (+7 %), 481 (+4 %), 490 (+2 %: second miss, stop)
     assert single == [1, 2, 4, 8, 16, 32, 64, 128]
     assert [p.concurrency for p in sweep.points if p.concurrency > 1] == [2, 4]  # one device: streams do not help
-    assert any("batch sweep stopped at batch 128 x 1: 2 steps in a row" in n for n in sweep.notes)
+    assert any("batch sweep stopped at batch 128 x 1 streams: 2 steps in a row" in n for n in sweep.notes)
 
 
 def test_one_noisy_dip_does_not_end_the_sweep():

@@ -10,7 +10,10 @@ the NeuronCore pipeline app note (4 cores per 20 M weights, rounded).
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 from tasks.files import sha256_file
@@ -29,6 +32,8 @@ NEURONX_CC_CAST = {
     "fp16": ["--auto-cast", "matmult", "--auto-cast-type", "fp16"],
 }
 NEFF_DIR = "neff"
+# The runtime of each process claims the NeuronCores listed here ("2" or a range "4-7") when it loads a model.
+VISIBLE_CORES_ENV = "NEURON_RT_VISIBLE_CORES"
 WEIGHTS_PER_PIPELINE_STEP = 2e7
 
 
@@ -165,3 +170,35 @@ def sdk_status(module: str, distribution: str) -> tuple[bool, str]:
     except ImportError as exc:
         return False, f"{distribution} cannot be imported ({str(exc).splitlines()[0][:200]})"
     return True, f"{distribution} {package_version(distribution)}"
+
+
+def pipeline_cores_in(flags: list[str]) -> int:
+    """NeuronCores one copy of a model spans: its ``--neuroncore-pipeline-cores``, else 1."""
+    if "--neuroncore-pipeline-cores" in flags:
+        return int(flags[flags.index("--neuroncore-pipeline-cores") + 1])
+    return 1
+
+
+def neuroncore_count() -> int:
+    """NeuronCores on this host, summed over the devices ``neuron-ls --json-output`` lists; 0 without the tools."""
+    if not shutil.which("neuron-ls"):
+        return 0
+    listed = subprocess.run(["neuron-ls", "--json-output"], capture_output=True, text=True, timeout=60)
+    if listed.returncode != 0 or not listed.stdout.strip():
+        return 0
+    return sum(int(device.get("nc_count") or 0) for device in json.loads(listed.stdout))
+
+
+def core_groups(copies: int, cores_per_copy: int) -> list[str]:
+    """Disjoint NEURON_RT_VISIBLE_CORES values for ``copies`` copies: "0", "1", ... or "0-3", "4-7", ..."""
+    if cores_per_copy == 1:
+        return [str(i) for i in range(copies)]
+    return [f"{i * cores_per_copy}-{(i + 1) * cores_per_copy - 1}" for i in range(copies)]
+
+
+def copy_counts(max_copies: int) -> list[int]:
+    """Copies to try: doubling from 1, ending with every core group of the host in use (NeuronPerf's MAX)."""
+    counts = [1]
+    while counts[-1] * 2 < max_copies:
+        counts.append(counts[-1] * 2)
+    return counts + [max_copies] if max_copies > 1 else counts

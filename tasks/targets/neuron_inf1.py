@@ -84,6 +84,11 @@ class NeuronInf1:
     precisions = tuple(common.NEURON_CC_CAST)
     fixed_batch = True  # a NEFF is compiled for one batch size
 
+    visible_cores_env = common.VISIBLE_CORES_ENV  # model copies are pinned to NeuronCores, one process each
+
+    def cores_per_copy(self, artifact: CompiledArtifact) -> int:
+        return common.pipeline_cores_in(artifact.report.flags if artifact.report else [])
+
     def available(self) -> tuple[bool, str]:
         statuses = [common.sdk_status(*TF_SDK), common.sdk_status(*TORCH_SDK)]
         if any(ok for ok, _ in statuses):

@@ -30,6 +30,11 @@ class NeuronInf2:
     precisions = tuple(common.NEURONX_CC_CAST)
     fixed_batch = True
 
+    visible_cores_env = common.VISIBLE_CORES_ENV  # model copies are pinned to NeuronCores, one process each
+
+    def cores_per_copy(self, artifact: CompiledArtifact) -> int:
+        return 1  # torch_neuronx.trace compiles for one NeuronCore
+
     def available(self) -> tuple[bool, str]:
         return common.sdk_status(*SDK)
 
