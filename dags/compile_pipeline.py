@@ -2,7 +2,7 @@
 ### Compile pipeline
 
 Takes one trained model through **export → compile → validate → benchmark → gate →
-record → register → promote**:
+record → register**:
 
 - exports the model (PyTorch state dict or `module:callable`, TorchScript, ONNX, or a
   TensorFlow/Keras SavedModel) to the formats targets start from, with its input specs;
@@ -17,8 +17,9 @@ record → register → promote**:
 - gates with a Great Expectations suite over the per-config metrics (top-1/top-5 deltas,
   top-5 agreement, no NaN/Inf, cosine and atol/rtol for other outputs), records everything
   and the suite's Data Docs in MLflow, registers the point the `selection` strategy picks
-  (default: the fastest passing config) with alias `candidate`, and promotes that version to
-  `s3://<bucket>/<prefix>/<model>/<version>/` with a `manifest.json`.
+  (default: the fastest passing config) with alias `candidate` and a description a reviewer
+  decides from. Nothing goes to S3 here: a reviewer moves alias `champion` to a version and
+  the `promote_model` DAG promotes it.
 
 The logic lives in the `tasks` package; this file only wires it. Every run writes
 `report.json`, `report.md` and `report.html` (with benchmark plots), also logged to MLflow,
@@ -160,12 +161,8 @@ def compile_pipeline():
         return pipeline.record(ctx, exported, dataset, baseline, outcomes)
 
     @task(**NETWORK_RETRIES)
-    def register(ctx: dict, exported: dict, recorded: dict) -> dict:
-        return pipeline.register(ctx, exported, recorded)
-
-    @task(**NETWORK_RETRIES)
-    def promote(ctx: dict, exported: dict, recorded: dict, registration: dict) -> dict:
-        return pipeline.promote(ctx, exported, recorded, registration)
+    def register(ctx: dict, exported: dict, dataset: dict, recorded: dict) -> dict:
+        return pipeline.register(ctx, exported, dataset, recorded)
 
     @task(trigger_rule="all_done")
     def finalize() -> str:
@@ -181,10 +178,9 @@ def compile_pipeline():
     measured = benchmark.partial(ctx=ctx, dataset=dataset).expand(artifact=compiled)
     outcomes = gate(ctx, compiled, validated, measured)
     recorded = record(ctx, exported, dataset, reference, outcomes)
-    registration = register(ctx, exported, recorded)
-    promoted = promote(ctx, exported, recorded, registration)
+    registration = register(ctx, exported, dataset, recorded)
     everything = [ctx, exported, dataset, configs, compiled, reference, validated, measured, outcomes, recorded,
-                  registration, promoted]  # fmt: skip
+                  registration]  # fmt: skip
     everything >> finalize()
 
 

@@ -89,6 +89,20 @@ def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, Pat
     return code, Path(after) if after and after != before else None
 
 
+def approve_and_promote(settings: Settings, report_data: dict) -> int:
+    """Do what a reviewer does in the MLflow UI (move alias champion to the candidate), then run promote_model."""
+    from tasks import registry
+
+    mlflow_info = report_data["mlflow"]
+    model, version = mlflow_info["registered_model"], mlflow_info["version"]
+    registry.client(settings).set_registered_model_alias(model, registry.CHAMPION_ALIAS, version)
+    print(f"== review: alias champion -> {model} version {version} (what a reviewer does in the MLflow UI)")
+    print("== running promote_model with airflow dags test")
+    log_path = settings.home / "demo" / "airflow-dags-test.log"
+    args = ["dags", "test", "promote_model", "-c", json.dumps({"model_name": model})]
+    return airflow(args, settings, log_path, echo_progress=True)
+
+
 def main() -> int:
     settings = settings_module.load()
     started = time.monotonic()
@@ -111,7 +125,14 @@ def main() -> int:
             )
             return code or 1
         print(f"== done in {time.monotonic() - run_started:.0f} s\n")
-        print(report.summary(json.loads(report_path.read_text()), report_path) + "\n")
+        report_data = json.loads(report_path.read_text())
+        print(report.summary(report_data, report_path) + "\n")
+        if code == 0 and report_data["mlflow"]["version"]:
+            promote_started = time.monotonic()
+            code = approve_and_promote(settings, report_data)
+            print(
+                f"== promote_model {'done' if code == 0 else 'FAILED'} in {time.monotonic() - promote_started:.0f} s\n"
+            )
         worst = worst or code
     print(f"== demo finished in {time.monotonic() - started:.0f} s")
     return worst

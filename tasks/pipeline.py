@@ -26,8 +26,6 @@ from tasks.records import (
     DatasetRef,
     ExportedModel,
     PipelineParams,
-    Promotion,
-    Registration,
     RunContext,
     ValidationResult,
 )
@@ -317,7 +315,7 @@ def record(ctx: dict, exported: dict, dataset: dict, baseline: dict, outcomes: l
     )
 
 
-def register(ctx: dict, exported: dict, recorded: dict) -> dict:
+def register(ctx: dict, exported: dict, dataset: dict, recorded: dict) -> dict:
     from tasks.gate import select
     from tasks.tracking import register as register_version
 
@@ -335,7 +333,13 @@ def register(ctx: dict, exported: dict, recorded: dict) -> dict:
             raise RuntimeError(f"no config passed the gate, nothing is registered ({reasons})")
         selected, point = choice
         registration = register_version(
-            settings_module.load(), run, ExportedModel.model_validate(exported), selected, point
+            settings_module.load(),
+            run,
+            ExportedModel.model_validate(exported),
+            selected,
+            point,
+            DatasetRef.model_validate(dataset),
+            recorded["run_id"],
         )
     progress(
         "register",
@@ -348,27 +352,6 @@ def register(ctx: dict, exported: dict, recorded: dict) -> dict:
         "register",
         {"selected": selected.compiled.config.key, "selected_point": point.to_json(), **registration.to_json()},
     )
-
-
-def promote(ctx: dict, exported: dict, recorded: dict, registration: dict) -> dict:
-    from tasks.promote import promote as promote_version
-
-    run = RunContext.model_validate(ctx)
-    with _recorded(run, "promote"):
-        selected_key = registration["selected"]
-        reg = Registration.model_validate(
-            {k: v for k, v in registration.items() if k not in ("selected", "selected_point")}
-        )
-        outcome = next(
-            ConfigOutcome.model_validate(o)
-            for o in recorded["outcomes"]
-            if CompiledArtifact.model_validate(o["compiled"]).config.key == selected_key
-        )
-        promotion: Promotion = promote_version(
-            settings_module.load(), ExportedModel.model_validate(exported), outcome.compiled, reg
-        )
-    progress("promote", f"{promotion.uri} ({len(promotion.manifest['files'])} files and manifest.json)")
-    return _save(run, "promote", promotion.to_json())
 
 
 def finalize(ctx: dict | None, run_id: str) -> str:

@@ -1,112 +1,303 @@
-"""Promote stage: copy a registered version to ``s3://<bucket>/<prefix>/<model>/<version>/`` for serving.
+"""Promote stage: put a registered version on S3 for serving, never half-written, never overwritten.
 
-``manifest.json`` is written last and only if absent (a conditional put), so it is
-the commit marker: a version without it is incomplete, and a promoted version is
-never overwritten.
+Keys under ``s3://<bucket>/<prefix>/<model>/``:
+
+- ``.staging/<registry version>/``: the files as uploaded, each read back and checked against its sha256;
+- ``.claims/<N>.json``: written only if absent (``IfNoneMatch="*"``), so two promotions can never take the
+  same serving version N; a retry of the same registry version finds its claim and resumes it;
+- ``<N>/``: the files in the serving runtime's layout (tasks.serving_layout), copied from staging with the
+  graph file last, then ``<N>/manifest.json``, written only if absent: the commit marker. A version
+  without it is invisible to every reader (the smoke test, the pointer, rollback);
+- the runtime's pointer (``models.config``, ``config.pbtxt`` or ``config.json``), moved by
+  :func:`point_serving` only to a committed version, and ``k8s/<N>.yaml``.
+
+A promotion that stops anywhere leaves no committed version; running it again resumes. Promoting a
+registry version that is already committed returns its manifest.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from tasks.compile import verify
-from tasks.records import CompiledArtifact, ExportedModel, Promotion, Registration
+from tasks import serving_layout
+from tasks.files import local_path, sha256_file
+from tasks.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.settings import Settings
-from tasks.storage import error_code as _error_code
-from tasks.storage import s3_client
+from tasks.storage import error_code, s3_client
 
 MANIFEST = "manifest.json"
+STAGING = ".staging"
+CLAIMS = ".claims"
+K8S_DIR = "k8s"
 
 
 class PromotionError(RuntimeError):
     pass
 
 
-def _read_manifest(client, bucket: str, key: str) -> dict | None:
-    from botocore.exceptions import ClientError
+@dataclass(frozen=True)
+class Candidate:
+    """A registry version as promotion reads it: the compiled files (downloaded) and what describes them."""
 
-    try:
-        return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as exc:
-        if _error_code(exc) in ("NoSuchKey", "404"):
-            return None
-        raise
+    model: str
+    registry_version: str
+    run_id: str
+    artifact: CompiledArtifact  # uri: a local directory holding the compiled files
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    source_sha256: str
 
 
-def promote(
-    settings: Settings, exported: ExportedModel, artifact: CompiledArtifact, registration: Registration
-) -> Promotion:
-    from botocore.exceptions import ClientError
+class Store:
+    """The serving bucket's keys of one model."""
 
-    root = verify(artifact)
-    client = s3_client(settings)
-    bucket = settings.serving_bucket
-    try:
-        client.head_bucket(Bucket=bucket)
-    except ClientError as exc:
-        raise PromotionError(
-            f"bucket {bucket!r} is not reachable at {settings.s3_endpoint_url or 'AWS S3'}: {_error_code(exc) or exc}"
-        ) from exc
+    def __init__(self, settings: Settings, model: str):
+        from botocore.exceptions import ClientError
 
-    prefix = "/".join(filter(None, [settings.serving_prefix, exported.name, registration.version]))
-    manifest_key = f"{prefix}/{MANIFEST}"
-    uri = f"s3://{bucket}/{prefix}/"
-    existing = _read_manifest(client, bucket, manifest_key)
-    if existing is not None:
-        if existing.get("artifact_sha256") == artifact.sha256:
-            return Promotion(
-                uri=uri, endpoint_url=settings.s3_endpoint_url, manifest_uri=uri + MANIFEST, manifest=existing
+        self.settings, self.model = settings, model
+        self.client = s3_client(settings)
+        self.bucket = settings.serving_bucket
+        self.root = "/".join(filter(None, [settings.serving_prefix, model])) + "/"
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            where = settings.s3_endpoint_url or "AWS S3"
+            raise PromotionError(
+                f"bucket {self.bucket!r} is not reachable at {where}: {error_code(exc) or exc}"
+            ) from exc
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self.root}{key}"
+
+    def read_json(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return json.loads(self.client.get_object(Bucket=self.bucket, Key=self.root + key)["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+
+    def put_new(self, key: str, body: bytes, content_type: str = "application/json") -> bool:
+        """Write ``key`` only if it does not exist; False where it already did."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=self.root + key, Body=body, ContentType=content_type, IfNoneMatch="*"
             )
-        raise PromotionError(
-            f"{uri} is already promoted from another artifact; a promoted version is never overwritten"
+        except ClientError as exc:
+            if error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
+    def keys(self, prefix: str) -> list[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = []
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root + prefix):
+            found += [item["Key"].removeprefix(self.root) for item in page.get("Contents", [])]
+        return found
+
+    def version_numbers(self) -> list[int]:
+        """Every numbered directory, committed or not."""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.root, Delimiter="/"
         )
+        names = [
+            p["Prefix"].removeprefix(self.root).strip("/") for page in pages for p in page.get("CommonPrefixes", [])
+        ]
+        return sorted(int(n) for n in names if n.isdigit())
 
-    from tasks.files import sha256_file
+    def committed(self) -> dict[int, dict]:
+        """Serving version -> manifest, for versions with a commit marker only."""
+        manifests = {n: self.read_json(f"{n}/{MANIFEST}") for n in self.version_numbers()}
+        return {n: m for n, m in manifests.items() if m is not None}
 
-    files = []
-    for name in artifact.files:
-        path = root / name
-        size = path.stat().st_size
-        client.upload_file(str(path), bucket, f"{prefix}/{name}")
-        stored = client.head_object(Bucket=bucket, Key=f"{prefix}/{name}")["ContentLength"]
-        if stored != size:
-            raise PromotionError(f"upload of {name} is incomplete: {stored} of {size} bytes")
-        files.append({"path": name, "sha256": sha256_file(path), "size": size})
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self.root + k} for k in keys[start : start + 1000]]
+            if chunk:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
-    manifest = {
-        "model": exported.name,
-        "version": registration.version,
+
+def _sha256_of_object(store: Store, key: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for chunk in store.client.get_object(Bucket=store.bucket, Key=store.root + key)["Body"].iter_chunks(1 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stage(store: Store, candidate: Candidate, files: list[dict]) -> str:
+    """Upload into staging (resuming: a file already there with the right sha256 is kept) and read each back."""
+    root = local_path(candidate.artifact.uri)
+    staging = f"{STAGING}/{candidate.registry_version}/"
+    present = set(store.keys(staging))
+    for entry in files:
+        key = staging + entry["artifact_path"]
+        if key in present and _sha256_of_object(store, key) == entry["sha256"]:
+            continue
+        store.client.upload_file(str(root / entry["artifact_path"]), store.bucket, store.root + key)
+        stored = _sha256_of_object(store, key)
+        if stored != entry["sha256"]:
+            raise PromotionError(
+                f"staged {entry['artifact_path']} reads back as sha256 {stored}, not {entry['sha256']}"
+            )
+    return staging
+
+
+def _claim(store: Store, candidate: Candidate) -> int:
+    """A serving version number no other promotion holds; this registry version's earlier claim if it has one."""
+    claims = {int(Path(k).stem): k for k in store.keys(f"{CLAIMS}/") if Path(k).stem.isdigit()}
+    for number in sorted(claims):
+        claim = store.read_json(claims[number]) or {}
+        if (
+            claim.get("registry_version") == candidate.registry_version
+            and claim.get("sha256") == candidate.artifact.sha256
+        ):
+            return number  # resume an interrupted promotion
+    number = max([0, *claims, *store.version_numbers()]) + 1
+    body = {"registry_version": candidate.registry_version, "sha256": candidate.artifact.sha256, "pid": os.getpid()}
+    while not store.put_new(f"{CLAIMS}/{number}.json", json.dumps(body).encode()):
+        number += 1  # another promotion took it first
+    return number
+
+
+def _copy_into_version(store: Store, staging: str, number: int, layout, files: list[dict]) -> None:
+    """Copy staged files into ``<N>/`` in layout order, the graph file last, checking each copy's size."""
+    by_artifact_path = {f["artifact_path"]: f for f in files}
+    for artifact_path in serving_layout.upload_order(layout):
+        entry = by_artifact_path[artifact_path]
+        key = f"{number}/{entry['path']}"
+        store.client.copy_object(
+            Bucket=store.bucket,
+            Key=store.root + key,
+            CopySource={"Bucket": store.bucket, "Key": store.root + staging + artifact_path},
+        )
+        size = store.client.head_object(Bucket=store.bucket, Key=store.root + key)["ContentLength"]
+        if size != entry["size"]:
+            raise PromotionError(f"copy of {entry['path']} holds {size} of {entry['size']} bytes")
+
+
+def _manifest(settings: Settings, candidate: Candidate, number: int, layout, files: list[dict]) -> dict:
+    config = candidate.artifact.config
+    return {
+        "model": candidate.model,
+        "version": number,
+        "runtime": layout.runtime,
+        "graph_file": layout.graph_file,
         "files": files,
-        "artifact_sha256": artifact.sha256,
-        "target": artifact.config.target,
-        "precision": artifact.config.precision,
-        "batch_size": artifact.config.batch_size,
-        "inputs": [spec.to_json() for spec in exported.inputs],
-        "outputs": [spec.to_json() for spec in exported.outputs],
-        "source_sha256": exported.source_sha256,
+        "artifact_sha256": candidate.artifact.sha256,
+        "target": config.target,
+        "precision": config.precision,
+        "batch_size": config.batch_size,
+        "compiler": f"{candidate.artifact.compiler} {candidate.artifact.compiler_version}".strip(),
+        "inputs": [spec.to_json() for spec in candidate.inputs],
+        "outputs": [spec.to_json() for spec in candidate.outputs],
+        "source_sha256": candidate.source_sha256,
         "mlflow": {
             "tracking_uri": settings.mlflow_tracking_uri,
-            "run_id": registration.run_id,
-            "registered_model": registration.registered_model,
-            "version": registration.version,
+            "run_id": candidate.run_id,
+            "registered_model": candidate.model,
+            "version": candidate.registry_version,
         },
         "promoted_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    try:
-        client.put_object(
-            Bucket=bucket,
-            Key=manifest_key,
-            Body=json.dumps(manifest, indent=2).encode(),
-            ContentType="application/json",
-            IfNoneMatch="*",
-        )
-    except ClientError as exc:
-        if _error_code(exc) != "PreconditionFailed":
-            raise
-        # Another promotion committed first; accept it only if it is the same artifact.
-        existing = _read_manifest(client, bucket, manifest_key) or {}
-        if existing.get("artifact_sha256") != artifact.sha256:
-            raise PromotionError(f"{uri} was promoted concurrently from another artifact") from exc
+
+
+def _promotion(store: Store, number: int, manifest: dict, already: bool = False) -> Promotion:
+    return Promotion(
+        uri=store.uri(f"{number}/"),
+        endpoint_url=store.settings.s3_endpoint_url,
+        manifest_uri=store.uri(f"{number}/{MANIFEST}"),
+        manifest=manifest,
+        version=number,
+        already_promoted=already,
+    )
+
+
+def promote(settings: Settings, candidate: Candidate) -> Promotion:
+    """Stage, verify, claim a version, copy (graph file last), commit; or return the committed copy."""
+    store = Store(settings, candidate.model)
+    for number, manifest in store.committed().items():
+        if manifest.get("mlflow", {}).get("version") == candidate.registry_version:
+            if manifest.get("artifact_sha256") != candidate.artifact.sha256:
+                raise PromotionError(
+                    f"{store.uri(f'{number}/')} holds registry version {candidate.registry_version} with another "
+                    "artifact; a promoted version is never overwritten"
+                )
+            return _promotion(store, number, manifest, already=True)
+
+    root = local_path(candidate.artifact.uri)
+    layout = serving_layout.layout_for(candidate.artifact.config.target, candidate.artifact.files)
+    files = [
+        {
+            "path": layout.files[name],
+            "artifact_path": name,
+            "sha256": sha256_file(root / name),
+            "size": (root / name).stat().st_size,
+        }
+        for name in candidate.artifact.files
+    ]
+    staging = _stage(store, candidate, files)
+    number = _claim(store, candidate)
+    _copy_into_version(store, staging, number, layout, files)
+    manifest = _manifest(settings, candidate, number, layout, files)
+    if not store.put_new(f"{number}/{MANIFEST}", json.dumps(manifest, indent=2).encode()):
+        existing = store.read_json(f"{number}/{MANIFEST}") or {}
+        if existing.get("artifact_sha256") != candidate.artifact.sha256:
+            raise PromotionError(f"{store.uri(f'{number}/')} was committed by another promotion")
         manifest = existing
-    return Promotion(uri=uri, endpoint_url=settings.s3_endpoint_url, manifest_uri=uri + MANIFEST, manifest=manifest)
+    store.delete(store.keys(staging))
+    return _promotion(store, number, manifest)
+
+
+def committed_manifest(settings: Settings, model: str, number: int) -> dict:
+    manifest = Store(settings, model).read_json(f"{number}/{MANIFEST}")
+    if manifest is None:
+        raise PromotionError(f"{model} version {number} is not a committed version on S3 (no {MANIFEST})")
+    return manifest
+
+
+def point_serving(settings: Settings, model: str, number: int) -> dict:
+    """Move the runtime's pointer to committed version ``number`` and write its Kubernetes objects."""
+    store = Store(settings, model)
+    manifest = committed_manifest(settings, model, number)
+    layout = serving_layout.layout_for(manifest["target"], [f["artifact_path"] for f in manifest["files"]])
+    inputs = [TensorSpec.model_validate(s) for s in manifest["inputs"]]
+    outputs = [TensorSpec.model_validate(s) for s in manifest["outputs"]]
+    dynamic = manifest["batch_size"] is None
+    pointer = serving_layout.pointer_text(
+        layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0
+    )
+    objects = serving_layout.k8s_objects(
+        layout,
+        model,
+        number,
+        manifest["target"],
+        pointer_uri=store.uri(layout.pointer_file),
+        repository_uri=f"s3://{store.bucket}/{settings.serving_prefix}".rstrip("/"),
+        s3_endpoint_url=settings.s3_endpoint_url,
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
+    serving_layout.validate_k8s(objects)
+    k8s_key = f"{K8S_DIR}/{number}.yaml"
+    store.client.put_object(
+        Bucket=store.bucket, Key=store.root + k8s_key, Body=serving_layout.k8s_yaml(objects).encode()
+    )
+    store.client.put_object(Bucket=store.bucket, Key=store.root + layout.pointer_file, Body=pointer.encode())
+    return {
+        "model": model,
+        "version": number,
+        "runtime": layout.runtime,
+        "pointer_uri": store.uri(layout.pointer_file),
+        "k8s_uri": store.uri(k8s_key),
+        "pointer": pointer,
+    }

@@ -318,7 +318,9 @@ class Registration(Record):
 
 
 class Promotion(Record):
-    uri: str
+    uri: str  # s3://bucket/prefix/<model>/<N>/
     endpoint_url: str | None
     manifest_uri: str
     manifest: dict
+    version: int = 0  # serving version N
+    already_promoted: bool = False  # this registry version was committed earlier; nothing was written

@@ -14,7 +14,7 @@ from tasks.records import BenchmarkPoint, BenchmarkResult, CompileConfig, Machin
 from tasks.settings import Settings
 
 STAGE_ORDER = ("start", "export", "dataset", "plan", "compile", "baseline", "validate", "benchmark", "gate",
-               "record", "register", "promote")  # fmt: skip
+               "record", "register")  # fmt: skip
 
 
 def _load(path: Path) -> Any:
@@ -79,7 +79,6 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
     recorded = _load(stages / "record.json")
     outcomes = (recorded or {}).get("outcomes") or _load(stages / "gate.json") or []
     registration = _load(stages / "register.json")
-    promotion = _load(stages / "promote.json")
     failure = _first_failure(stages)
 
     base_points = (baseline or {}).get("benchmark", {}).get("points", [])
@@ -126,7 +125,6 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
             "version": registration and registration["version"],
             "alias": registration and registration["alias"],
         },
-        "promotion": promotion,
     }
 
 
@@ -149,8 +147,6 @@ def markdown(report: dict) -> str:
     if report["selected"]:
         lines += [f"Selected **{report['selected']}**, registered as `{report['mlflow']['registered_model']}` "
                   f"version {report['mlflow']['version']} (alias `{report['mlflow']['alias']}`)."]  # fmt: skip
-    if report["promotion"]:
-        lines += [f"Promoted to `{report['promotion']['uri']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -280,8 +276,6 @@ def summary(report: dict, report_path: Path) -> str:
         at = f" at batch {BenchmarkPoint.model_validate(point).shape}" if point else ""
         lines.append(f"selected: {report['selected']}{at} ({report.get('selection') or 'max_throughput'})")
         lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
-    if report["promotion"]:
-        lines.append(f"promoted: {report['promotion']['uri']} (endpoint {report['promotion']['endpoint_url']})")
     if mlflow["run_id"]:
         lines.append(f"MLflow UI: {mlflow['tracking_uri']} (experiment {mlflow['experiment']}, run {mlflow['run_id']})")
     lines.append(f"report: {report_path.resolve()}")

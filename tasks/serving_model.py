@@ -24,6 +24,7 @@ class CompiledModel(mlflow.pyfunc.PythonModel):
 
         record = json.loads(Path(context.artifacts["artifact_record"]).read_text())
         self.inputs = [TensorSpec.model_validate(spec) for spec in record.pop("inputs")]
+        record.pop("outputs", None)
         recorded = CompiledArtifact.model_validate(record)
         # The artifact now lives where MLflow downloaded it, not where it was compiled.
         self.artifact = recorded.model_copy(update={"uri": to_uri(context.artifacts["compiled"])})

@@ -204,12 +204,90 @@ def _fmt_optional(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _run_link(settings: Settings, run_id: str, path: str = "") -> str:
+    import mlflow
+
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    return f"{settings.mlflow_tracking_uri}/#/experiments/{experiment}/runs/{run_id}" + (
+        f"/artifacts/{path}" if path else ""
+    )
+
+
+def review_description(
+    settings: Settings, ctx: RunContext, selected: ConfigOutcome, best: BenchmarkPoint, parent_run_id: str
+) -> str:
+    """What a reviewer decides from: accuracy and throughput tables in Markdown, and links to the evidence."""
+    compiled, validation = selected.compiled, selected.validation
+    lines = [
+        f"**{compiled.config.key}** at batch {best.shape}, selected by {ctx.params.selection}. Pipeline run {ctx.run_id}.",
+        "",
+    ]
+    predictions = validation.predictions
+    if validation.top5_delta is not None and predictions and predictions.top5 is not None:
+        base_top1 = predictions.top1 - validation.top1_delta / 100
+        base_top5 = predictions.top5 - validation.top5_delta / 100
+        lines += [
+            f"Accuracy on {predictions.samples} samples of {ctx.params.dataset}:",
+            "",
+            "| model | top-1 | top-5 | top-5 agreement |",
+            "|---|---|---|---|",
+            f"| CPU baseline | {base_top1:.3f} | {base_top5:.3f} | |",
+            f"| {compiled.config.key} | {predictions.top1:.3f} ({validation.top1_delta:+.2f} pp) "
+            f"| {predictions.top5:.3f} ({validation.top5_delta:+.2f} pp) | {validation.top5_agreement:.3f} |",
+        ]
+    else:
+        lines.append(
+            f"Outputs vs the CPU baseline: lowest cosine {_fmt_optional(validation.cosine_min, '.5f')}, "
+            f"max abs diff {_fmt_optional(validation.max_abs_diff, '.3g')}."
+        )
+    lines += [
+        "",
+        "Throughput sweep:",
+        "",
+        "| batch x streams | samples/s | p50 ms | p99 ms | stable |",
+        "|---|---|---|---|---|",
+    ]
+    for p in selected.benchmark.points:
+        mark = " **(selected)**" if p == best else ""
+        lines.append(
+            f"| {p.shape}{mark} | {p.throughput:.1f} | {p.latency_ms_p50:.1f} | {p.latency_ms_p99:.1f} "
+            f"| {'yes' if p.stable else 'no'} |"
+        )
+    lines += [
+        "",
+        f"Evidence: [config run]({_run_link(settings, selected.mlflow_run_id)}), "
+        f"[compile report]({_run_link(settings, selected.mlflow_run_id, 'compile/compile_report.json')}), "
+        f"[GX validation and Data Docs]({_run_link(settings, parent_run_id, RUN_SUBDIR)}), "
+        f"[plots]({_run_link(settings, parent_run_id, 'plots')}), "
+        f"[run report]({_run_link(settings, parent_run_id, 'report.html')}).",
+        "",
+        "Approve: move alias `champion` to this version. Reject: set tag `review=rejected`.",
+    ]
+    return "\n".join(lines)
+
+
+def _smoke_samples(selected: ConfigOutcome, dataset: DatasetRef, directory: Path, count: int = 16) -> Path:
+    """The first validation samples and the compiled model's outputs on them, for the post-promotion smoke test."""
+    import numpy as np
+
+    from tasks import dataset as datasets
+
+    data = datasets.load(dataset)
+    count = min(count, len(data))
+    outputs = np.load(local_path(selected.validation.predictions.outputs_uri))[:count]
+    path = directory / "samples.npz"
+    np.savez(path, outputs=outputs, **{f"input:{k}": v for k, v in data.inputs(0, count).items()})
+    return path
+
+
 def register(
     settings: Settings,
     ctx: RunContext,
     exported: ExportedModel,
     selected: ConfigOutcome,
     point: BenchmarkPoint | None = None,
+    dataset: DatasetRef | None = None,
+    parent_run_id: str = "",
 ) -> Registration:
     """Register the selected config (at its selected benchmark point) as a new version; alias ``candidate``."""
     import mlflow
@@ -224,8 +302,18 @@ def register(
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             record_path = Path(tmp) / "artifact.json"
-            record_path.write_text(json.dumps({**compiled.to_json(), "inputs": [i.to_json() for i in exported.inputs]}))
+            record_path.write_text(
+                json.dumps(
+                    {
+                        **compiled.to_json(),
+                        "inputs": [i.to_json() for i in exported.inputs],
+                        "outputs": [o.to_json() for o in exported.outputs],
+                    }
+                )
+            )
             with mlflow.start_run(run_id=selected.mlflow_run_id):
+                if dataset is not None and selected.validation.predictions:
+                    mlflow.log_artifact(str(_smoke_samples(selected, dataset, Path(tmp))), "smoke")
                 from tasks.serving_model import CompiledModel
 
                 info = mlflow.pyfunc.log_model(
@@ -261,19 +349,7 @@ def register(
     for key, value in tags.items():
         client.set_model_version_tag(exported.name, version, key, value)
     client.update_model_version(
-        exported.name,
-        version,
-        description=(
-            f"{config.key} at batch {best.shape}: {best.throughput:.1f} samples/s, "
-            f"p99 {best.latency_ms_p99:.2f} ms; "
-            + (
-                f"top-5 {validation.predictions.top5:.3f} ({validation.top5_delta:+.2f} pp vs CPU), "
-                f"top-5 agreement {validation.top5_agreement:.3f}. "
-                if validation.top5_delta is not None
-                else f"lowest cosine similarity to the CPU outputs {_fmt_optional(validation.cosine_min, '.5f')}. "
-            )
-            + f"Pipeline run {ctx.run_id}."
-        ),
+        exported.name, version, description=review_description(settings, ctx, selected, best, parent_run_id)
     )
     client.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)
     return Registration(

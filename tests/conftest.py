@@ -60,3 +60,26 @@ def local_services(pipeline_home):
     services.start(settings)
     yield settings
     services.stop(settings)
+
+
+@pytest.fixture(scope="session")
+def compiled_outcome(exported, dataset_ref, tmp_path_factory):
+    """The ONNX Runtime fp32 config of the exported model, validated, benchmarked and gated; and its baseline."""
+    from tasks.benchmark import benchmark_artifact
+    from tasks.compile import compile_config
+    from tasks.gate import gate_all
+    from tasks.records import BaselineResult, BenchmarkResult, CompileConfig
+    from tasks.validate import baseline_predictions, validate_artifact
+
+    out = tmp_path_factory.mktemp("compiled")
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), out)
+    baseline = BaselineResult(
+        framework="pytorch",
+        predictions=baseline_predictions(exported, dataset_ref, out),
+        benchmark=BenchmarkResult(subject="baseline", status="ok"),
+    )
+    validation = validate_artifact(artifact, dataset_ref, baseline, out)
+    bench = benchmark_artifact(artifact, dataset_ref, [1, 4])
+    key = artifact.config.key
+    (outcome,) = gate_all([artifact], {key: validation}, {key: bench}, PipelineParams(), out / "gate")
+    return outcome, baseline

@@ -8,7 +8,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tasks.demo import airflow_env, run_pipeline
+from tasks.demo import airflow_env, approve_and_promote, run_pipeline
+from tasks.promote import Store
 from tasks.settings import PROJECT_ROOT
 from tasks.settings import load as load_settings
 from tasks.storage import s3_client
@@ -23,17 +24,21 @@ def test_dag_files_import_without_errors():
     assert bag.import_errors == {}
     dag = bag.dags["compile_pipeline"]
     assert dag.schedule is None
-    assert {"start", "export", "compile_config", "validate", "benchmark", "register", "promote", "finalize"} <= set(
-        dag.task_dict
-    )
+    assert {"start", "export", "compile_config", "validate", "benchmark", "register", "finalize"} <= set(dag.task_dict)
+    assert "promote" not in dag.task_dict  # only what a reviewer approves goes to S3 (promote_model)
     assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
-    assert dag.task_dict["promote"].retries == 3 and dag.task_dict["compile_config"].retries == 0
+    assert dag.task_dict["register"].retries == 3 and dag.task_dict["compile_config"].retries == 0
+    promote = bag.dags["promote_model"]
+    assert promote.schedule is not None and promote.catchup is False  # polls the registry for new champions
+    assert set(promote.task_dict) == {"find", "promote", "smoke_test", "serve"}
+    assert promote.task_dict["promote"].retries == 3 and promote.task_dict["smoke_test"].retries == 0
 
 
-def test_dag_parse_imports_no_heavy_framework():
+@pytest.mark.parametrize("dag_file", ["compile_pipeline.py", "promote_model.py"])
+def test_dag_parse_imports_no_heavy_framework(dag_file):
     probe = (
         "import sys, time, runpy; t = time.perf_counter(); "
-        f"runpy.run_path({str(PROJECT_ROOT / 'dags' / 'compile_pipeline.py')!r}); "
+        f"runpy.run_path({str(PROJECT_ROOT / 'dags' / dag_file)!r}); "
         "import json; print(json.dumps({'seconds': time.perf_counter() - t, "
         f"'heavy': [m for m in {HEAVY_MODULES!r} if m in sys.modules]}}))"
     )
@@ -94,11 +99,15 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     gate_files = {a.path for a in client.list_artifacts(parent.info.run_id, "gate")}
     assert {"gate/validation_result.json", "gate/data_docs"} <= gate_files
 
-    manifest_key = report["promotion"]["manifest_uri"].split(f"s3://{local_services.serving_bucket}/", 1)[1]
-    body = s3_client(local_services).get_object(Bucket=local_services.serving_bucket, Key=manifest_key)["Body"].read()
-    manifest = json.loads(body)
-    assert manifest["mlflow"]["version"] == candidate.version
-    assert manifest["mlflow"]["run_id"] == candidate.run_id
+    # nothing reaches S3 until a reviewer approves; then promote_model commits, smoke-tests and serves it
+    store = Store(local_services, "mobilenet-e2e")
+    assert store.keys("") == []
+    assert approve_and_promote(local_services, report) == 0
+    ((number, manifest),) = store.committed().items()
+    assert manifest["mlflow"]["version"] == candidate.version and manifest["mlflow"]["run_id"] == candidate.run_id
+    runtime_config = "config.json" if manifest["runtime"] == "openvino-model-server" else "config.pbtxt"
+    assert {f"{number}/manifest.json", runtime_config, f"k8s/{number}.yaml"} <= set(store.keys(""))
+    assert client.get_model_version("mobilenet-e2e", candidate.version).tags["promoted_version"] == str(number)
 
 
 @pytest.mark.integration

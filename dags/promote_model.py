@@ -1,0 +1,73 @@
+"""
+### Promote model
+
+Puts what a reviewer approved on S3 for serving. A reviewer approves a registered version by
+moving alias `champion` to it in the MLflow registry (or rejects it with tag `review=rejected`).
+
+- **Scheduled** (every 10 minutes, no model given): promotes every `champion` that has not been
+  promoted yet.
+- **By hand**: `model_name` and `version` (a number or an alias; default `champion`), or
+  `rollback_to` (a committed serving version) to point serving back to it.
+
+Each version is staged, checked object by object against its sha256, copied into
+`s3://<bucket>/<prefix>/<model>/<N>/` in its serving runtime's layout (graph file last) and
+committed by a `manifest.json` written only if absent. A smoke test then downloads it from S3,
+loads it with its runtime and compares predictions with validation; only then does the runtime's
+pointer (`models.config`, `config.pbtxt` or `config.json`) move to it, beside Kubernetes manifests
+in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever the trigger says.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+from tasks import promotion
+
+NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
+
+
+@dag(
+    dag_id="promote_model",
+    schedule=timedelta(minutes=10),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # one promotion at a time per deployment; S3 claims keep concurrent ones apart anyway
+    doc_md=__doc__,
+    tags=["promote", "serving", "mlops"],
+    default_args={"retries": 0},
+    params={
+        "model_name": Param("", type="string", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$", title="Model name",
+                            description="Registered model to promote; empty: every champion not promoted yet."),
+        "version": Param("champion", type="string", minLength=1, title="Version or alias",
+                         description="A registry version number or an alias."),
+        "rollback_to": Param(None, type=["null", "integer"], minimum=1, title="Roll back to serving version",
+                             description="Point serving back to this committed S3 version instead of promoting."),
+    },
+)  # fmt: skip
+def promote_model():
+    @task
+    def find() -> list[dict]:
+        return promotion.requests(dict(get_current_context()["params"]))
+
+    @task(map_index_template="{{ request_name }}", **NETWORK_RETRIES)
+    def promote(request: dict) -> dict:
+        get_current_context()["request_name"] = promotion.request_name(request)
+        return promotion.promote(request)
+
+    @task(map_index_template="{{ request_name }}")
+    def smoke_test(promoted: dict) -> dict:
+        get_current_context()["request_name"] = promotion.request_name(promoted)
+        return promotion.smoke(promoted)
+
+    @task(map_index_template="{{ request_name }}", **NETWORK_RETRIES)
+    def serve(smoked: dict) -> dict:
+        get_current_context()["request_name"] = promotion.request_name(smoked)
+        return promotion.serve(smoked)
+
+    serve.expand(smoked=smoke_test.expand(promoted=promote.expand(request=find())))
+
+
+promote_model()
