@@ -233,6 +233,7 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
                     f"{store.uri(f'{number}/')} holds registry version {candidate.registry_version} with another "
                     "artifact; a promoted version is never overwritten"
                 )
+            store.delete(store.keys(f"{STAGING}/{candidate.registry_version}/"))  # left by a crash after the commit
             return _promotion(store, number, manifest, already=True)
 
     root = local_path(candidate.artifact.uri)
