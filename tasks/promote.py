@@ -276,7 +276,7 @@ def point_serving(settings: Settings, model: str, number: int) -> dict:
     outputs = [TensorSpec.model_validate(s) for s in manifest["outputs"]]
     dynamic = manifest["batch_size"] is None
     pointer = serving_layout.pointer_text(
-        layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0
+        layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0, manifest["precision"]
     )
     objects = serving_layout.k8s_objects(
         layout,

@@ -65,6 +65,10 @@ def _dims(spec: TensorSpec) -> list[int]:
     return [int(d) if not isinstance(d, str) else -1 for d in spec.shape[1:]]
 
 
+# OpenVINO's precision is a runtime property, not part of the IR: the server must be told, as compile was.
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
 def pointer_text(
     layout: Layout,
     model: str,
@@ -73,6 +77,7 @@ def pointer_text(
     inputs: list[TensorSpec],
     outputs: list[TensorSpec],
     max_batch_size: int,
+    precision: str = "fp32",
 ) -> str:
     """The runtime's config pinning ``version`` (a committed one) under ``base_uri`` (the model's S3 prefix)."""
     if layout.runtime == "tensorflow-serving":
@@ -83,7 +88,12 @@ def pointer_text(
             "  }\n}\n"
         )
     if layout.runtime == "openvino-model-server":
-        config = {"name": model, "base_path": base_uri, "model_version_policy": {"specific": {"versions": [version]}}}
+        config = {
+            "name": model,
+            "base_path": base_uri,
+            "model_version_policy": {"specific": {"versions": [version]}},
+            "plugin_config": {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION.get(precision, "f32")},
+        }
         return json.dumps({"model_config_list": [{"config": config}]}, indent=2) + "\n"
 
     def tensors(kind: str, specs: list[TensorSpec]) -> str:
@@ -216,4 +226,8 @@ def validate_k8s(objects: list[dict]) -> None:
 def k8s_yaml(objects: list[dict]) -> str:
     import yaml
 
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    class PlainDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data) -> bool:  # no &id001 anchors: kubectl reads them, people do not
+            return True
+
+    return yaml.dump_all(objects, Dumper=PlainDumper, sort_keys=False)

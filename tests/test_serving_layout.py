@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tasks.records import TensorSpec
-from tasks.serving_layout import k8s_objects, layout_for, pointer_text, upload_order, validate_k8s
+from tasks.serving_layout import k8s_objects, k8s_yaml, layout_for, pointer_text, upload_order, validate_k8s
 
 INPUTS = [TensorSpec(name="input", shape=["batch", 3, 224, 224], dtype="float32")]
 OUTPUTS = [TensorSpec(name="logits", shape=["batch", 1000], dtype="float32")]
@@ -49,6 +49,7 @@ def test_pointers_pin_one_version_in_each_runtimes_own_config():
         pointer_text(layout_for("openvino", ["model.xml", "model.bin"]), "m", base, 4, INPUTS, OUTPUTS, 64)
     )
     assert ovms["model_config_list"][0]["config"]["model_version_policy"] == {"specific": {"versions": [4]}}
+    assert ovms["model_config_list"][0]["config"]["plugin_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
     triton = pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64)
     assert 'platform: "onnxruntime_onnx"' in triton and "max_batch_size: 64" in triton
     assert 'name: "input" data_type: TYPE_FP32 dims: [3, 224, 224]' in triton
@@ -74,6 +75,7 @@ def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_valid
     assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
     assert "--model_config_file=s3://b/models/mobilenet_v2/models.config" in container["args"]
     assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
+    assert "&id" not in k8s_yaml([deployment, service])  # plain YAML, no anchors
     cpu, _ = k8s_objects(layout_for("openvino", ["model.xml"]), "m", 1, "openvino", "s3://b/m/config.json", "s3://b", "http://minio:9000", "eu-west-1")  # fmt: skip
     assert "aws.amazon.com/neuron" not in cpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
 
