@@ -32,9 +32,9 @@ from datetime import timedelta
 from typing import get_args
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from tasks import pipeline
+from tasks import pipeline, retrain
 from tasks.export import SOURCE_MODULES
 from tasks.models import ARCHITECTURES
 from tasks.plan import KNOWN_PRECISIONS
@@ -45,9 +45,13 @@ DEFAULTS = PipelineParams()
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
 
 
+MODEL_EXPORTED = Asset(retrain.MODEL_EXPORTED)
+MODEL_REGISTERED = Asset(retrain.MODEL_REGISTERED)
+
+
 @dag(
     dag_id="compile_pipeline",
-    schedule=None,
+    schedule=[MODEL_EXPORTED],  # every retrain (retrain_to_deploy); and by hand from the trigger form
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     doc_md=__doc__,
@@ -118,7 +122,11 @@ def compile_pipeline():
     @task
     def start() -> dict:
         context = get_current_context()
-        return pipeline.start(dict(context["params"]), context["run_id"])
+        params = dict(context["params"])
+        events = (context.get("triggering_asset_events") or {}).get(MODEL_EXPORTED) or []
+        if events:  # started by a retrain: its model, with the compile params it asked for
+            params = retrain.params_from_event(params, events[-1].extra)
+        return pipeline.start(params, context["run_id"])
 
     @task
     def export(ctx: dict) -> dict:
@@ -132,7 +140,8 @@ def compile_pipeline():
     def plan(ctx: dict, exported: dict) -> list[dict]:
         return pipeline.plan(ctx, exported)
 
-    @task(map_index_template="{{ config_key }}")
+    # Compilers run on CPU workers (queue compile), at most pool compiler_slots at a time.
+    @task(map_index_template="{{ config_key }}", queue="compile", pool="compiler_slots")
     def compile_config(ctx: dict, exported: dict, dataset: dict, config: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(config)
         return pipeline.compile(ctx, exported, dataset, config)
@@ -141,13 +150,14 @@ def compile_pipeline():
     def baseline(ctx: dict, exported: dict, dataset: dict) -> dict:
         return pipeline.baseline(ctx, exported, dataset)
 
-    @task(map_index_template="{{ config_key }}")
+    # Validation and benchmarks run where the device is (queue accelerator: the Inferentia hosts).
+    @task(map_index_template="{{ config_key }}", queue="accelerator")
     def validate(ctx: dict, artifact: dict, dataset: dict, baseline: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
         return pipeline.validate(ctx, artifact, dataset, baseline)
 
     # One benchmark at a time: parallel benchmarks on one host would measure each other.
-    @task(map_index_template="{{ config_key }}", max_active_tis_per_dag=1)
+    @task(map_index_template="{{ config_key }}", queue="accelerator", max_active_tis_per_dag=1)
     def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
         return pipeline.benchmark(ctx, artifact, dataset)
@@ -160,9 +170,13 @@ def compile_pipeline():
     def record(ctx: dict, exported: dict, dataset: dict, baseline: dict, outcomes: list[dict]) -> dict:
         return pipeline.record(ctx, exported, dataset, baseline, outcomes)
 
-    @task(**NETWORK_RETRIES)
+    @task(outlets=[MODEL_REGISTERED], **NETWORK_RETRIES)
     def register(ctx: dict, exported: dict, dataset: dict, recorded: dict) -> dict:
-        return pipeline.register(ctx, exported, dataset, recorded)
+        registration = pipeline.register(ctx, exported, dataset, recorded)
+        get_current_context()["outlet_events"][MODEL_REGISTERED].extra = {
+            k: registration[k] for k in ("registered_model", "version", "model_uri")
+        }
+        return registration
 
     @task(trigger_rule="all_done")
     def finalize() -> str:

@@ -4,8 +4,8 @@
 Puts what a reviewer approved on S3 for serving. A reviewer approves a registered version by
 moving alias `champion` to it in the MLflow registry (or rejects it with tag `review=rejected`).
 
-- **Scheduled** (every 10 minutes, no model given): promotes every `champion` that has not been
-  promoted yet.
+- **Scheduled** (every 10 minutes, and whenever `compile_pipeline` registers a version: Asset
+  `model_registered`; no model given): promotes every `champion` that has not been promoted yet.
 - **By hand**: `model_name` and `version` (a number or an alias; default `champion`), or
   `rollback_to` (a committed serving version) to point serving back to it.
 
@@ -22,16 +22,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
 from tasks import promotion
+from tasks.retrain import MODEL_REGISTERED
 
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
 
 
 @dag(
     dag_id="promote_model",
-    schedule=timedelta(minutes=10),
+    # polls the registry every 10 minutes, and runs at once when compile_pipeline registers a version
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable("*/10 * * * *", timezone="UTC"), assets=[Asset(MODEL_REGISTERED)]
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # one promotion at a time per deployment; S3 claims keep concurrent ones apart anyway

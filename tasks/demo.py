@@ -52,9 +52,17 @@ def airflow(args: list[str], settings: Settings, log_path: Path, echo_progress: 
         return process.wait()
 
 
+COMPILER_SLOTS_POOL = "compiler_slots"
+
+
 def ensure_airflow_db(settings: Settings, log_path: Path) -> None:
+    """Migrate the metadata DB and create the pool compile tasks run in (COMPILER_SLOTS, default 2)."""
     if airflow(["db", "migrate"], settings, log_path) != 0:
         raise SystemExit(f"airflow db migrate failed; see {log_path}")
+    slots = os.environ.get("COMPILER_SLOTS", "2")
+    description = "compile tasks at once (each a compiler child process with its memory limit)"
+    if airflow(["pools", "set", COMPILER_SLOTS_POOL, slots, description], settings, log_path) != 0:
+        raise SystemExit(f"airflow pools set {COMPILER_SLOTS_POOL} failed; see {log_path}")
 
 
 # The main job on the built-in example (every target; the ones that cannot run here are listed with

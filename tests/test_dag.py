@@ -23,18 +23,30 @@ def test_dag_files_import_without_errors():
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
     dag = bag.dags["compile_pipeline"]
-    assert dag.schedule is None
     assert {"start", "export", "compile_config", "validate", "benchmark", "register", "finalize"} <= set(dag.task_dict)
     assert "promote" not in dag.task_dict  # only what a reviewer approves goes to S3 (promote_model)
     assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
     assert dag.task_dict["register"].retries == 3 and dag.task_dict["compile_config"].retries == 0
+    # compile on CPU workers in a pool of slots; validate and benchmark where the accelerator is
+    assert (dag.task_dict["compile_config"].queue, dag.task_dict["compile_config"].pool) == (
+        "compile",
+        "compiler_slots",
+    )
+    assert dag.task_dict["validate"].queue == dag.task_dict["benchmark"].queue == "accelerator"
+    # chained by Assets: retrain_to_deploy -> model_exported -> compile_pipeline -> model_registered -> promote_model
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["model_exported"]
+    assert [a.name for a in dag.task_dict["register"].outlets] == ["model_registered"]
+    retrain = bag.dags["retrain_to_deploy"]
+    assert [a.name for a in retrain.task_dict["train_and_export"].outlets] == ["model_exported"]
+    assert retrain.timetable.expression == "0 3 * * 1"
     promote = bag.dags["promote_model"]
-    assert promote.schedule is not None and promote.catchup is False  # polls the registry for new champions
+    assert promote.catchup is False and promote.timetable.timetable.expression == "*/10 * * * *"  # polls for new champions
+    assert [a.name for a in promote.timetable.asset_condition.objects] == ["model_registered"]
     assert set(promote.task_dict) == {"find", "promote", "smoke_test", "serve"}
     assert promote.task_dict["promote"].retries == 3 and promote.task_dict["smoke_test"].retries == 0
 
 
-@pytest.mark.parametrize("dag_file", ["compile_pipeline.py", "promote_model.py"])
+@pytest.mark.parametrize("dag_file", ["compile_pipeline.py", "promote_model.py", "retrain_to_deploy.py"])
 def test_dag_parse_imports_no_heavy_framework(dag_file):
     probe = (
         "import sys, time, runpy; t = time.perf_counter(); "
@@ -132,3 +144,33 @@ def test_an_unknown_target_is_refused_before_any_work(local_services):
     assert code != 0 and report_path is None  # refused at trigger time by the param schema
     log = (local_services.home / "demo" / "airflow-dags-test.log").read_text()
     assert "tensorrtx" in log
+
+
+@pytest.mark.integration
+def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_needs(local_services):
+    from tasks.demo import airflow, ensure_airflow_db
+    from tasks.retrain import params_from_event
+
+    log = local_services.home / "demo" / "retrain.log"
+    ensure_airflow_db(local_services, log)
+    assert airflow(["dags", "test", "retrain_to_deploy"], local_services, log) == 0
+    probe = (
+        "import json; from airflow.utils.session import create_session; from airflow.models.asset import AssetEvent;"
+        "from sqlalchemy import select\n"
+        "with create_session() as s:\n"
+        "    print(json.dumps([e.extra for e in s.scalars(select(AssetEvent).where("
+        "AssetEvent.source_dag_id == 'retrain_to_deploy')).all()]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=airflow_env(local_services), capture_output=True, text=True, check=True
+    )
+    (extra,) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert extra["framework"] == "tensorflow" and len(extra["sha256"]) == 64
+    assert extra["inputs"] == [{"name": "image", "shape": ["batch", 8, 8, 1], "dtype": "float32"}]
+    assert Path(extra["model_uri"].removeprefix("file://"), "saved_model.pb").is_file()
+    # what compile_pipeline's start makes of it: the event's model and compile params over the form's defaults
+    params = params_from_event(
+        {"model_name": "mobilenet_v2", "dataset": "builtin:photos", "top5_tolerance_pp": 1.0}, extra
+    )
+    assert params["model_uri"] == extra["model_uri"] and params["model_name"] == "keras-digits"
+    assert params["dataset"] == "builtin:digits" and params["top5_tolerance_pp"] == 1.0
