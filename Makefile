@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv demo test test-fast bench lint stop status clean
+.PHONY: venv browser demo test test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -16,12 +16,18 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
+## Debian's Chromium and ChromeDriver, for the browser test of the Airflow UI page (installed once).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
 	$(PY) -m tasks.demo
 
 ## The whole test suite (unit, integration against real local services, airflow dags test).
-test: venv
+test: venv browser
 	$(PY) -m pytest
 
 ## Only the tests that need no services and no DAG run.

@@ -1,12 +1,17 @@
 """The DAG itself: it parses cleanly and light, and `airflow dags test` runs the whole pipeline."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import free_port
 
 from tasks.demo import airflow_env, approve_and_promote, run_pipeline
 from tasks.promote import Store
@@ -14,6 +19,8 @@ from tasks.settings import PROJECT_ROOT
 from tasks.settings import load as load_settings
 from tasks.storage import s3_client
 
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's, installed by make test
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # screenshots of the browser test
 HEAVY_MODULES = ("torch", "tensorflow", "openvino", "onnxruntime", "mlflow", "onnx", "sklearn", "skimage")
 
 
@@ -40,7 +47,9 @@ def test_dag_files_import_without_errors():
     assert [a.name for a in retrain.task_dict["train_and_export"].outlets] == ["model_exported"]
     assert retrain.timetable.expression == "0 3 * * 1"
     promote = bag.dags["promote_model"]
-    assert promote.catchup is False and promote.timetable.timetable.expression == "*/10 * * * *"  # polls for new champions
+    assert (
+        promote.catchup is False and promote.timetable.timetable.expression == "*/10 * * * *"
+    )  # polls for new champions
     assert [a.name for a in promote.timetable.asset_condition.objects] == ["model_registered"]
     assert set(promote.task_dict) == {"find", "promote", "smoke_test", "serve"}
     assert promote.task_dict["promote"].retries == 3 and promote.task_dict["smoke_test"].retries == 0
@@ -62,9 +71,9 @@ def test_dag_parse_imports_no_heavy_framework(dag_file):
     assert result["seconds"] < 30  # Airflow's dagbag_import_timeout: past it the file is an import error
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
+@pytest.fixture(scope="module")
+def e2e_run(local_services):
+    """One full compile_pipeline run through airflow dags test: (exit code, report path)."""
     conf = {
         "model_name": "mobilenet-e2e",
         "batch_sizes": [1, 4],
@@ -74,6 +83,16 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     }
     code, report_path = run_pipeline(local_services, conf)
     assert code == 0 and report_path is not None
+    # nothing reaches S3 until a reviewer approves; then promote_model commits, smoke-tests and serves it
+    keys_before_review = Store(local_services, "mobilenet-e2e").keys("")
+    promote_code = approve_and_promote(local_services, json.loads(Path(report_path).read_text()))
+    return report_path, keys_before_review, promote_code
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run):
+    report_path, keys_before_review, promote_code = e2e_run
     report = json.loads(Path(report_path).read_text())
     assert report["status"] == "success"
     assert [c["key"] for c in report["configs"]] == [
@@ -111,10 +130,8 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services):
     gate_files = {a.path for a in client.list_artifacts(parent.info.run_id, "gate")}
     assert {"gate/validation_result.json", "gate/data_docs"} <= gate_files
 
-    # nothing reaches S3 until a reviewer approves; then promote_model commits, smoke-tests and serves it
     store = Store(local_services, "mobilenet-e2e")
-    assert store.keys("") == []
-    assert approve_and_promote(local_services, report) == 0
+    assert keys_before_review == [] and promote_code == 0
     ((number, manifest),) = store.committed().items()
     assert manifest["mlflow"]["version"] == candidate.version and manifest["mlflow"]["run_id"] == candidate.run_id
     runtime_config = "config.json" if manifest["runtime"] == "openvino-model-server" else "config.pbtxt"
@@ -174,3 +191,68 @@ def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_need
     )
     assert params["model_uri"] == extra["model_uri"] and params["model_name"] == "keras-digits"
     assert params["dataset"] == "builtin:digits" and params["top5_tolerance_pp"] == 1.0
+
+
+@pytest.fixture
+def airflow_ui(local_services):
+    """Airflow's API server (UI, REST API, plugins) on a free port, with the project's plugins; stopped after."""
+    port = free_port()
+    env = {**airflow_env(local_services), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    log = local_services.home / "demo" / "api-server.log"
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "airflow"), "api-server", "--port",
+                               str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(1)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_compile_reports_page_shows_the_run_in_a_real_browser(e2e_run, airflow_ui):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    report = json.loads(Path(e2e_run[0]).read_text())
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(f"{airflow_ui}/compile-reports/")
+        run = browser.find_element(By.CSS_SELECTOR, f"section.run[data-run-id='{report['run_id']}']")
+        assert "mobilenet-e2e" in run.text and f"selected {report['selected']}" in run.text
+        rows = {
+            r.find_elements(By.TAG_NAME, "td")[0].text: r.text for r in run.find_elements(By.CSS_SELECTOR, "tr")[1:]
+        }
+        assert set(rows) == {c["key"] for c in report["configs"]} and "fail" in rows["onnxruntime-int8"]
+        plot = run.find_element(By.TAG_NAME, "img")  # the throughput plot, fetched from MLflow through the plugin
+        WebDriverWait(browser, 30).until(lambda _: browser.execute_script("return arguments[0].naturalWidth", plot) > 0)
+        links = [a.get_attribute("href") for a in run.find_elements(By.TAG_NAME, "a")]
+        assert any(f"/runs/{report['mlflow']['run_id']}" in h for h in links)
+        assert any(f"/models/mobilenet-e2e/versions/{report['mlflow']['version']}" in h for h in links)
+        assert "serving: s3://" in run.text  # promoted by the end-to-end test
+        browser.save_screenshot(str(ARTIFACTS / "compile_reports.png"))
+        # and the page has its entry in the Airflow UI's navigation
+        browser.get(f"{airflow_ui}/")
+        WebDriverWait(browser, 60).until(lambda b: "Compile reports" in b.page_source)
+        browser.save_screenshot(str(ARTIFACTS / "airflow_nav.png"))
+    finally:
+        browser.quit()
