@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv browser demo test test-fast bench lint stop status clean
+.PHONY: venv browser demo airflow test test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ browser:
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
 	$(PY) -m tasks.demo
+
+## Airflow as a user runs it: standalone (UI, scheduler, DAG processor) with the DAGs, plugin, pool and
+## connections, beside the local MLflow and S3 (reused if running). Prints the URL and login.
+airflow: venv
+	$(PY) -m tasks.airflow_local
 
 ## The whole test suite (unit, integration against real local services, airflow dags test).
 test: venv browser

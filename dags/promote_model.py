@@ -19,6 +19,7 @@ in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
@@ -32,9 +33,10 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
 
 @dag(
     dag_id="promote_model",
-    # polls the registry every 10 minutes, and runs at once when compile_pipeline registers a version
+    # polls the registry every 10 minutes (PROMOTE_SCHEDULE), and runs at once when compile_pipeline registers a version
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("*/10 * * * *", timezone="UTC"), assets=[Asset(MODEL_REGISTERED)]
+        timetable=CronTriggerTimetable(os.environ.get("PROMOTE_SCHEDULE", "*/10 * * * *"), timezone="UTC"),
+        assets=[Asset(MODEL_REGISTERED)],
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,

@@ -1,0 +1,111 @@
+"""``make airflow``: Airflow as a user runs it, locally: ``airflow standalone`` (API server and UI,
+scheduler, DAG processor, triggerer; LocalExecutor on SQLite) with the project's DAGs and plugin,
+its connections and pool, beside the local MLflow and S3 services (started, or reused if running).
+
+Prints the URL and the login, then stays in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tasks import services
+from tasks import settings as settings_module
+from tasks.demo import airflow, airflow_env, ensure_airflow_db
+from tasks.settings import Settings
+
+ADMIN = "admin"
+
+
+def standalone_env(settings: Settings, port: int) -> dict[str, str]:
+    home = Path(airflow_env(settings)["AIRFLOW_HOME"])
+    return {
+        **airflow_env(settings),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__LAZY_LOAD_PLUGINS": "False",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
+
+
+def configure(settings: Settings, log_path: Path) -> None:
+    """Metadata DB, pool compiler_slots, and the connections a deployment would hold (S3 endpoint, MLflow)."""
+    ensure_airflow_db(settings, log_path)
+    connections = {
+        "aws_default": {"conn_type": "aws", "extra": {"endpoint_url": settings.s3_endpoint_url or ""}},
+        "mlflow_default": {"conn_type": "http", "host": settings.mlflow_tracking_uri},
+    }
+    for conn_id, fields in connections.items():
+        airflow(["connections", "delete", conn_id], settings, log_path)  # absent the first time
+        args = ["connections", "add", conn_id, "--conn-json", json.dumps(fields)]
+        if airflow(args, settings, log_path) != 0:
+            raise SystemExit(f"airflow connections add {conn_id} failed; see {log_path}")
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"airflow standalone did not come up at {url}") from None
+            time.sleep(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.airflow_local", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
+    port = parser.parse_args(argv).port
+    settings = settings_module.load()
+    services.start(settings, log=lambda m: print("  " + m))
+    log_path = settings.home / "airflow" / "standalone.log"
+    configure(settings, log_path)
+    env = standalone_env(settings, port)
+    Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, process)
+        print(f"Airflow: {url}  (login {ADMIN} / {ADMIN}; log {log_path})")
+        print(f"MLflow:  {settings.mlflow_tracking_uri}   S3 endpoint: {settings.s3_endpoint_url}")
+        print("Trigger compile_pipeline from its form (Dags -> compile_pipeline -> Trigger), or:")
+        print(
+            f"  AIRFLOW_HOME={env['AIRFLOW_HOME']} airflow dags trigger compile_pipeline -c '{{\"batch_sizes\": [1, 8]}}'"
+        )
+        print("Ctrl-C stops Airflow; `make stop` stops MLflow and S3.", flush=True)
+        return process.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
