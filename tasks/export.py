@@ -151,6 +151,39 @@ def exporter_identity(module) -> dict[str, str]:
     return {"code_sha256": code.hexdigest(), **{name: package_version(name) for name in module.EXPORTER_PACKAGES}}
 
 
+def fetch_s3_source(uri: str, dest: Path) -> Path:
+    """Download ``s3://bucket/key`` (a file) or ``s3://bucket/prefix/`` (a directory, e.g. a SavedModel)."""
+    from botocore.exceptions import ClientError
+
+    from tasks import settings as settings_module
+    from tasks.storage import error_code, s3_client, split_s3_uri
+
+    bucket, key = split_s3_uri(uri)
+    client = s3_client(settings_module.load())
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+        path = dest / Path(key).name
+        dest.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(path))
+        return path
+    except ClientError as exc:
+        if error_code(exc) not in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key.rstrip("/") + "/")
+    try:
+        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    except ClientError as exc:
+        raise ModelLoadError(f"model {uri} cannot be read: {error_code(exc) or exc}") from exc
+    if not keys:
+        raise ModelLoadError(f"model {uri} does not exist (no such object or prefix)")
+    root = dest / Path(key.rstrip("/")).name
+    for item in keys:
+        path = root / item[len(key.rstrip("/")) + 1 :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, item, str(path))
+    return root
+
+
 def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
     check_framework(params)
     out_dir = Path(out_dir)
@@ -158,7 +191,10 @@ def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
         shutil.rmtree(out_dir)  # a retried export starts clean
     out_dir.mkdir(parents=True)
     module = source_module(params.framework)
-    exported = module.export(params, out_dir)
+    source_uri = params.model_uri
+    if source_uri.startswith("s3://"):  # read it like a local file; the records keep the S3 URI
+        params = params.model_copy(update={"model_uri": str(fetch_s3_source(source_uri, out_dir / "source"))})
+    exported = module.export(params, out_dir).model_copy(update={"source_uri": source_uri})
     flops = None
     if "onnx" in exported.formats:
         from tasks.flops import count_onnx

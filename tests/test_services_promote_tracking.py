@@ -62,3 +62,22 @@ def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
     logits = model.predict(inputs)
     assert logits.shape == (3, 1000)
     assert int(np.argmax(logits[0])) in {281, 282, 285}
+
+
+def test_a_model_on_s3_is_exported_like_a_local_one(local_services, exported, tmp_path):
+    from tasks.export import ModelLoadError, export_model
+    from tasks.files import local_path, sha256_file
+    from tasks.storage import s3_client
+
+    client = s3_client(local_services)
+    client.create_bucket(Bucket="trained-models")
+    onnx = local_path(exported.formats["onnx"].uri)
+    client.upload_file(str(onnx), "trained-models", "mobilenet/model.onnx")
+    params = PipelineParams(
+        model_name="from-s3", model_uri="s3://trained-models/mobilenet/model.onnx", framework="onnx"
+    )
+    from_s3 = export_model(params, tmp_path / "export")
+    assert from_s3.source_uri == "s3://trained-models/mobilenet/model.onnx"
+    assert from_s3.source_sha256 == sha256_file(onnx) and from_s3.inputs == exported.inputs
+    with pytest.raises(ModelLoadError, match="model s3://trained-models/missing.onnx does not exist"):
+        export_model(params.model_copy(update={"model_uri": "s3://trained-models/missing.onnx"}), tmp_path / "missing")
