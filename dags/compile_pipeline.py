@@ -63,7 +63,8 @@ MODEL_REGISTERED = Asset(retrain.MODEL_REGISTERED)
         "model_uri": Param(DEFAULTS.model_uri, type="string", minLength=1, title="Model",
                            description="pytorch: a state dict (.pt/.pth, loaded weights-only) or module:pkg.mod:fn; "
                                        "torchscript: a .pt file; onnx: a .onnx file; tensorflow: a SavedModel dir; "
-                                       "each a local path or an s3:// URI (a key, or a prefix for a directory). "
+                                       "each a local path or an s3:// URI (a key, or a prefix for a directory); "
+                                       "or a registered MLflow model in the ONNX flavor, models:/<name>/<version>. "
                                        "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits."),
         "architecture": Param(DEFAULTS.architecture, enum=sorted(ARCHITECTURES), title="Architecture",
                               description="For a PyTorch state dict: the architecture to rebuild."),

@@ -184,6 +184,26 @@ def fetch_s3_source(uri: str, dest: Path) -> Path:
     return root
 
 
+def fetch_registered_source(uri: str, dest: Path) -> Path:
+    """The model file of a registered MLflow model (``models:/<name>/<version or @alias>``): ONNX flavor only."""
+    import mlflow
+
+    from tasks import settings as settings_module
+
+    mlflow.set_tracking_uri(settings_module.load().mlflow_tracking_uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest)))
+    except Exception as exc:
+        raise ModelLoadError(f"registered model {uri} cannot be read: {str(exc).splitlines()[0][:300]}") from exc
+    flavors = mlflow.models.Model.load(str(local / "MLmodel")).flavors
+    if "onnx" not in flavors:
+        raise ModelLoadError(
+            f"registered model {uri} has flavors {sorted(flavors)}; registered models are read in the ONNX flavor "
+            "(mlflow.onnx.log_model); give other models as a file or s3:// URI"
+        )
+    return local / flavors["onnx"]["data"]
+
+
 def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
     check_framework(params)
     out_dir = Path(out_dir)
@@ -194,6 +214,10 @@ def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
     source_uri = params.model_uri
     if source_uri.startswith("s3://"):  # read it like a local file; the records keep the S3 URI
         params = params.model_copy(update={"model_uri": str(fetch_s3_source(source_uri, out_dir / "source"))})
+    elif source_uri.startswith("models:/"):
+        if params.framework != "onnx":
+            raise ModelLoadError(f"registered model {source_uri} is read as ONNX: set framework to onnx")
+        params = params.model_copy(update={"model_uri": str(fetch_registered_source(source_uri, out_dir / "source"))})
     exported = module.export(params, out_dir).model_copy(update={"source_uri": source_uri})
     flops = None
     if "onnx" in exported.formats:

@@ -81,3 +81,22 @@ def test_a_model_on_s3_is_exported_like_a_local_one(local_services, exported, tm
     assert from_s3.source_sha256 == sha256_file(onnx) and from_s3.inputs == exported.inputs
     with pytest.raises(ModelLoadError, match="model s3://trained-models/missing.onnx does not exist"):
         export_model(params.model_copy(update={"model_uri": "s3://trained-models/missing.onnx"}), tmp_path / "missing")
+
+
+def test_a_registered_onnx_model_is_a_source(local_services, exported, tmp_path):
+    import onnx
+
+    from tasks.export import ModelLoadError, export_model
+    from tasks.files import local_path
+
+    mlflow.set_tracking_uri(local_services.mlflow_tracking_uri)
+    with mlflow.start_run():
+        mlflow.onnx.log_model(onnx.load(local_path(exported.formats["onnx"].uri)), name="model",
+                              registered_model_name="trained-onnx")  # fmt: skip
+    params = PipelineParams(model_name="from-registry", model_uri="models:/trained-onnx/1", framework="onnx")
+    from_registry = export_model(params, tmp_path / "export")
+    assert from_registry.source_uri == "models:/trained-onnx/1" and from_registry.inputs == exported.inputs
+    with pytest.raises(ModelLoadError, match="is read as ONNX: set framework to onnx"):
+        export_model(params.model_copy(update={"framework": "pytorch"}), tmp_path / "pytorch")
+    with pytest.raises(ModelLoadError, match="registered model models:/no-such-model/1 cannot be read"):
+        export_model(params.model_copy(update={"model_uri": "models:/no-such-model/1"}), tmp_path / "missing")
