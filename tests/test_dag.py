@@ -170,18 +170,25 @@ def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_need
 
     log = local_services.home / "demo" / "retrain.log"
     ensure_airflow_db(local_services, log)
-    assert airflow(["dags", "test", "retrain_to_deploy"], local_services, log) == 0
     probe = (
         "import json; from airflow.utils.session import create_session; from airflow.models.asset import AssetEvent;"
         "from sqlalchemy import select\n"
         "with create_session() as s:\n"
         "    print(json.dumps([e.extra for e in s.scalars(select(AssetEvent).where("
-        "AssetEvent.source_dag_id == 'retrain_to_deploy')).all()]))"
+        "AssetEvent.source_dag_id == 'retrain_to_deploy').order_by(AssetEvent.id)).all()]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], env=airflow_env(local_services), capture_output=True, text=True, check=True
-    )
-    (extra,) = json.loads(out.stdout.strip().splitlines()[-1])
+
+    def events() -> list[dict]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=airflow_env(local_services), capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    before = events()  # other tests of the session may have retrained already
+    assert airflow(["dags", "test", "retrain_to_deploy"], local_services, log) == 0
+    after = events()
+    assert after[: len(before)] == before
+    (extra,) = after[len(before) :]  # exactly one event from this run
     assert extra["framework"] == "tensorflow" and len(extra["sha256"]) == 64
     assert extra["inputs"] == [{"name": "image", "shape": ["batch", 8, 8, 1], "dtype": "float32"}]
     assert Path(extra["model_uri"].removeprefix("file://"), "saved_model.pb").is_file()
