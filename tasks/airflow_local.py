@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 from tasks import services
@@ -55,18 +53,6 @@ def configure(settings: Settings, log_path: Path) -> None:
             raise SystemExit(f"airflow connections add {conn_id} failed; see {log_path}")
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)
-            return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"airflow standalone did not come up at {url}") from None
-            time.sleep(2)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.airflow_local", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
@@ -87,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, process)
+        services.wait_until_answering("airflow standalone", process, f"{url}/api/v2/monitor/health", log_path, 300)
         print(f"Airflow: {url}  (login {ADMIN} / {ADMIN}; log {log_path})")
         print(f"MLflow:  {settings.mlflow_tracking_uri}   S3 endpoint: {settings.s3_endpoint_url}")
         print("Trigger compile_pipeline from its form (Dags -> compile_pipeline -> Trigger), or:")
@@ -98,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return process.wait()
     except KeyboardInterrupt:
         return 0
+    except services.ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -175,24 +175,25 @@ def _start_one(settings: Settings, service: Service, log) -> None:
             start_new_session=True, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     _pid_file(settings, service.name).write_text(str(process.pid))
-    deadline = time.monotonic() + service.start_timeout_s
+    wait_until_answering(service.name, process, service.health_url, log_path, service.start_timeout_s)
+    log(f"{service.name}: started on http://127.0.0.1:{service.port} (log {log_path})")
+
+
+def wait_until_answering(name: str, process: subprocess.Popen, url: str, log_path: Path, timeout_s: float) -> None:
+    """Wait until ``url`` answers 200; a process that exits or never answers is stopped and named, with its log."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise ServiceError(
-                f"{service.name} exited with code {process.returncode} while starting; log {log_path}:\n{tail}"
-            )
-        if _healthy(service.health_url):
-            log(f"{service.name}: started on http://127.0.0.1:{service.port} (log {log_path})")
+            raise ServiceError(f"{name} exited with code {process.returncode} while starting; log {log_path}:\n{tail}")
+        if _healthy(url):
             return
         time.sleep(0.5)
-    _stop_group(process.pid)
-    raise ServiceError(
-        f"{service.name} did not answer {service.health_url} within {service.start_timeout_s:.0f} s; log {log_path}"
-    )
+    stop_group(process.pid)
+    raise ServiceError(f"{name} did not answer {url} within {timeout_s:.0f} s; log {log_path}")
 
 
-def _stop_group(pid: int, grace_s: float = 10) -> None:
+def stop_group(pid: int, grace_s: float = 10) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -217,7 +218,7 @@ def stop(settings: Settings | None = None, log=print) -> None:
         if pid is None:
             log(f"{service.name}: not running")
         else:
-            _stop_group(pid)
+            stop_group(pid)
             log(f"{service.name}: stopped")
         _pid_file(settings, service.name).unlink(missing_ok=True)
 

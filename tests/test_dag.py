@@ -5,8 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -15,6 +13,7 @@ from conftest import free_port
 
 from tasks.demo import airflow_env, approve_and_promote, run_pipeline
 from tasks.promote import Store
+from tasks.services import wait_until_answering
 from tasks.settings import PROJECT_ROOT
 from tasks.settings import load as load_settings
 from tasks.storage import s3_client
@@ -212,14 +211,7 @@ def airflow_ui(local_services):
                               start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-                time.sleep(1)
+        wait_until_answering("airflow api-server", server, f"{url}/api/v2/monitor/health", log, 180)
         yield url
     finally:
         if server.poll() is None:

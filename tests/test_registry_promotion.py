@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 
 import kubernetes_validate
@@ -22,6 +21,7 @@ from tasks.files import local_path, sha256_file, to_uri, tree_sha256
 from tasks.pipeline import run_dir_for
 from tasks.promote import Candidate, PromotionError, Store, point_serving, promote
 from tasks.records import PipelineParams, RunContext
+from tasks.services import wait_until_answering
 from tasks.tracking import record, register
 
 pytestmark = pytest.mark.integration
@@ -255,17 +255,9 @@ def test_mlflow_models_serve_answers_for_the_champion(local_services, registered
         env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},  # its uvicorn
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                log = (tmp_path / "serve.log").read_text()[-3000:]
-                assert server.poll() is None and time.monotonic() < deadline, (
-                    f"mlflow models serve did not start:\n{log}"
-                )
-                time.sleep(1)
+        wait_until_answering(
+            "mlflow models serve", server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", 180
+        )
         cat = load(dataset_ref).inputs(0, 1)
         body = json.dumps({"inputs": next(iter(cat.values())).tolist()}).encode()
         request = urllib.request.Request(
