@@ -53,7 +53,34 @@ def configure(settings: Settings, log_path: Path) -> None:
             raise SystemExit(f"airflow connections add {conn_id} failed; see {log_path}")
 
 
+MARK = "COMPILE_PIPELINE_STANDALONE"  # in the environment of everything this standalone starts
+
+
+def stop_leftover_tasks(mark: str) -> None:
+    """Task processes the LocalExecutor started in sessions of their own and left running: they carry ``mark``."""
+    import psutil
+
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get(MARK) == mark:
+                process.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def pid_file(settings: Settings) -> Path:
+    """Where the standalone process's id is kept, so whoever started this can stop its whole group."""
+    return settings.home / "airflow" / "standalone.pid"
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C and SIGTERM both stop Airflow (a shell without job control starts background jobs with SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(prog="python -m tasks.airflow_local", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     port = parser.parse_args(argv).port
@@ -61,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     services.start(settings, log=lambda m: print("  " + m))
     log_path = settings.home / "airflow" / "standalone.log"
     configure(settings, log_path)
-    env = standalone_env(settings, port)
+    env = {**standalone_env(settings, port), MARK: str(os.getpid())}
     Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
     with open(log_path, "a") as log:
         process = subprocess.Popen(
@@ -71,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    pid_file(settings).write_text(str(process.pid))
     url = f"http://127.0.0.1:{port}"
     try:
         services.wait_until_answering("airflow standalone", process, f"{url}/api/v2/monitor/health", log_path, 300)
@@ -94,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        stop_leftover_tasks(env[MARK])
+        pid_file(settings).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

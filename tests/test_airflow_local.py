@@ -11,7 +11,8 @@ import pytest
 from conftest import free_port
 
 from tasks import registry
-from tasks.airflow_local import standalone_env
+from tasks.airflow_local import pid_file, standalone_env
+from tasks.services import stop_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -71,8 +72,12 @@ def test_a_retrain_is_compiled_through_the_asset_and_the_champion_promoted_by_th
                          lambda: client.get_model_version("keras-chain", candidate.version).tags.get("promoted_uri"), 300, log)  # fmt: skip
         assert promoted.endswith("/keras-chain/1/")
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        os.killpg(server.pid, signal.SIGTERM)  # make airflow's Ctrl-C: it stops standalone's whole process group
         try:
-            server.wait(timeout=90)
+            server.wait(timeout=120)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+        standalone = pid_file(local_services)
+        if standalone.exists():  # it did not get to stop Airflow: stop it here, or its scheduler runs other tests' DAGs
+            stop_group(int(standalone.read_text()))
+        assert server.returncode == 0, log.read_text()[-3000:]
