@@ -24,9 +24,10 @@ ADMIN = "admin"
 
 
 def standalone_env(settings: Settings, port: int) -> dict[str, str]:
-    home = Path(airflow_env(settings)["AIRFLOW_HOME"])
+    env = airflow_env(settings)
+    home = Path(env["AIRFLOW_HOME"])
     return {
-        **airflow_env(settings),
+        **env,
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

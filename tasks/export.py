@@ -189,8 +189,9 @@ def fetch_registered_source(uri: str, dest: Path) -> Path:
     import mlflow
 
     from tasks import settings as settings_module
+    from tasks.tracking import client
 
-    mlflow.set_tracking_uri(settings_module.load().mlflow_tracking_uri)
+    client(settings_module.load())  # points mlflow.artifacts at the tracking server
     try:
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest)))
     except Exception as exc:

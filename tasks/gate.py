@@ -28,6 +28,13 @@ SUITE = "compile_gate"
 RUN_SUBDIR = "gate"  # under the run directory
 RESULT_FILE = "validation_result.json"
 DOCS_DIR = "data_docs"
+
+
+def gate_dir(run_dir: str | Path) -> Path:
+    """Where a pipeline run's GX suite result and Data Docs go (logged to MLflow under the same name)."""
+    return Path(run_dir) / RUN_SUBDIR
+
+
 # Class-score checks apply to rows validated on labelled data, closeness checks to the others.
 LABELLED, UNLABELLED = "labelled==True", "labelled==False"
 

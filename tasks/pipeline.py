@@ -82,13 +82,6 @@ def _point(point) -> str:
     return f"{point.throughput:.1f} samples/s at batch {point.shape}, p99 {point.latency_ms_p99:.1f} ms{stability}"
 
 
-def gate_dir(run: RunContext) -> Path:
-    """Where the gate's GX suite result and Data Docs go."""
-    from tasks.gate import RUN_SUBDIR
-
-    return Path(run.run_dir) / RUN_SUBDIR
-
-
 def progress(stage: str, message: str) -> None:
     """One line per finished step; the demo shows these lines out of Airflow's log."""
     print(f"{PROGRESS_MARK} {stage:<9} {message}", flush=True)
@@ -262,7 +255,7 @@ def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
 
 def gate(ctx: dict, artifacts: list[dict], validations: list[dict], benchmarks: list[dict]) -> list[dict]:
     """Join each config's compile, validation and benchmark results (by config key) and gate them."""
-    from tasks.gate import gate_all
+    from tasks.gate import gate_all, gate_dir
 
     run = RunContext.model_validate(ctx)
     with _recorded(run, "gate"):
@@ -275,7 +268,7 @@ def gate(ctx: dict, artifacts: list[dict], validations: list[dict], benchmarks: 
                 by_key_v,
                 by_key_b,
                 run.params,
-                gate_dir(run),
+                gate_dir(run.run_dir),
             )
         ]
     for o in outcomes:

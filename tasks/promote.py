@@ -27,7 +27,7 @@ from tasks import serving_layout
 from tasks.files import local_path, sha256_file
 from tasks.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.settings import Settings
-from tasks.storage import error_code, s3_client
+from tasks.storage import error_code, region, s3_client
 
 MANIFEST = "manifest.json"
 STAGING = ".staging"
@@ -113,6 +113,13 @@ class Store:
             p["Prefix"].removeprefix(self.root).strip("/") for page in pages for p in page.get("CommonPrefixes", [])
         ]
         return sorted(int(n) for n in names if n.isdigit())
+
+    def manifest(self, number: int) -> dict:
+        """The commit marker of version ``number``; a version without one is refused by name."""
+        manifest = self.read_json(f"{number}/{MANIFEST}")
+        if manifest is None:
+            raise PromotionError(f"{self.model} version {number} is not a committed version on S3 (no {MANIFEST})")
+        return manifest
 
     def committed(self) -> dict[int, dict]:
         """Serving version -> manifest, for versions with a commit marker only."""
@@ -261,16 +268,13 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
 
 
 def committed_manifest(settings: Settings, model: str, number: int) -> dict:
-    manifest = Store(settings, model).read_json(f"{number}/{MANIFEST}")
-    if manifest is None:
-        raise PromotionError(f"{model} version {number} is not a committed version on S3 (no {MANIFEST})")
-    return manifest
+    return Store(settings, model).manifest(number)
 
 
 def point_serving(settings: Settings, model: str, number: int) -> dict:
     """Move the runtime's pointer to committed version ``number`` and write its Kubernetes objects."""
     store = Store(settings, model)
-    manifest = committed_manifest(settings, model, number)
+    manifest = store.manifest(number)
     layout = serving_layout.layout_for(manifest["target"], [f["artifact_path"] for f in manifest["files"]])
     inputs = [TensorSpec.model_validate(s) for s in manifest["inputs"]]
     outputs = [TensorSpec.model_validate(s) for s in manifest["outputs"]]
@@ -286,7 +290,7 @@ def point_serving(settings: Settings, model: str, number: int) -> dict:
         pointer_uri=store.uri(layout.pointer_file),
         repository_uri=f"s3://{store.bucket}/{settings.serving_prefix}".rstrip("/"),
         s3_endpoint_url=settings.s3_endpoint_url,
-        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        region=region(),
     )
     serving_layout.validate_k8s(objects)
     k8s_key = f"{K8S_DIR}/{number}.yaml"

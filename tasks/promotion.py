@@ -13,14 +13,10 @@ from pathlib import Path
 
 from tasks import registry
 from tasks import settings as settings_module
-from tasks.pipeline import PROGRESS_MARK
+from tasks.pipeline import progress
 from tasks.promote import PromotionError, committed_manifest, point_serving
 from tasks.promote import promote as promote_candidate
 from tasks.records import Promotion
-
-
-def progress(stage: str, message: str) -> None:
-    print(f"{PROGRESS_MARK} {stage:<9} {message}", flush=True)
 
 
 def requests(params: dict) -> list[dict]:

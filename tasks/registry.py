@@ -15,18 +15,12 @@ from tasks.files import to_uri
 from tasks.promote import Candidate, PromotionError
 from tasks.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.settings import Settings
+from tasks.tracking import client
 
 CHAMPION_ALIAS = "champion"
 REVIEW_TAG, REJECTED = "review", "rejected"
 PROMOTED_TAG = "promoted_uri"  # set on a registry version once it is committed and serving points at it
 SMOKE_SAMPLES = "smoke/samples.npz"  # logged at registration: inputs and the compiled outputs at validation
-
-
-def client(settings: Settings):
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient(settings.mlflow_tracking_uri)
 
 
 def resolve(settings: Settings, model: str, version_or_alias: str):

@@ -324,8 +324,9 @@ def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
     """Attach the reports to the pipeline's parent run (made here if the run failed before recording)."""
     import mlflow
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    client = mlflow.MlflowClient(settings.mlflow_tracking_uri)
+    from tasks.tracking import client as mlflow_client
+
+    client = mlflow_client(settings)
     run_id = report["mlflow"]["run_id"]
     if run_id is None:
         experiment = mlflow.set_experiment(settings.experiment)

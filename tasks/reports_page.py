@@ -12,17 +12,11 @@ import json
 import tempfile
 from pathlib import Path
 
+from tasks.plots import THROUGHPUT_PNG
 from tasks.settings import Settings
+from tasks.tracking import PIPELINE_RUN_TAG, client, run_url
 
-PIPELINE_RUN_TAG = "pipeline_run_id"
-THROUGHPUT_PLOT = "plots/throughput_vs_batch.png"
-
-
-def _client(settings: Settings):
-    import mlflow
-
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return mlflow.MlflowClient(settings.mlflow_tracking_uri)
+THROUGHPUT_PLOT = f"plots/{THROUGHPUT_PNG}"
 
 
 def _served_versions(settings: Settings, model: str) -> dict[str, str]:
@@ -38,22 +32,21 @@ def _served_versions(settings: Settings, model: str) -> dict[str, str]:
 
 def collect(settings: Settings, limit: int = 20) -> list[dict]:
     """The latest pipeline runs, newest first, each as its report.json plus links."""
-    client = _client(settings)
-    experiment = client.get_experiment_by_name(settings.experiment)
+    tracking = client(settings)
+    experiment = tracking.get_experiment_by_name(settings.experiment)
     if experiment is None:
         return []
-    runs = client.search_runs(
+    runs = tracking.search_runs(  # the pipeline tag is on parent runs only, not on the config runs under them
         [experiment.experiment_id],
         filter_string=f"tags.{PIPELINE_RUN_TAG} != ''",
         order_by=["attributes.start_time DESC"],
-        max_results=limit * 10,  # config runs carry no pipeline tag, but be generous
+        max_results=limit,
     )
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags][:limit]
     rows, served = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for run in parents:
+        for run in runs:
             try:
-                path = client.download_artifacts(run.info.run_id, "report.json", tmp)
+                path = tracking.download_artifacts(run.info.run_id, "report.json", tmp)
             except Exception:  # noqa: BLE001 - a run still in progress has no report yet
                 continue
             report = json.loads(Path(path).read_text())
@@ -61,18 +54,19 @@ def collect(settings: Settings, limit: int = 20) -> list[dict]:
             if model and model not in served:
                 served[model] = _served_versions(settings, model)
             version = report["mlflow"].get("version")
-            base = f"{settings.mlflow_tracking_uri}/#/experiments/{experiment.experiment_id}"
             rows.append(
                 {
                     "report": report,
                     "model": model,
                     "mlflow_run_id": run.info.run_id,
-                    "mlflow_run_url": f"{base}/runs/{run.info.run_id}",
+                    "mlflow_run_url": run_url(settings, experiment.experiment_id, run.info.run_id),
                     "registered_url": f"{settings.mlflow_tracking_uri}/#/models/{model}/versions/{version}"
                     if version
                     else "",
                     "s3_uri": served.get(model, {}).get(str(version), "") if version else "",
-                    "has_plot": any(a.path == THROUGHPUT_PLOT for a in client.list_artifacts(run.info.run_id, "plots")),
+                    "has_plot": any(
+                        a.path == THROUGHPUT_PLOT for a in tracking.list_artifacts(run.info.run_id, "plots")
+                    ),
                 }
             )
     return rows
@@ -80,7 +74,7 @@ def collect(settings: Settings, limit: int = 20) -> list[dict]:
 
 def plot_png(settings: Settings, run_id: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
-        return Path(_client(settings).download_artifacts(run_id, THROUGHPUT_PLOT, tmp)).read_bytes()
+        return Path(client(settings).download_artifacts(run_id, THROUGHPUT_PLOT, tmp)).read_bytes()
 
 
 def _cell(value, spec: str = "") -> str:

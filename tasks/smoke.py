@@ -7,15 +7,14 @@ samples recorded at registration; the outputs must match the ones recorded at va
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from tasks import targets
-from tasks.files import to_uri
-from tasks.promote import PromotionError, Store, committed_manifest
+from tasks.files import sha256_file, to_uri
+from tasks.promote import PromotionError, Store
 from tasks.records import CompileConfig, CompiledArtifact, Record
 from tasks.settings import Settings
 from tasks.validate import ArrayInputs, closeness, run_batched, top_k
@@ -36,14 +35,13 @@ class SmokeResult(Record):
 
 def download_version(settings: Settings, model: str, number: int, dest: Path) -> CompiledArtifact:
     """The committed files of ``<model>/<number>/``, verified, as a compiled artifact in ``dest``."""
-    manifest = committed_manifest(settings, model, number)
     store = Store(settings, model)
+    manifest = store.manifest(number)
     for entry in manifest["files"]:
         path = dest / entry["artifact_path"]
         path.parent.mkdir(parents=True, exist_ok=True)
         store.client.download_file(store.bucket, f"{store.root}{number}/{entry['path']}", str(path))
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != entry["sha256"] or path.stat().st_size != entry["size"]:
+        if sha256_file(path) != entry["sha256"] or path.stat().st_size != entry["size"]:
             raise PromotionError(f"{model} version {number}: {entry['path']} does not match the manifest")
     return CompiledArtifact(
         config=CompileConfig(

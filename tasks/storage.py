@@ -6,6 +6,10 @@ import os
 from urllib.parse import urlparse
 
 
+def region() -> str:
+    return os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+
+
 def s3_client(settings_or_endpoint):
     """A boto3 S3 client for AWS S3 (endpoint None) or an S3-compatible endpoint (moto, MinIO)."""
     import boto3
@@ -15,7 +19,7 @@ def s3_client(settings_or_endpoint):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        region_name=region(),
         config=Config(
             # S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default.
             request_checksum_calculation="when_required",

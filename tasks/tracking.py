@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.files import local_path
-from tasks.gate import RUN_SUBDIR
+from tasks.gate import RUN_SUBDIR, gate_dir
 from tasks.records import (
     BaselineResult,
     BenchmarkPoint,
@@ -33,11 +33,18 @@ RUNTIME_REQUIREMENTS = {
 }
 
 
-def _client(settings: Settings):
+def client(settings: Settings):
+    """An MLflow client for the tracking server; also points the fluent API (mlflow.*) at it."""
     import mlflow
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return mlflow.MlflowClient(settings.mlflow_tracking_uri)
+
+
+def run_url(settings: Settings, experiment_id: str, run_id: str, path: str = "") -> str:
+    """A run's page in the MLflow UI, or one of its artifacts there."""
+    url = f"{settings.mlflow_tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
+    return url + (f"/artifacts/{path}" if path else "")
 
 
 def _experiment_id(settings: Settings) -> str:
@@ -58,7 +65,7 @@ def record(
     """Log the pipeline run and one child run per config; returns the parent run id and outcomes with run ids."""
     import mlflow
 
-    _client(settings)
+    client(settings)
     experiment_id = _experiment_id(settings)
     params = ctx.params
     recorded = []
@@ -93,9 +100,9 @@ def record(
         )
         for name, why in skipped.items():
             mlflow.set_tag(f"skipped.{name}", why[:5000])
-        gate_dir = Path(ctx.run_dir) / RUN_SUBDIR
-        if gate_dir.is_dir():  # the GX suite's validation result and its Data Docs site
-            mlflow.log_artifacts(str(gate_dir), artifact_path="gate")
+        gx_dir = gate_dir(ctx.run_dir)
+        if gx_dir.is_dir():  # the GX suite's validation result and its Data Docs site
+            mlflow.log_artifacts(str(gx_dir), artifact_path=RUN_SUBDIR)
         for outcome in outcomes:
             recorded.append(
                 outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
@@ -192,9 +199,9 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
         return run.info.run_id
 
 
-def _version_of_run(client, name: str, pipeline_run_id: str) -> str | None:
+def _version_of_run(registry, name: str, pipeline_run_id: str) -> str | None:
     """The version an earlier attempt of this pipeline run created, so a retry registers nothing twice."""
-    for version in client.search_model_versions(f"name = '{name}'"):
+    for version in registry.search_model_versions(f"name = '{name}'"):
         if version.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id:
             return str(version.version)
     return None
@@ -204,20 +211,16 @@ def _fmt_optional(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def _run_link(settings: Settings, run_id: str, path: str = "") -> str:
-    import mlflow
-
-    experiment = mlflow.get_run(run_id).info.experiment_id
-    return f"{settings.mlflow_tracking_uri}/#/experiments/{experiment}/runs/{run_id}" + (
-        f"/artifacts/{path}" if path else ""
-    )
-
-
 def review_description(
     settings: Settings, ctx: RunContext, selected: ConfigOutcome, best: BenchmarkPoint, parent_run_id: str
 ) -> str:
     """What a reviewer decides from: accuracy and throughput tables in Markdown, and links to the evidence."""
     compiled, validation = selected.compiled, selected.validation
+    experiment = client(settings).get_run(selected.mlflow_run_id).info.experiment_id  # the parent's too
+
+    def link(run_id: str, path: str = "") -> str:
+        return run_url(settings, experiment, run_id, path)
+
     lines = [
         f"**{compiled.config.key}** at batch {best.shape}, selected by {ctx.params.selection}. Pipeline run {ctx.run_id}.",
         "",
@@ -255,11 +258,11 @@ def review_description(
         )
     lines += [
         "",
-        f"Evidence: [config run]({_run_link(settings, selected.mlflow_run_id)}), "
-        f"[compile report]({_run_link(settings, selected.mlflow_run_id, 'compile/compile_report.json')}), "
-        f"[GX validation and Data Docs]({_run_link(settings, parent_run_id, RUN_SUBDIR)}), "
-        f"[plots]({_run_link(settings, parent_run_id, 'plots')}), "
-        f"[run report]({_run_link(settings, parent_run_id, 'report.html')}).",
+        f"Evidence: [config run]({link(selected.mlflow_run_id)}), "
+        f"[compile report]({link(selected.mlflow_run_id, 'compile/compile_report.json')}), "
+        f"[GX validation and Data Docs]({link(parent_run_id, RUN_SUBDIR)}), "
+        f"[plots]({link(parent_run_id, 'plots')}), "
+        f"[run report]({link(parent_run_id, 'report.html')}).",
         "",
         "Approve: move alias `champion` to this version. Reject: set tag `review=rejected`.",
     ]
@@ -295,10 +298,10 @@ def register(
 
     if selected.gate != "pass":
         raise ValueError(f"config {selected.compiled.config.key} did not pass the gate; it cannot be registered")
-    client = _client(settings)
+    registry = client(settings)
     compiled, validation = selected.compiled, selected.validation
     config = compiled.config
-    version = _version_of_run(client, exported.name, ctx.run_id)
+    version = _version_of_run(registry, exported.name, ctx.run_id)
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             record_path = Path(tmp) / "artifact.json"
@@ -347,11 +350,11 @@ def register(
         "artifact_sha256": compiled.sha256,
     }
     for key, value in tags.items():
-        client.set_model_version_tag(exported.name, version, key, value)
-    client.update_model_version(
+        registry.set_model_version_tag(exported.name, version, key, value)
+    registry.update_model_version(
         exported.name, version, description=review_description(settings, ctx, selected, best, parent_run_id)
     )
-    client.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)
+    registry.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)
     return Registration(
         registered_model=exported.name,
         version=version,
