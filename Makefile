@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv browser demo airflow test test-fast bench lint stop status clean
+.PHONY: venv system demo airflow cluster test test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -16,11 +16,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
-## Debian's Chromium and ChromeDriver, for the browser test of the Airflow UI page (installed once).
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+## Debian packages (installed once, when missing): Chromium and ChromeDriver for the browser test of the
+## Airflow UI page; Redis, the Celery broker of `make cluster` and its test.
+system:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    chromium chromium-driver redis-server >/dev/null; }
 
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
@@ -31,8 +33,13 @@ demo: venv
 airflow: venv
 	$(PY) -m tasks.airflow_local
 
+## Airflow on the CeleryExecutor as on a fleet: Redis, scheduler, DAG processor, API server, and a worker per
+## queue (compile; accelerator + default), beside the local MLflow and S3. Prints the URL and login.
+cluster: venv system
+	$(PY) -m tasks.cluster
+
 ## The whole test suite (unit, integration against real local services, airflow dags test).
-test: venv browser
+test: venv system
 	$(PY) -m pytest
 
 ## Only the tests that need no services and no DAG run.

@@ -43,6 +43,9 @@ from tasks.targets import names as target_names
 
 DEFAULTS = PipelineParams()
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
+# Compile, validation and benchmark failures come back as failed configs, not as task failures: a task
+# that fails there lost its worker (killed, machine gone, no heartbeat) and runs again on another one.
+WORKER_LOSS_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=10)}
 
 
 MODEL_EXPORTED = Asset(retrain.MODEL_EXPORTED)
@@ -138,12 +141,13 @@ def compile_pipeline():
     def prepare_dataset(ctx: dict, exported: dict) -> dict:
         return pipeline.prepare_dataset(ctx, exported)
 
-    @task
+    # On the compile fleet: which targets can compile is judged where compiles run, not where plan happens to.
+    @task(queue="compile")
     def plan(ctx: dict, exported: dict) -> list[dict]:
         return pipeline.plan(ctx, exported)
 
     # Compilers run on CPU workers (queue compile), at most pool compiler_slots at a time.
-    @task(map_index_template="{{ config_key }}", queue="compile", pool="compiler_slots")
+    @task(map_index_template="{{ config_key }}", queue="compile", pool="compiler_slots", **WORKER_LOSS_RETRIES)
     def compile_config(ctx: dict, exported: dict, dataset: dict, config: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(config)
         return pipeline.compile(ctx, exported, dataset, config)
@@ -153,13 +157,13 @@ def compile_pipeline():
         return pipeline.baseline(ctx, exported, dataset)
 
     # Validation and benchmarks run where the device is (queue accelerator: the Inferentia hosts).
-    @task(map_index_template="{{ config_key }}", queue="accelerator")
+    @task(map_index_template="{{ config_key }}", queue="accelerator", **WORKER_LOSS_RETRIES)
     def validate(ctx: dict, artifact: dict, dataset: dict, baseline: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
         return pipeline.validate(ctx, artifact, dataset, baseline)
 
     # One benchmark at a time: parallel benchmarks on one host would measure each other.
-    @task(map_index_template="{{ config_key }}", queue="accelerator", max_active_tis_per_dag=1)
+    @task(map_index_template="{{ config_key }}", queue="accelerator", max_active_tis_per_dag=1, **WORKER_LOSS_RETRIES)
     def benchmark(ctx: dict, artifact: dict, dataset: dict) -> dict:
         get_current_context()["config_key"] = pipeline.config_key(artifact["config"])
         return pipeline.benchmark(ctx, artifact, dataset)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tasks import targets
 from tasks.compile_cache import CorruptEntry, LocalCache, S3Cache, cache_key, entry_for
+from tasks.compile_worker import PARENT_PID_ENV
 from tasks.files import local_path, sha256_file, to_uri, tree_files, tree_sha256
 from tasks.records import CacheStatus, CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.settings import PROJECT_ROOT
@@ -50,7 +51,11 @@ def _tree_rss(pid: int) -> int:
 
 def _run_worker(request_path: Path, log_path: Path, timeout_s: int, memory_mb: int) -> tuple[int | None, str, int]:
     """Run the compile worker; (return code or None if stopped, why it was stopped, peak tree RSS in bytes)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        **{PARENT_PID_ENV: str(os.getpid())},
+    )
     limit = memory_mb * 1024 * 1024
     peak, stopped = 0, ""
     started = time.monotonic()

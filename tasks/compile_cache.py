@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tasks.records import CompileConfig, ExportedModel, Fingerprint
 
 ENTRY = "entry.json"
 FILES = "files"
+STALE_S = 3600  # a staging directory this old belongs to a worker that died while storing
 
 
 class CorruptEntry(RuntimeError):
@@ -68,8 +70,19 @@ class LocalCache:
         _check(entry, dest, f"{entry_dir}")
         return entry
 
+    def _sweep_stale(self) -> None:
+        """Drop entries being assembled or dropped by a worker that died meanwhile (they are never read)."""
+        cutoff = time.time() - STALE_S
+        for leftover in [*self.root.glob(".*.partial"), *self.root.glob(".*.old")]:
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    shutil.rmtree(leftover, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+
     def store(self, key: str, source: Path, entry: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._sweep_stale()
         staging = self.root / f".{key}.{uuid.uuid4().hex}.partial"
         shutil.copytree(source, staging / FILES)
         write_json(staging / ENTRY, entry)

@@ -7,8 +7,12 @@ Runs one target's compiler and writes ``{"report", "peak_rss_bytes"}`` or
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -37,7 +41,27 @@ def _peak_rss_bytes() -> int:
     return max(own_kib, children_kib) * 1024
 
 
+PARENT_PID_ENV = "COMPILE_PIPELINE_COMPILE_PARENT"
+
+
+def _stop_when_orphaned(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Kill this process group (the compiler and its gcc/neuron-cc children) once the task that started it is gone.
+
+    It runs in a session of its own, so losing the Airflow worker (SIGKILL, a lost machine) would
+    otherwise leave it compiling for nobody until its time limit.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(request_path: str) -> int:
+    if os.environ.get(PARENT_PID_ENV):
+        _stop_when_orphaned(int(os.environ[PARENT_PID_ENV]))
     request = json.loads(Path(request_path).read_text())
     if request.get("memory_mb"):
         # Set here rather than in a preexec_fn, which is unsafe in a threaded parent (the Airflow worker).

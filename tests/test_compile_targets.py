@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -64,6 +67,29 @@ def test_a_compile_past_its_time_limit_is_killed(exported, tmp_path):
     assert artifact.status == "failed"
     assert artifact.reason == "compile timed out after 1 s"
     assert not (tmp_path / "inductor-fp32").exists()
+
+
+ORPHANED_COMPILER = """
+import os, subprocess, sys
+compiler = subprocess.Popen(
+    [sys.executable, "-c", "import os, sys, time; from tasks.compile_worker import _stop_when_orphaned; "
+     "_stop_when_orphaned(int(sys.argv[1]), poll_s=0.1); time.sleep(60)", str(os.getpid())],
+    start_new_session=True,
+)
+print(compiler.pid, flush=True)
+os._exit(0)  # the task process dies (its worker was lost) without stopping its compiler
+"""
+
+
+def test_a_compiler_whose_task_died_stops_itself():
+    import psutil
+
+    task = subprocess.run([sys.executable, "-c", ORPHANED_COMPILER], capture_output=True, text=True, timeout=60)
+    compiler = psutil.Process(int(task.stdout.split()[0]))
+    try:  # killed by its own orphan watch, not by us (a zombie not yet reaped by init counts as gone)
+        compiler.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        assert compiler.status() == psutil.STATUS_ZOMBIE
 
 
 def test_unknown_target_is_named():
