@@ -73,15 +73,19 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop (a shell without job control starts background jobs with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def pid_file(settings: Settings) -> Path:
     """Where the standalone process's id is kept, so whoever started this can stop its whole group."""
     return settings.home / "airflow" / "standalone.pid"
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Ctrl-C and SIGTERM both stop Airflow (a shell without job control starts background jobs with SIGINT ignored).
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     parser = argparse.ArgumentParser(prog="python -m tasks.airflow_local", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     port = parser.parse_args(argv).port

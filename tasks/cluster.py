@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tasks import services
 from tasks import settings as settings_module
-from tasks.airflow_local import ADMIN, configure, standalone_env
+from tasks.airflow_local import ADMIN, configure, standalone_env, stop_on_signals
 from tasks.settings import Settings
 
 HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
@@ -76,12 +76,6 @@ def redis_server() -> str:
             "or install it yourself (apt-get install redis-server)"
         )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -234,13 +228,8 @@ def _stop_child(process: subprocess.Popen, grace_s: float) -> None:
         return
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     parser = argparse.ArgumentParser(prog="python -m tasks.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     parser.add_argument("--redis-port", type=int, default=int(os.environ.get("REDIS_PORT", "6379")))
@@ -252,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind in WORKERS:
             print(f"  worker {kind.hostname}: queues {', '.join(kind.queues)}, {kind.concurrency} tasks at once")
         print(f"MLflow: {cluster.settings.mlflow_tracking_uri}   S3 endpoint: {cluster.settings.s3_endpoint_url}")
+        print("Trigger compile_pipeline from its form (Dags -> compile_pipeline -> Trigger); the task instances")
+        print("show which worker ran them (Host).")
         print("Ctrl-C stops Airflow, the workers and Redis; `make stop` stops MLflow and S3.", flush=True)
         while all(process.poll() is None for process in cluster.processes.values()):
             time.sleep(2)
