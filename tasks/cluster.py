@@ -134,7 +134,8 @@ class LocalCluster:
 
         data = self.log_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        # A broker only: nothing is persisted (a lost queue is rebuilt by the scheduler re-queueing).
+        # A broker only, nothing persisted: messages queued when it stops are lost, and the scheduler fails (and
+        # retries) their tasks after [scheduler] task_queued_timeout. A deployment keeps its broker up instead.
         command = [redis_server(), "--bind", "127.0.0.1", "--port", str(self.redis_port), "--dir", str(data),
                    "--save", "", "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
         process = self._spawn("redis", command, dict(os.environ))
