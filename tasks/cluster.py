@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,14 +31,7 @@ from pathlib import Path
 from tasks import services
 from tasks import settings as settings_module
 from tasks.airflow_local import ADMIN, configure, standalone_env, stop_on_signals
-from tasks.settings import Settings
-
-HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
-
-
-def worker_hostname() -> str:
-    """Airflow's ``[core] hostname_callable`` for workers: the name the worker was given, else the FQDN."""
-    return os.environ.get(HOSTNAME_ENV) or socket.getfqdn()
+from tasks.settings import WORKER_HOSTNAME_ENV, Settings
 
 
 @dataclass(frozen=True)
@@ -106,7 +97,7 @@ class LocalCluster:
             **standalone_env(self.settings, self.port),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tasks.cluster.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tasks.settings.worker_hostname",
             "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://127.0.0.1:{self.redis_port}/1",
             # Tasks are acknowledged when they end: one running longer than this is handed to another worker.
@@ -151,7 +142,7 @@ class LocalCluster:
         raise ClusterError(f"redis-server did not answer on 127.0.0.1:{self.redis_port}")
 
     def start_worker(self, kind: WorkerKind) -> subprocess.Popen:
-        env = {**self.env(), HOSTNAME_ENV: kind.hostname}
+        env = {**self.env(), WORKER_HOSTNAME_ENV: kind.hostname}
         # Logs are read from the shared log folder, so the workers serve none (one port per host otherwise).
         command = self._airflow("celery", "worker", "--queues", ",".join(kind.queues),
                                 "--concurrency", str(kind.concurrency), "--celery-hostname", f"{kind.name}@%h",
@@ -159,9 +150,9 @@ class LocalCluster:
         return self._spawn(kind.hostname, command, env)
 
     def start(self, log=print) -> None:
-        if services._port_taken(self.port):
+        if services.port_taken(self.port):
             raise ClusterError(f"port {self.port} on 127.0.0.1 is in use: choose another with --port")
-        if services._port_taken(self.redis_port):
+        if services.port_taken(self.redis_port):
             raise ClusterError(
                 f"port {self.redis_port} on 127.0.0.1 is in use (a system redis-server?): "
                 "choose another with --redis-port or REDIS_PORT"
@@ -206,27 +197,8 @@ class LocalCluster:
     def stop(self, grace_s: float = 20) -> None:
         # Workers first (they take nothing more), the broker last.
         for name in sorted(self.processes, key=lambda n: (n == "redis", not n.endswith("-worker"))):
-            _stop_child(self.processes[name], grace_s)
+            services.stop_child(self.processes[name], grace_s)
         self.processes.clear()
-
-
-def _stop_child(process: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM a child's process group, reap the child, then SIGKILL whatever of its group is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            continue
-        if sig == signal.SIGTERM:  # the leader is gone; its helpers may not be
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        return
 
 
 def main(argv: list[str] | None = None) -> int:

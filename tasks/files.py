@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -24,12 +25,16 @@ def local_path(uri: str) -> Path:
     raise ValueError(f"expected a local file URI, got {uri!r}")
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_chunks(chunks: Iterable[bytes]) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for chunk in chunks:
+        digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_chunks(iter(lambda: handle.read(1 << 20), b""))
 
 
 def file_ref(path: str | Path) -> FileRef:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks import serving_layout
-from tasks.files import local_path, sha256_file
+from tasks.files import local_path, sha256_chunks, sha256_file
 from tasks.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.settings import Settings
 from tasks.storage import error_code, region, s3_client
@@ -134,12 +134,9 @@ class Store:
 
 
 def _sha256_of_object(store: Store, key: str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for chunk in store.client.get_object(Bucket=store.bucket, Key=store.root + key)["Body"].iter_chunks(1 << 20):
-        digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_chunks(
+        store.client.get_object(Bucket=store.bucket, Key=store.root + key)["Body"].iter_chunks(1 << 20)
+    )
 
 
 def _stage(store: Store, candidate: Candidate, files: list[dict]) -> str:

@@ -108,7 +108,7 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _port_taken(port: int) -> bool:
+def port_taken(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -161,7 +161,7 @@ def start(settings: Settings | None = None, log=print) -> None:
 
 
 def _start_one(settings: Settings, service: Service, log) -> None:
-    if _port_taken(service.port):
+    if port_taken(service.port):
         variable = "S3_PORT" if service.name == "s3" else "MLFLOW_PORT"
         raise ServiceError(
             f"cannot start {service.name}: port {service.port} on 127.0.0.1 is already in use by another program; "
@@ -209,6 +209,28 @@ def stop_group(pid: int, grace_s: float = 10) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def stop_child(process: subprocess.Popen, grace_s: float = 10) -> None:
+    """Stop a child started in its own process group: SIGTERM the group, reap the child, SIGKILL what is left.
+
+    Not :func:`stop_group`, which polls the group: a child that exited and is not reaped yet keeps it alive.
+    """
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:  # the leader is gone; its helpers may not be
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return
 
 
 def stop(settings: Settings | None = None, log=print) -> None:

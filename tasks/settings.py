@@ -39,6 +39,19 @@ class Settings:
         return self.home / "runs"
 
 
+WORKER_HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
+
+
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for workers: the name the worker was given, else the FQDN.
+
+    Here, in a module that imports nothing heavy, because every task process calls it.
+    """
+    import socket
+
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
+
+
 def load() -> Settings:
     home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
     mlflow_port = _int("MLFLOW_PORT", 5050)

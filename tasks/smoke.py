@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks import targets
+from tasks.compile import verify
 from tasks.files import sha256_file, to_uri
 from tasks.promote import PromotionError, Store
 from tasks.records import CompileConfig, CompiledArtifact, Record
@@ -60,8 +61,6 @@ def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) 
     recorded = samples["outputs"]
     with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
         artifact = download_version(settings, model, number, Path(tmp))
-        from tasks.compile import verify
-
         verify(artifact)  # the files as a whole are what was compiled
         target = targets.get(artifact.config.target)
         available, why = target.available()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ from tasks import dataset as datasets
 from tasks import services
 from tasks import settings as settings_module
 from tasks.records import PipelineParams
+
+
+def wait_until(what: str, check, timeout_s: float, logs, poll_s: float = 5.0):
+    """``check()``'s first truthy result; after ``timeout_s`` an AssertionError naming ``what``, with ``logs()``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(poll_s)
+    raise AssertionError(f"{what} did not happen in {timeout_s} s; logs:\n{logs()}")
 
 
 def free_port() -> int:

@@ -5,10 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 
 from tasks import registry
 from tasks.airflow_local import pid_file, standalone_env
@@ -22,14 +21,8 @@ def _cli(settings, env, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([airflow, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
-def _wait(what: str, check, timeout_s: float, log) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(5)
-    raise AssertionError(f"{what} did not happen in {timeout_s} s; log tail:\n{log.read_text()[-4000:]}")
+def _wait(what: str, check, timeout_s: float, log):
+    return wait_until(what, check, timeout_s, lambda: log.read_text()[-4000:])
 
 
 def _last_run_state(settings, env, dag_id: str, run_id_prefix: str = "") -> str | None:

@@ -2,12 +2,11 @@
 compile worker lost in the middle of a compile is survived."""
 
 import json
-import time
 import urllib.request
 
 import psutil
 import pytest
-from conftest import free_port
+from conftest import free_port, wait_until
 
 from tasks import registry
 from tasks.airflow_local import ADMIN
@@ -47,14 +46,12 @@ class Api:
 
 
 def _wait(what: str, check, timeout_s: float, cluster: LocalCluster, poll_s: float = 2.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(poll_s)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in cluster.log_dir.glob("*.log"))
-    raise AssertionError(f"{what} did not happen in {timeout_s} s\n{logs}")
+    def logs() -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in cluster.log_dir.glob("*.log")
+        )
+
+    return wait_until(what, check, timeout_s, logs, poll_s)
 
 
 def _compiler_under(pid: int) -> psutil.Process | None:

@@ -36,9 +36,13 @@ def compose_config(tmp_path, *files: str) -> dict:
     return json.loads(done.stdout)
 
 
-def worker_queues(service: dict) -> set[str]:
-    command = service["command"]
+def queues_of(command: list[str]) -> set[str]:
+    """The queues an `airflow celery worker ... --queues a,b` command takes."""
     return set(command[command.index("--queues") + 1].split(","))
+
+
+def worker_queues(service: dict) -> set[str]:
+    return queues_of(service["command"])
 
 
 def dag_queues() -> set[str]:
@@ -98,7 +102,7 @@ def test_kubernetes_worker_manifests_are_valid_and_ask_the_neuron_device_plugin_
     served = set()
     for name, pod in workers.items():
         container = pod["containers"][0]
-        served |= set(container["args"][container["args"].index("--queues") + 1].split(","))
+        served |= queues_of(container["args"])
         devices = int(container["resources"]["limits"].get("aws.amazon.com/neurondevice", 0))
         assert (devices > 0) == name.startswith("worker-accelerator"), name
         if devices > 1:  # several devices must be contiguous: only the Neuron scheduler extension knows which are
