@@ -69,6 +69,9 @@ MODEL_REGISTERED = Asset(retrain.MODEL_REGISTERED)
                                        "each a local path or an s3:// URI (a key, or a prefix for a directory); "
                                        "or a registered MLflow model in the ONNX flavor, models:/<name>/<version>. "
                                        "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits."),
+        "trust_model_code": Param(DEFAULTS.trust_model_code, type="boolean", title="Trust code in the model file",
+                                  description="Needed for TorchScript, whose file carries a program that runs with "
+                                              "the model. Off: only weights and graphs are read."),
         "architecture": Param(DEFAULTS.architecture, enum=sorted(ARCHITECTURES), title="Architecture",
                               description="For a PyTorch state dict: the architecture to rebuild."),
         "framework": Param(DEFAULTS.framework, enum=list(SOURCE_MODULES), title="Framework"),

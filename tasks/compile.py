@@ -9,6 +9,8 @@ so a half-written artifact is never visible.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -29,6 +31,20 @@ DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
 NEEDS_CALIBRATION = {"int8"}
 POLL_S = 0.1
+# Less free space than this when a compile fails means the disk filled up: the reason says so first.
+DISK_HEADROOM_BYTES = 64 * 2**20
+KILLED_COMPILER_ATTEMPTS = 2  # a compiler killed from outside is run once more before its config fails
+
+
+def disk_full(path: Path, error: str = "") -> str:
+    """Why a compile writing under ``path`` failed for lack of disk space, or "" where the disk has room."""
+    free = shutil.disk_usage(path).free
+    if free >= DISK_HEADROOM_BYTES and "No space left on device" not in error:
+        return ""
+    return (
+        f"disk full: {free / 2**20:.0f} MiB left on the file system of {path} while compiling; free space there "
+        "or give the compile stage a larger disk (COMPILE_PIPELINE_HOME)"
+    )
 
 
 def _tree_rss(pid: int) -> int:
@@ -114,7 +130,11 @@ def compile_config(
     log_path.unlink(missing_ok=True)
 
     def failed(reason: str, seconds: float = 0.0, peak_mb: float = 0.0, key: str = "") -> CompiledArtifact:
+        full = disk_full(out_root, reason)  # before the scratch files are removed, which frees their space
+        reason = f"{full} ({reason})" if full else reason
         shutil.rmtree(scratch, ignore_errors=True)
+        for leftover in (request_path, result_path):
+            leftover.unlink(missing_ok=True)
         return CompiledArtifact(
             config=config,
             status="failed",
@@ -130,6 +150,8 @@ def compile_config(
         report: CompileReport, seconds: float, peak_mb: float, status: CacheStatus, key: str, sha256: str
     ) -> CompiledArtifact:
         scratch.rename(final_dir)
+        for leftover in (request_path, result_path):
+            leftover.unlink(missing_ok=True)
         return CompiledArtifact(
             config=config,
             status="ok",
@@ -163,12 +185,14 @@ def compile_config(
         try:
             entry = cache.fetch(key, scratch)
         except CorruptEntry as exc:
-            log_path.write_text(f"compile cache: {exc}; compiling again\n")
+            with contextlib.suppress(OSError):
+                log_path.write_text(f"compile cache: {exc}; compiling again\n")
             entry, cache_status = None, "rebuilt"
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
         if entry is not None:
-            log_path.write_text(f"compile cache hit: {cache.uri} key {key}\n")
+            with contextlib.suppress(OSError):
+                log_path.write_text(f"compile cache hit: {cache.uri} key {key}\n")
             return done(
                 CompileReport.model_validate(entry["report"]),
                 entry["compile_seconds"],
@@ -178,22 +202,36 @@ def compile_config(
                 entry["tree_sha256"],  # checked against the fetched files by cache.fetch
             )
 
-    request_path.write_text(
-        json.dumps(
-            {
-                "exported": exported.to_json(),
-                "config": config.to_json(),
-                "out_dir": str(scratch),
-                "result": str(result_path),
-                "memory_mb": memory_mb,
-                "calibration": str(calibration) if needs_calibration else None,
-            }
-        )
-    )
+    request = {
+        "exported": exported.to_json(),
+        "config": config.to_json(),
+        "out_dir": str(scratch),
+        "result": str(result_path),
+        "memory_mb": memory_mb,
+        "calibration": str(calibration) if needs_calibration else None,
+    }
     started = time.monotonic()
-    returncode, stopped, peak = _run_worker(request_path, log_path, timeout_s, memory_mb)
+    try:
+        request_path.write_text(json.dumps(request))
+        for attempt in range(1, KILLED_COMPILER_ATTEMPTS + 1):
+            returncode, stopped, peak = _run_worker(request_path, log_path, timeout_s, memory_mb)
+            if stopped or returncode is None or returncode >= 0 or attempt == KILLED_COMPILER_ATTEMPTS:
+                break
+            # Killed by a signal this stage did not send (the OOM killer, an operator): once more, from scratch.
+            with open(log_path, "a") as log:
+                log.write(f"compiler process killed by {signal.Signals(-returncode).name}; compiling again\n")
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            result_path.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return failed(f"{type(exc).__name__}: {exc}", time.monotonic() - started, 0.0, key)
     seconds = time.monotonic() - started
-    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    try:
+        result = json.loads(result_path.read_text())
+    except (OSError, ValueError):  # none, or cut short (a full disk): the return code and the disk tell why
+        result = {}
     peak_mb = max(peak, result.get("peak_rss_bytes", 0)) / 2**20
     if stopped:
         return failed(stopped, seconds, peak_mb, key)
@@ -225,7 +263,7 @@ def compile_config(
         try:
             cache.store(key, scratch, entry)
         except Exception as exc:  # a cache that cannot be written costs the next run time, not this run
-            with open(log_path, "a") as log:
+            with contextlib.suppress(OSError), open(log_path, "a") as log:
                 log.write(f"compile cache: could not store {key} in {cache.uri}: {type(exc).__name__}: {exc}\n")
     return done(report, seconds, peak_mb, cache_status, key, entry["tree_sha256"])
 

@@ -238,6 +238,8 @@ def user_file(path: Path) -> Samples:
     counts = {name: len(a) for name, a in arrays.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"dataset file {path}: input arrays have different sample counts {counts}")
+    if not next(iter(counts.values())):
+        raise ValueError(f"dataset file {path} holds no samples (its input arrays are empty): nothing to validate on")
     if labels is not None:
         labels = labels.reshape(len(labels), -1).astype(np.int32)
         if len(labels) != next(iter(counts.values())):
@@ -323,8 +325,7 @@ def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
         raise ValueError(f"{what} is labelled, but the model's output {output} is not one class score per class")
     if samples.class_names is not None and len(samples.class_names) != classes:
         raise ValueError(f"{what} names {len(samples.class_names)} classes, the model outputs {classes} class scores")
-    valid = samples.labels[samples.labels >= 0]
-    if (samples.labels < -1).any() or valid.size == 0 or valid.max() >= classes:
+    if (samples.labels < -1).any() or (samples.labels >= classes).any():
         bad = sorted({int(v) for v in samples.labels.ravel() if v < -1 or v >= classes})[:5]
         raise ValueError(f"{what}: labels must be class ids 0..{classes - 1} (-1 pads label sets); found {bad}")
     if (samples.labels.max(axis=1) < 0).any():

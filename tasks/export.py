@@ -206,11 +206,20 @@ def fetch_registered_source(uri: str, dest: Path) -> Path:
 
 
 def export_model(params: PipelineParams, out_dir: str | Path) -> ExportedModel:
+    """Export ``params.model_uri`` into ``out_dir``; a failed export leaves no ``out_dir`` behind."""
     check_framework(params)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a retried export starts clean
     out_dir.mkdir(parents=True)
+    try:
+        return _export(params, out_dir)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     module = source_module(params.framework)
     source_uri = params.model_uri
     if source_uri.startswith("s3://"):  # read it like a local file; the records keep the S3 URI

@@ -46,10 +46,13 @@ def _stage_file(ctx: RunContext, stage: str, key: str = "") -> Path:
 @contextlib.contextmanager
 def _recorded(ctx: RunContext, stage: str, key: str = "") -> Iterator[None]:
     """Save a stage's exception (type, message, traceback) before it propagates."""
+    from tasks.faults import named_unreachable
+
     base = _stage_file(ctx, stage, key)
     Path(f"{base}.error.json").unlink(missing_ok=True)
     try:
-        yield
+        with named_unreachable(settings_module.load()):
+            yield
     except Exception as exc:
         write_json(
             f"{base}.error.json",

@@ -4,7 +4,8 @@ Keys under ``s3://<bucket>/<prefix>/<model>/``:
 
 - ``.staging/<registry version>/``: the files as uploaded, each read back and checked against its sha256;
 - ``.claims/<N>.json``: written only if absent (``IfNoneMatch="*"``), so two promotions can never take the
-  same serving version N; a retry of the same registry version finds its claim and resumes it;
+  same serving version N; then ``.claims/registry-<version>.json``, also only if absent, binds the registry
+  version to its N: a retry, or a promotion of the same registry version racing this one, resumes that N;
 - ``<N>/``: the files in the serving runtime's layout (tasks.serving_layout), copied from staging with the
   graph file last, then ``<N>/manifest.json``, written only if absent: the commit marker. A version
   without it is invisible to every reader (the smoke test, the pointer, rollback);
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from tasks import serving_layout
 from tasks.files import local_path, sha256_chunks, sha256_file
-from tasks.records import CompiledArtifact, Promotion, TensorSpec
+from tasks.records import CompiledArtifact, Promotion, TensorSpec, check_safe_name
 from tasks.settings import Settings
 from tasks.storage import error_code, region, s3_client
 
@@ -58,6 +59,12 @@ class Store:
     def __init__(self, settings: Settings, model: str):
         from botocore.exceptions import ClientError
 
+        try:
+            check_safe_name(model, "model name")
+            for part in settings.serving_prefix.split("/") if settings.serving_prefix else []:
+                check_safe_name(part, "SERVING_PREFIX segment")
+        except ValueError as exc:
+            raise PromotionError(str(exc)) from None
         self.settings, self.model = settings, model
         self.client = s3_client(settings)
         self.bucket = settings.serving_bucket
@@ -139,7 +146,7 @@ def _sha256_of_object(store: Store, key: str) -> str:
     )
 
 
-def _stage(store: Store, candidate: Candidate, files: list[dict]) -> str:
+def _stage(store: Store, candidate: Candidate, files: list[dict]) -> None:
     """Upload into staging (resuming: a file already there with the right sha256 is kept) and read each back."""
     root = local_path(candidate.artifact.uri)
     staging = f"{STAGING}/{candidate.registry_version}/"
@@ -154,24 +161,33 @@ def _stage(store: Store, candidate: Candidate, files: list[dict]) -> str:
             raise PromotionError(
                 f"staged {entry['artifact_path']} reads back as sha256 {stored}, not {entry['sha256']}"
             )
-    return staging
 
 
 def _claim(store: Store, candidate: Candidate) -> int:
-    """A serving version number no other promotion holds; this registry version's earlier claim if it has one."""
-    claims = {int(Path(k).stem): k for k in store.keys(f"{CLAIMS}/") if Path(k).stem.isdigit()}
-    for number in sorted(claims):
-        claim = store.read_json(claims[number]) or {}
-        if (
-            claim.get("registry_version") == candidate.registry_version
-            and claim.get("sha256") == candidate.artifact.sha256
-        ):
-            return number  # resume an interrupted promotion
-    number = max([0, *claims, *store.version_numbers()]) + 1
+    """The serving version number of this registry version: its earlier one, or a new one no other promotion holds.
+
+    Two writes, each only if absent: ``.claims/<N>.json`` makes N this promotion's alone, then
+    ``.claims/registry-<version>.json`` binds the registry version to N. Of two promotions of the same
+    registry version racing, the second bind fails and that one takes the first one's N (dropping its own).
+    """
+    bound_key = f"{CLAIMS}/registry-{candidate.registry_version}.json"
     body = {"registry_version": candidate.registry_version, "sha256": candidate.artifact.sha256, "pid": os.getpid()}
-    while not store.put_new(f"{CLAIMS}/{number}.json", json.dumps(body).encode()):
-        number += 1  # another promotion took it first
-    return number
+    bound = store.read_json(bound_key)
+    if bound is None:
+        numbers = [int(Path(k).stem) for k in store.keys(f"{CLAIMS}/") if Path(k).stem.isdigit()]
+        number = max([0, *numbers, *store.version_numbers()]) + 1
+        while not store.put_new(f"{CLAIMS}/{number}.json", json.dumps(body).encode()):
+            number += 1  # another promotion took it first
+        if store.put_new(bound_key, json.dumps({**body, "version": number}).encode()):
+            return number
+        store.delete([f"{CLAIMS}/{number}.json"])  # a promotion of the same registry version bound first
+        bound = store.read_json(bound_key) or {}
+    if bound.get("sha256") != candidate.artifact.sha256:
+        raise PromotionError(
+            f"registry version {candidate.registry_version} of {store.model} was claimed on S3 for another artifact "
+            f"(sha256 {bound.get('sha256')}); a serving version is never reused"
+        )
+    return int(bound["version"])
 
 
 def _copy_into_version(store: Store, staging: str, number: int, layout, files: list[dict]) -> None:
@@ -227,9 +243,8 @@ def _promotion(store: Store, number: int, manifest: dict, already: bool = False)
     )
 
 
-def promote(settings: Settings, candidate: Candidate) -> Promotion:
-    """Stage, verify, claim a version, copy (graph file last), commit; or return the committed copy."""
-    store = Store(settings, candidate.model)
+def _committed_version(store: Store, candidate: Candidate) -> tuple[int, dict] | None:
+    """The serving version already committed for this registry version, if any; never another artifact's."""
     for number, manifest in store.committed().items():
         if manifest.get("mlflow", {}).get("version") == candidate.registry_version:
             if manifest.get("artifact_sha256") != candidate.artifact.sha256:
@@ -237,8 +252,18 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
                     f"{store.uri(f'{number}/')} holds registry version {candidate.registry_version} with another "
                     "artifact; a promoted version is never overwritten"
                 )
-            store.delete(store.keys(f"{STAGING}/{candidate.registry_version}/"))  # left by a crash after the commit
-            return _promotion(store, number, manifest, already=True)
+            return number, manifest
+    return None
+
+
+def promote(settings: Settings, candidate: Candidate) -> Promotion:
+    """Stage, verify, claim a version, copy (graph file last), commit; or return the committed copy."""
+    store = Store(settings, candidate.model)
+    staging = f"{STAGING}/{candidate.registry_version}/"
+    found = _committed_version(store, candidate)
+    if found:
+        store.delete(store.keys(staging))  # left by a crash after the commit
+        return _promotion(store, *found, already=True)
 
     root = local_path(candidate.artifact.uri)
     layout = serving_layout.layout_for(candidate.artifact.config.target, candidate.artifact.files)
@@ -251,17 +276,27 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
         }
         for name in candidate.artifact.files
     ]
-    staging = _stage(store, candidate, files)
-    number = _claim(store, candidate)
-    _copy_into_version(store, staging, number, layout, files)
-    manifest = _manifest(settings, candidate, number, layout, files)
-    if not store.put_new(f"{number}/{MANIFEST}", json.dumps(manifest, indent=2).encode()):
+    try:
+        _stage(store, candidate, files)
+        number = _claim(store, candidate)
+        if store.read_json(f"{number}/{MANIFEST}") is None:  # else a racing promotion of it committed first
+            _copy_into_version(store, staging, number, layout, files)
+        manifest = _manifest(settings, candidate, number, layout, files)
+        committed_here = store.put_new(f"{number}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+    except Exception:
+        # A racing promotion of the same registry version may have committed and removed the staged
+        # files under this one; then its commit is the result. Anything else is this promotion's failure.
+        found = _committed_version(store, candidate)
+        if not found:
+            raise
+        number, committed_here = found[0], False
+    if not committed_here:
         existing = store.read_json(f"{number}/{MANIFEST}") or {}
         if existing.get("artifact_sha256") != candidate.artifact.sha256:
             raise PromotionError(f"{store.uri(f'{number}/')} was committed by another promotion")
         manifest = existing
     store.delete(store.keys(staging))
-    return _promotion(store, number, manifest)
+    return _promotion(store, number, manifest, already=not committed_here)
 
 
 def committed_manifest(settings: Settings, model: str, number: int) -> dict:

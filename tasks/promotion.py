@@ -13,12 +13,14 @@ from pathlib import Path
 
 from tasks import registry
 from tasks import settings as settings_module
+from tasks.faults import names_unreachable
 from tasks.pipeline import progress
 from tasks.promote import PromotionError, committed_manifest, point_serving
 from tasks.promote import promote as promote_candidate
 from tasks.records import Promotion
 
 
+@names_unreachable
 def requests(params: dict) -> list[dict]:
     settings = settings_module.load()
     model = (params.get("model_name") or "").strip()
@@ -46,6 +48,7 @@ def request_name(request: dict) -> str:
     return f"{request['model']}-v{request['registry_version']}"
 
 
+@names_unreachable
 def promote(request: dict) -> dict:
     settings = settings_module.load()
     if "rollback_to" in request:  # nothing to copy: the version is already committed
@@ -61,6 +64,7 @@ def promote(request: dict) -> dict:
     return {**request, "version": promotion.version, "run_id": version.run_id, "promotion": promotion.to_json()}
 
 
+@names_unreachable
 def smoke(promoted: dict) -> dict:
     from tasks.smoke import smoke_test
 
@@ -80,6 +84,7 @@ def smoke(promoted: dict) -> dict:
     return {**promoted, "smoke": result.to_json()}
 
 
+@names_unreachable
 def serve(smoked: dict) -> dict:
     settings = settings_module.load()
     serving = point_serving(settings, smoked["model"], smoked["version"])

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def check_safe_name(value: str, what: str) -> str:
+    """``value``, if it can be an S3 key segment or a directory name as it is; else a ValueError naming ``what``."""
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} must be 1-128 letters, digits, '.', '_' or '-', start with a letter or digit and "
+            "not contain '..' (it becomes an S3 key and a path)"
+        )
+    return value
+
+
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,6 +53,9 @@ class PipelineParams(Record):
     architecture: str = "mobilenet_v2"  # for a PyTorch state-dict file: which architecture to rebuild
     framework: Framework = "pytorch"
     input_specs: list[TensorSpec] | None = None  # for formats that do not carry them (PyTorch, TorchScript)
+    # Formats that carry code (TorchScript runs the program stored in the file) are refused unless the
+    # user trusts this model's source; state dicts are read weights-only and ONNX/SavedModel are graphs.
+    trust_model_code: bool = False
     # Every target by default: those that cannot run here are skipped and the report says why.
     targets: list[str] = Field(
         default_factory=lambda: ["onnxruntime", "openvino", "inductor", "neuron-inf1", "neuron-inf2", "tensorrt"],
@@ -71,12 +84,7 @@ class PipelineParams(Record):
     @field_validator("model_name")
     @classmethod
     def _safe_model_name(cls, value: str) -> str:
-        if not SAFE_NAME.match(value) or ".." in value:
-            raise ValueError(
-                f"model_name {value!r} must be 1-128 letters, digits, '.', '_' or '-', "
-                "start with a letter or digit and not contain '..' (it becomes an S3 key)"
-            )
-        return value
+        return check_safe_name(value, "model_name")
 
     @model_validator(mode="after")
     def _budget_for_the_latency_strategy(self) -> PipelineParams:
@@ -120,6 +128,8 @@ class ExportedModel(Record):
     # With source_sha256 it identifies every format, even where a conversion is not byte-reproducible
     # (tf2onnx names deduplicated constants differently from one process to the next).
     exporter: dict[str, str] = {}
+    # What code from the model file runs when it is loaded, on the user's opt-in; "" for none (weights and graphs).
+    model_code: str = ""
 
 
 class CompileConfig(Record):

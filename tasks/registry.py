@@ -33,6 +33,8 @@ def resolve(settings: Settings, model: str, version_or_alias: str):
             return registry.get_model_version(model, version_or_alias)
         return registry.get_model_version_by_alias(model, version_or_alias)
     except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # e.g. the server is unreachable: not a statement about the model
         raise PromotionError(f"registered model {model!r} has no version or alias {version_or_alias!r}") from exc
 
 

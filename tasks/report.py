@@ -99,6 +99,7 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
             "source_uri": exported["source_uri"],
             "inputs": exported["inputs"],
             "flops_per_sample": exported.get("flops_per_sample"),
+            "model_code": exported.get("model_code", ""),
         },
         "machine": ((baseline or {}).get("benchmark") or {}).get("machine"),
         "dataset": dataset,
@@ -140,6 +141,8 @@ def markdown(report: dict) -> str:
     if model:
         lines += [f"Model **{model['name']}** ({model['framework']}, {model['parameters']:,} parameters), "
                   f"sha256 `{model['sha256'][:16]}…`", ""]  # fmt: skip
+        code = model.get("model_code") or "none: weights and graphs only, nothing in the model file is executed"
+        lines += [f"Code from the model file: {code}", ""]
     lines += accuracy_table(report) + [""] + throughput_table(report) + ["", machine_line(report), ""]
     lines += compile_table(report) + [""]
     if report["skipped_targets"]:

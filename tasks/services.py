@@ -245,6 +245,16 @@ def stop(settings: Settings | None = None, log=print) -> None:
         _pid_file(settings, service.name).unlink(missing_ok=True)
 
 
+def restart(name: str, settings: Settings | None = None, log=print) -> None:
+    """Stop one service and start it again on the same port and store (what an upgrade or a crash does)."""
+    settings = settings or settings_module.load()
+    (service,) = [s for s in definitions(settings) if s.name == name]
+    pid = _running_pid(settings, name)
+    if pid is not None:
+        stop_group(pid)
+    _start_one(settings, service, log)
+
+
 def status(settings: Settings | None = None, log=print) -> bool:
     settings = settings or settings_module.load()
     up = True

@@ -55,6 +55,16 @@ def worker_hostname() -> str:
 def load() -> Settings:
     home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
     mlflow_port = _int("MLFLOW_PORT", 5050)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT", "compile-pipeline")
+    if (
+        not experiment.strip()
+        or experiment != experiment.strip()
+        or any(ord(c) < 32 or ord(c) == 127 for c in experiment)
+    ):
+        # it is shown in reports, logs and the UI; MLflow keeps it as a name only (artifact paths use the id)
+        raise ValueError(
+            f"MLFLOW_EXPERIMENT {experiment!r} must be non-empty, without control characters or edge spaces"
+        )
     s3_port = _int("S3_PORT", 9010)
     return Settings(
         home=home,
@@ -66,6 +76,6 @@ def load() -> Settings:
         serving_bucket=os.environ.get("SERVING_BUCKET", "model-serving"),
         serving_prefix=os.environ.get("SERVING_PREFIX", "models").strip("/"),
         mlflow_artifacts_bucket=os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts"),
-        experiment=os.environ.get("MLFLOW_EXPERIMENT", "compile-pipeline"),
+        experiment=experiment,
         compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
     )

@@ -24,7 +24,8 @@ def s3_client(settings_or_endpoint):
             # S3-compatible stores reject the CRC checksums boto3 >= 1.36 sends by default.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 6, "mode": "standard"},
+            # exponential backoff with jitter between attempts; AWS_MAX_ATTEMPTS as boto3 itself reads it
+            retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "6")), "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
         ),

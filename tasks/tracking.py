@@ -65,8 +65,10 @@ def record(
     """Log the pipeline run and one child run per config; returns the parent run id and outcomes with run ids."""
     import mlflow
 
-    client(settings)
+    registry = client(settings)
     experiment_id = _experiment_id(settings)
+    if _version_of_run(registry, exported.name, ctx.run_id) is None:  # a registered version keeps its runs
+        _drop_earlier_attempt(registry, experiment_id, ctx.run_id)
     params = ctx.params
     recorded = []
     with mlflow.start_run(
@@ -80,6 +82,7 @@ def record(
                 "exporter": ", ".join(f"{name} {value[:12]}" for name, value in exported.exporter.items() if value),
                 "architecture": exported.architecture,
                 "framework": exported.framework,
+                "model_code": exported.model_code or "none (weights only)",
                 "parameters": exported.parameters,
                 "targets": ",".join(params.targets),
                 "precisions": ",".join(params.precisions),
@@ -108,6 +111,17 @@ def record(
                 outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
             )
     return parent.info.run_id, recorded
+
+
+def _drop_earlier_attempt(registry, experiment_id: str, pipeline_run_id: str) -> None:
+    """Delete the runs an interrupted attempt of this stage logged (a retry logs them whole, once)."""
+    parents = registry.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
+    for parent in parents:
+        children = registry.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        for run in [*children, parent]:
+            registry.delete_run(run.info.run_id)
 
 
 def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
@@ -200,11 +214,19 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
 
 
 def _version_of_run(registry, name: str, pipeline_run_id: str) -> str | None:
-    """The version an earlier attempt of this pipeline run created, so a retry registers nothing twice."""
-    for version in registry.search_model_versions(f"name = '{name}'"):
-        if version.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id:
-            return str(version.version)
-    return None
+    """The version an earlier attempt of this pipeline run created, so a retry registers nothing twice.
+
+    If a create request was retried after the server had already done it (a restart in between), there
+    are two: the first is kept and the other deleted.
+    """
+    versions = sorted(
+        int(v.version)
+        for v in registry.search_model_versions(f"name = '{name}'")
+        if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id
+    )
+    for duplicate in versions[1:]:
+        registry.delete_model_version(name, str(duplicate))
+    return str(versions[0]) if versions else None
 
 
 def _fmt_optional(value: float | None, spec: str) -> str:
@@ -327,8 +349,8 @@ def register(
                     pip_requirements=[*RUNTIME_REQUIREMENTS[config.target], "numpy", "pydantic"],
                 )
         # The pipeline-run tag is set as the version is created, so a retry finds it.
-        created = mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
-        version = str(created.version)
+        mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
+        version = _version_of_run(registry, exported.name, ctx.run_id)
     best = point or selected.benchmark.best
     tags = {
         "target": config.target,

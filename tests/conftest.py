@@ -32,11 +32,48 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ReliabilityTally:
+    """What the reliability tests tried; printed as one line at the end of the session."""
+
+    def __init__(self):
+        self.bad_inputs = self.faults = self.races = self.lost_or_half_visible = 0
+
+    def line(self) -> str:
+        return (
+            f"reliability: {self.bad_inputs} bad inputs tried, {self.faults} faults injected, {self.races} races run, "
+            f"{self.lost_or_half_visible} versions lost or half-visible"
+        )
+
+
+TALLY = ReliabilityTally()
+
+
+@pytest.fixture(scope="session")
+def reliability() -> ReliabilityTally:
+    return TALLY
+
+
+def pytest_terminal_summary(terminalreporter):
+    if TALLY.bad_inputs or TALLY.faults or TALLY.races:
+        terminalreporter.write_line(TALLY.line())
+
+
+# Credentials the whole session runs with: the security test searches every log, report, MLflow record and
+# S3 object for them. moto and the MLflow server (no auth) accept any.
+SENTINEL_CREDENTIALS = {
+    "AWS_SECRET_ACCESS_KEY": f"sentinel-aws-secret-{os.getpid()}-5f3a9c",
+    "AWS_SESSION_TOKEN": f"sentinel-aws-token-{os.getpid()}-8b1e07",
+    "MLFLOW_TRACKING_USERNAME": "sentinel-user",
+    "MLFLOW_TRACKING_PASSWORD": f"sentinel-mlflow-password-{os.getpid()}-c2d4e6",
+}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def pipeline_home(tmp_path_factory) -> Path:
     """Every test session writes under its own home, never into the developer's .work/."""
     home = tmp_path_factory.mktemp("home")
     os.environ["COMPILE_PIPELINE_HOME"] = str(home)
+    os.environ.update(SENTINEL_CREDENTIALS)
     # Airflow reads its home when first imported (inside tests), so this keeps it off ~/airflow too.
     os.environ["AIRFLOW_HOME"] = str(home / "airflow")
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

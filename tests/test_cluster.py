@@ -65,7 +65,10 @@ def _compiler_under(pid: int) -> psutil.Process | None:
     return None
 
 
-def test_tasks_run_on_their_queues_workers_and_a_compile_worker_lost_mid_compile_is_survived(local_services, tmp_path):
+@pytest.mark.reliability
+def test_tasks_run_on_their_queues_workers_and_a_compile_worker_lost_mid_compile_is_survived(
+    local_services, tmp_path, reliability
+):
     cache_dir = tmp_path / "compile-cache"  # empty: the compiles are real, not cache hits
     cluster = LocalCluster(
         local_services, port=free_port(), redis_port=free_port(), heartbeat_timeout_s=20,
@@ -87,6 +90,7 @@ def test_tasks_run_on_their_queues_workers_and_a_compile_worker_lost_mid_compile
         compiler = _wait("a compile on the compile worker", lambda: _compiler_under(worker.pid), 600, cluster, 0.2)
         lost = cluster.lose_worker(COMPILE)
         assert compiler.pid in lost
+        reliability.faults += 2  # the worker and its compiler, SIGKILLed
         _wait("every process of the lost worker gone",
               lambda: not [pid for pid in lost if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"],
               30, cluster, 0.5)  # fmt: skip

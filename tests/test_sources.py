@@ -90,11 +90,12 @@ def test_text_encoder_with_two_integer_inputs_is_judged_by_closeness(tmp_path):
 def test_torchscript_file_with_specs_from_params(tmp_path):
     model = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3)).eval())
     torch.jit.save(model, tmp_path / "model.pt")
+    trusted = {"model_uri": str(tmp_path / "model.pt"), "framework": "torchscript", "trust_model_code": True}
     with pytest.raises(InputSpecError, match="does not say what inputs it takes; give input_specs"):
-        export_model(PipelineParams(model_uri=str(tmp_path / "model.pt"), framework="torchscript"), tmp_path / "e0")
-    params = PipelineParams(model_uri=str(tmp_path / "model.pt"), framework="torchscript", input_specs=SPECS)
-    exported = export_model(params, tmp_path / "e1")
+        export_model(PipelineParams(**trusted), tmp_path / "e0")
+    exported = export_model(PipelineParams(**trusted, input_specs=SPECS), tmp_path / "e1")
     assert set(exported.formats) == {"torchscript", "onnx"}
+    assert "TorchScript program from the model file runs" in exported.model_code
     np.savez(tmp_path / "data.npz", x=np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32))
     _, results = _through(exported, str(tmp_path / "data.npz"), [("onnxruntime", "fp32")], tmp_path)
     assert results["onnxruntime-fp32"].cosine_min > 0.99999

@@ -8,6 +8,8 @@ exported to ONNX with a dynamic batch axis (the other CPU and GPU targets start 
 from __future__ import annotations
 
 import importlib
+import pickletools
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,46 @@ MAX_BATCH = 1024
 EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")
 
 
+# Modules a state dict's pickle may name (tensors, storages, OrderedDict); torch.load(weights_only=True)
+# then enforces its own, narrower list of callables within them.
+WEIGHTS_MODULES = ("torch", "collections")
+STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a pre-zip torch.save file; four more follow, then raw bytes
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every global a pickle stream imports, read opcode by opcode (nothing is unpickled)."""
+    found, strings, position, pickles = [], [], 0, 1
+    while pickles > 0 and position < len(data):
+        pickles -= 1
+        for opcode, arg, pos in pickletools.genops(data[position:]):
+            if opcode.name in STRING_OPS:
+                strings.append(str(arg))
+            elif opcode.name in ("GLOBAL", "INST"):
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL":
+                found.append(".".join(strings[-2:]) if len(strings) >= 2 else "<unknown>")
+            elif arg == LEGACY_MAGIC and position == 0:
+                pickles = 4
+            if opcode.name == "STOP":
+                position += pos + 1
+                break
+    return found
+
+
+def code_in_pickle(path: Path) -> list[str]:
+    """Globals outside the weights modules that the file's pickles import: code a full unpickle would run."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            streams = [archive.read(name) for name in archive.namelist() if name.endswith(".pkl")]
+    else:
+        streams = [path.read_bytes()]
+    names = [name for stream in streams for name in _pickle_globals(stream)]
+    return sorted({n for n in names if n.split(".")[0] not in WEIGHTS_MODULES})
+
+
 def load_state_dict_model(path: Path, architecture: str):
     """Rebuild ``architecture`` and load a weights-only state dict into it (nothing in the file is executed)."""
     import torch
@@ -49,11 +91,23 @@ def load_state_dict_model(path: Path, architecture: str):
     if path.stat().st_size == 0:
         raise ModelLoadError(f"model file {path} is empty")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for truncated, corrupt or code-carrying files
+        code = code_in_pickle(path)
+    except Exception as exc:  # pickletools raises ValueError and others on a truncated or corrupt stream
         raise ModelLoadError(
-            f"model file {path} is not a readable weights-only PyTorch state dict: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:300]}"
+            f"model file {path} is truncated or corrupt (its pickle cannot be read: {type(exc).__name__}: {exc})"
+        ) from exc
+    if code:
+        raise ModelLoadError(
+            f"model file {path} carries code (its pickle imports {', '.join(code[:5])}); refused: only weights are "
+            "read from a .pt/.pth file and it is never unpickled. Save the weights with "
+            "torch.save(model.state_dict(), path), or give a TorchScript/ONNX export"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated or corrupt files
+        raise ModelLoadError(
+            f"model file {path} is not a readable weights-only PyTorch state dict (truncated or corrupt?): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"model file {path} does not hold a state dict of tensors")

@@ -22,18 +22,24 @@ ONNX_OPSET = 17  # tf2onnx 1.17's newest well-tested opset
 EXPORTER_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx")  # "" for the one not installed
 
 
-def _load_signature(path: Path):
+def _load_signature(path: Path, shown: Path | str | None = None):
+    """The loaded SavedModel at ``path`` and its serving signature; errors name ``shown`` (the user's copy)."""
     import tensorflow as tf
 
+    shown = shown or path
     if not (path / "saved_model.pb").is_file():
-        raise ModelLoadError(f"{path} is not a TensorFlow SavedModel directory (no saved_model.pb)")
+        raise ModelLoadError(f"{shown} is not a TensorFlow SavedModel directory (no saved_model.pb)")
     try:
         loaded = tf.saved_model.load(str(path))
-    except Exception as exc:
-        raise ModelLoadError(f"TensorFlow cannot load the SavedModel {path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # truncated or corrupt graph, missing variables, ...
+        first_line = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ModelLoadError(
+            f"TensorFlow cannot load the SavedModel {shown} (truncated, corrupt or incomplete?): "
+            f"{type(exc).__name__}: {first_line}"
+        ) from exc
     if SIGNATURE not in loaded.signatures:
         raise ModelLoadError(
-            f"SavedModel {path} has no {SIGNATURE!r} signature (it has {sorted(loaded.signatures)}); "
+            f"SavedModel {shown} has no {SIGNATURE!r} signature (it has {sorted(loaded.signatures)}); "
             "export it with a serving signature"
         )
     return loaded, loaded.signatures[SIGNATURE]
@@ -103,7 +109,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
             raise ModelLoadError(f"TensorFlow model {source} is not a SavedModel directory")
         source_sha256 = tree_sha256(source)
         shutil.copytree(source, saved_model)
-    loaded, signature = _load_signature(saved_model)
+    loaded, signature = _load_signature(saved_model, shown=params.model_uri)
     declared, outputs = signature_specs(signature)
     what = f"model {params.model_uri}"
     specs = reconcile_specs(declared, params.input_specs, what)

@@ -17,6 +17,7 @@ from tasks.records import ExportedModel, PipelineParams
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
 
 EXPORTER_PACKAGES = ("torch", "onnx")
+CODE_NOTE = "TorchScript program from the model file runs (trust_model_code=true)"
 
 
 def load_script(path: Path):
@@ -36,6 +37,12 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     import torch
 
     source = local_path(params.model_uri)
+    if not params.trust_model_code:
+        raise ModelLoadError(
+            f"model {params.model_uri} is TorchScript, which carries code (the program in the file runs with the "
+            "model); refused by default. Set trust_model_code=true for this model if you trust where it came "
+            "from, or give a weights-only state dict with its architecture, or an ONNX file"
+        )
     model = load_script(source)
     what = f"model {params.model_uri}"
     specs = reconcile_specs(None, params.input_specs, what)
@@ -68,6 +75,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
         inputs=specs,
         outputs=outputs,
         formats={"torchscript": file_ref(script_path), "onnx": file_ref(out_dir / "model.onnx")},
+        model_code=CODE_NOTE,
     )
 
 

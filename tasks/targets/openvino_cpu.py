@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,13 @@ class OpenVINOCPU(SingleFormatTarget):
         import openvino as ov
 
         self.flags(config)  # refuses a precision it does not compile
-        model = ov.convert_model(str(local_path(exported.formats["onnx"].uri)))
+        try:
+            model = ov.convert_model(str(local_path(exported.formats["onnx"].uri)))
+        except Exception as exc:  # OpConversionFailure: its first line is a source location, the ops come later
+            unsupported = re.search(r"No conversion rule found for operations: (.+)", str(exc))
+            if unsupported:
+                raise CompileError(f"OpenVINO cannot convert operator(s) {unsupported.group(1).strip()}") from exc
+            raise
         if config.batch_size:
             self._reshape(model, exported.inputs, config.batch_size)
         # Weights stay fp32 in the IR; the precision is applied by the plugin when it compiles.
