@@ -105,6 +105,8 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
         assert config["top5_agreement"] is not None and len(config["artifact_sha256"]) == 64
         assert config["compile_report"]["operators_total"] > 0 and config["compile_peak_memory_mb"] > 0
     assert "tensorflow-neuron is not installed" in report["skipped_targets"]["neuron-inf1"]
+    assert report["model"]["model_code"] == ""  # a state dict: weights only, and the report says so
+    assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
     # int8 MobileNetV2 keeps top-5 accuracy but not the baseline's top-5 sets: the GX suite stops it
