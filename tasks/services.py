@@ -48,7 +48,7 @@ class Service:
 
 def local_env(settings: Settings) -> dict[str, str]:
     """Environment for clients of the local services (the pipeline, the tests, the demo)."""
-    env = {k: os.environ.get(k, v) for k, v in LOCAL_CREDENTIALS.items()}
+    env = {k: os.environ.get(k, v) for k, v in {**LOCAL_CREDENTIALS, **settings_module.MLFLOW_CLIENT_ENV}.items()}
     env |= {
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",

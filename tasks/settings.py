@@ -40,6 +40,10 @@ class Settings:
 
 
 WORKER_HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
+# Set for every MLflow client. Otherwise clients of a server that proxies S3 artifacts download through
+# presigned URLs the server mints with its own credentials: a session token travels in the URL's query
+# string into clients and S3 access logs. Off, downloads stream through the tracking server.
+MLFLOW_CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
 
 
 def worker_hostname() -> str:

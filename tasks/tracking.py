@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tasks.records import (
     Registration,
     RunContext,
 )
-from tasks.settings import PROJECT_ROOT, Settings
+from tasks.settings import MLFLOW_CLIENT_ENV, PROJECT_ROOT, Settings
 
 PIPELINE_RUN_TAG = "pipeline_run_id"
 GATE_PARAMS = ("top5_tolerance_pp", "top1_tolerance_pp", "min_top5_agreement", "min_cosine", "atol", "rtol")
@@ -37,6 +38,8 @@ def client(settings: Settings):
     """An MLflow client for the tracking server; also points the fluent API (mlflow.*) at it."""
     import mlflow
 
+    for name, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return mlflow.MlflowClient(settings.mlflow_tracking_uri)
 

@@ -238,7 +238,9 @@ def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tm
     )
 
 
-def test_promote_to_a_missing_bucket_names_it(local_services, exported, compiled_outcome, monkeypatch):
+@pytest.mark.reliability
+def test_promote_to_a_missing_bucket_names_it(local_services, exported, compiled_outcome, monkeypatch, reliability):
+    reliability.bad_inputs += 1
     monkeypatch.setenv("SERVING_BUCKET", "no-such-bucket")
     with pytest.raises(PromotionError, match="bucket 'no-such-bucket' is not reachable"):
         promote(settings_module.load(), _candidate(exported, compiled_outcome[0].compiled, "1"))

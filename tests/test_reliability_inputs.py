@@ -340,14 +340,6 @@ def test_an_experiment_name_with_control_characters_is_refused(monkeypatch, reli
         load_settings()
 
 
-@pytest.mark.integration
-def test_a_missing_bucket_is_named(local_services, monkeypatch, reliability):
-    reliability.bad_inputs += 1
-    monkeypatch.setenv("SERVING_BUCKET", "no-such-serving-bucket")
-    with pytest.raises(PromotionError, match="bucket 'no-such-serving-bucket' is not reachable.*NoSuchBucket|404"):
-        Store(load_settings(), "mobilenet")
-
-
 class Blackhole:
     """A TCP port that accepts connections and closes them at once: a service that is down mid-restart."""
 
