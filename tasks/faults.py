@@ -9,9 +9,11 @@ its address and the retries, and what to check.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
+from tasks import settings as settings_module
 from tasks.settings import Settings
 
 
@@ -43,6 +45,7 @@ def describe(exc: BaseException, settings: Settings) -> str:
             )
         text = str(cause)
         if isinstance(cause, RequestsConnectionError | Timeout) or (
+            # by name: importing mlflow here would cost every failing stage a second or two
             type(cause).__name__ == "MlflowException" and "Max retries exceeded" in text
         ):
             retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
@@ -70,9 +73,6 @@ def named_unreachable(settings: Settings) -> Iterator[None]:
 
 def names_unreachable(function):
     """Decorator form of :func:`named_unreachable`, with the settings of the environment at call time."""
-    import functools
-
-    from tasks import settings as settings_module
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import settings as settings_module
+from tasks.faults import named_unreachable
 from tasks.files import write_json
 from tasks.records import (
     BaselineResult,
@@ -46,8 +47,6 @@ def _stage_file(ctx: RunContext, stage: str, key: str = "") -> Path:
 @contextlib.contextmanager
 def _recorded(ctx: RunContext, stage: str, key: str = "") -> Iterator[None]:
     """Save a stage's exception (type, message, traceback) before it propagates."""
-    from tasks.faults import named_unreachable
-
     base = _stage_file(ctx, stage, key)
     Path(f"{base}.error.json").unlink(missing_ok=True)
     try:

@@ -256,14 +256,21 @@ def _committed_version(store: Store, candidate: Candidate) -> tuple[int, dict] |
     return None
 
 
+def _already_committed(store: Store, candidate: Candidate) -> Promotion | None:
+    """The committed copy of this registry version, after removing staged files a crash or a race left."""
+    found = _committed_version(store, candidate)
+    if found is None:
+        return None
+    store.delete(store.keys(f"{STAGING}/{candidate.registry_version}/"))
+    return _promotion(store, *found, already=True)
+
+
 def promote(settings: Settings, candidate: Candidate) -> Promotion:
     """Stage, verify, claim a version, copy (graph file last), commit; or return the committed copy."""
     store = Store(settings, candidate.model)
-    staging = f"{STAGING}/{candidate.registry_version}/"
-    found = _committed_version(store, candidate)
-    if found:
-        store.delete(store.keys(staging))  # left by a crash after the commit
-        return _promotion(store, *found, already=True)
+    already = _already_committed(store, candidate)
+    if already:
+        return already
 
     root = local_path(candidate.artifact.uri)
     layout = serving_layout.layout_for(candidate.artifact.config.target, candidate.artifact.files)
@@ -276,27 +283,28 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
         }
         for name in candidate.artifact.files
     ]
+    staging = f"{STAGING}/{candidate.registry_version}/"
     try:
         _stage(store, candidate, files)
         number = _claim(store, candidate)
         if store.read_json(f"{number}/{MANIFEST}") is None:  # else a racing promotion of it committed first
             _copy_into_version(store, staging, number, layout, files)
         manifest = _manifest(settings, candidate, number, layout, files)
-        committed_here = store.put_new(f"{number}/{MANIFEST}", json.dumps(manifest, indent=2).encode())
+        if store.put_new(f"{number}/{MANIFEST}", json.dumps(manifest, indent=2).encode()):
+            store.delete(store.keys(staging))
+            return _promotion(store, number, manifest)
     except Exception:
         # A racing promotion of the same registry version may have committed and removed the staged
         # files under this one; then its commit is the result. Anything else is this promotion's failure.
-        found = _committed_version(store, candidate)
-        if not found:
+        already = _already_committed(store, candidate)
+        if already is None:
             raise
-        number, committed_here = found[0], False
-    if not committed_here:
-        existing = store.read_json(f"{number}/{MANIFEST}") or {}
-        if existing.get("artifact_sha256") != candidate.artifact.sha256:
-            raise PromotionError(f"{store.uri(f'{number}/')} was committed by another promotion")
-        manifest = existing
-    store.delete(store.keys(staging))
-    return _promotion(store, number, manifest, already=not committed_here)
+        return already
+    # The commit marker was there first: a racing promotion of this registry version committed it.
+    already = _already_committed(store, candidate)
+    if already is None:
+        raise PromotionError(f"{store.uri(f'{number}/')} was committed by another promotion")
+    return already
 
 
 def committed_manifest(settings: Settings, model: str, number: int) -> dict:

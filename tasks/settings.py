@@ -60,11 +60,7 @@ def load() -> Settings:
     home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
     mlflow_port = _int("MLFLOW_PORT", 5050)
     experiment = os.environ.get("MLFLOW_EXPERIMENT", "compile-pipeline")
-    if (
-        not experiment.strip()
-        or experiment != experiment.strip()
-        or any(ord(c) < 32 or ord(c) == 127 for c in experiment)
-    ):
+    if not experiment or experiment != experiment.strip() or not experiment.isprintable():
         # it is shown in reports, logs and the UI; MLflow keeps it as a name only (artifact paths use the id)
         raise ValueError(
             f"MLFLOW_EXPERIMENT {experiment!r} must be non-empty, without control characters or edge spaces"

@@ -4,6 +4,7 @@ closing reliability line; a committed version that is missing, changed or incomp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -77,11 +78,28 @@ def audit(store: Store, graph_file: str = "saved_model.pb") -> tuple[dict[int, d
     return committed, problems
 
 
-def _promote_and_die(settings, cand: Candidate, call: int, when: str) -> None:
-    """Child process: promote, SIGKILLed just before (or after) its ``call``-th S3 request."""
+@contextlib.contextmanager
+def s3_events(handlers: dict):
+    """The S3 clients tasks.promote makes, with ``handlers`` registered on their botocore events."""
     import tasks.promote as promote_module
 
     made = promote_module.s3_client
+
+    def client(settings_or_endpoint):
+        s3 = made(settings_or_endpoint)
+        for event, handler in handlers.items():
+            s3.meta.events.register(event, handler)
+        return s3
+
+    promote_module.s3_client = client
+    try:
+        yield
+    finally:
+        promote_module.s3_client = made
+
+
+def _promote_and_die(settings, cand: Candidate, call: int, when: str) -> None:
+    """Child process: promote, SIGKILLed just before (or after) its ``call``-th S3 request."""
     calls = [0]
 
     def hook(event_name, **kwargs):
@@ -92,37 +110,20 @@ def _promote_and_die(settings, cand: Candidate, call: int, when: str) -> None:
         elif when == "after" and calls[0] == call:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def client(settings_or_endpoint):
-        s3 = made(settings_or_endpoint)
-        s3.meta.events.register("before-call.s3", hook)
-        s3.meta.events.register("after-call.s3", hook)
-        return s3
-
-    promote_module.s3_client = client
-    promote(settings, cand)
+    with s3_events({"before-call.s3": hook, "after-call.s3": hook}):
+        promote(settings, cand)
     os._exit(0)
 
 
 def _promotion_calls(settings, cand: Candidate) -> list[str]:
     """The S3 requests of one whole promotion, in order, as ``Operation key``."""
-    import tasks.promote as promote_module
+    seen = []
 
-    made, seen = promote_module.s3_client, []
+    def note(params, model, **kwargs):
+        seen.append(f"{model.name} {params.get('Key') or params.get('Prefix') or ''}")
 
-    def client(settings_or_endpoint):
-        s3 = made(settings_or_endpoint)
-
-        def note(params, model, **kwargs):
-            seen.append(f"{model.name} {params.get('Key') or params.get('Prefix') or ''}")
-
-        s3.meta.events.register("before-parameter-build.s3", note)
-        return s3
-
-    promote_module.s3_client = client
-    try:
+    with s3_events({"before-parameter-build.s3": note}):
         promote(settings, cand)
-    finally:
-        promote_module.s3_client = made
     return seen
 
 

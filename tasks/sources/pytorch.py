@@ -46,8 +46,6 @@ EXPORTER_PACKAGES = ("torch", "onnx", "onnxscript")
 # then enforces its own, narrower list of callables within them.
 WEIGHTS_MODULES = ("torch", "collections")
 STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
-
-
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a pre-zip torch.save file; four more follow, then raw bytes
 
 
