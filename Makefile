@@ -26,17 +26,17 @@ system:
 
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
-	$(PY) -m tasks.demo
+	$(PY) -m devtools.demo
 
 ## Airflow as a user runs it: standalone (UI, scheduler, DAG processor) with the DAGs, plugin, pool and
 ## connections, beside the local MLflow and S3 (reused if running). Prints the URL and login.
 airflow: venv
-	$(PY) -m tasks.airflow_local
+	$(PY) -m devtools.airflow_local
 
 ## Airflow on the CeleryExecutor as on a fleet: Redis, scheduler, DAG processor, API server, and a worker per
 ## queue (compile; accelerator + default), beside the local MLflow and S3. Prints the URL and login.
 cluster: venv system
-	$(PY) -m tasks.cluster
+	$(PY) -m devtools.cluster
 
 ## The whole test suite (unit, integration against real local services, airflow dags test).
 test: venv system
@@ -48,7 +48,7 @@ test-fast: venv
 
 ## The benchmark harness on MobileNetV2 and ResNet-50 over every available target; prints figures.
 bench: venv
-	$(PY) -m tasks.bench
+	$(PY) -m devtools.bench
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -56,10 +56,10 @@ lint: venv
 
 ## Stop the services the demo started.
 stop:
-	@if [ -x $(PY) ]; then $(PY) -m tasks.services stop; else echo "nothing to stop (no .venv)"; fi
+	@if [ -x $(PY) ]; then $(PY) -m devtools.services stop; else echo "nothing to stop (no .venv)"; fi
 
 status: venv
-	$(PY) -m tasks.services status
+	$(PY) -m devtools.services status
 
 clean: stop
 	rm -rf .work

@@ -20,15 +20,15 @@ in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
-from tasks import promotion
-from tasks.retrain import MODEL_REGISTERED
-
-NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
+from tasks.core.param_schema import field_schemas
+from tasks.core.records import PromoteParams
+from tasks.stages import MODEL_REGISTERED
+from tasks.stages import promote_model as stages
+from tasks.stages.runner import NETWORK_RETRIES
 
 
 @dag(
@@ -44,34 +44,27 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
     doc_md=__doc__,
     tags=["promote", "serving", "mlops"],
     default_args={"retries": 0},
-    params={
-        "model_name": Param("", type="string", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$", title="Model name",
-                            description="Registered model to promote; empty: every champion not promoted yet."),
-        "version": Param("champion", type="string", minLength=1, title="Version or alias",
-                         description="A registry version number or an alias."),
-        "rollback_to": Param(None, type=["null", "integer"], minimum=1, title="Roll back to serving version",
-                             description="Point serving back to this committed S3 version instead of promoting."),
-    },
-)  # fmt: skip
+    params={name: Param(**schema) for name, schema in field_schemas(PromoteParams).items()},
+)
 def promote_model():
     @task
     def find() -> list[dict]:
-        return promotion.requests(dict(get_current_context()["params"]))
+        return stages.find.run(dict(get_current_context()["params"]))
 
     @task(map_index_template="{{ request_name }}", **NETWORK_RETRIES)
     def promote(request: dict) -> dict:
-        get_current_context()["request_name"] = promotion.request_name(request)
-        return promotion.promote(request)
+        get_current_context()["request_name"] = stages.request_name(request)
+        return stages.promote.run(request)
 
     @task(map_index_template="{{ request_name }}")
     def smoke_test(promoted: dict) -> dict:
-        get_current_context()["request_name"] = promotion.request_name(promoted)
-        return promotion.smoke(promoted)
+        get_current_context()["request_name"] = stages.request_name(promoted)
+        return stages.smoke_test.run(promoted)
 
     @task(map_index_template="{{ request_name }}", **NETWORK_RETRIES)
     def serve(smoked: dict) -> dict:
-        get_current_context()["request_name"] = promotion.request_name(smoked)
-        return promotion.serve(smoked)
+        get_current_context()["request_name"] = stages.request_name(smoked)
+        return stages.serve.run(smoked)
 
     serve.expand(smoked=smoke_test.expand(promoted=promote.expand(request=find())))
 

@@ -18,9 +18,12 @@ import os
 import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from tasks import retrain
+from tasks.core.param_schema import field_schemas
+from tasks.core.records import RetrainParams
+from tasks.stages import MODEL_EXPORTED
+from tasks.stages.retrain_to_deploy import train_and_export as stage
 
-MODEL_EXPORTED = Asset(retrain.MODEL_EXPORTED)
+model_exported = Asset(MODEL_EXPORTED)
 
 
 @dag(
@@ -32,23 +35,14 @@ MODEL_EXPORTED = Asset(retrain.MODEL_EXPORTED)
     doc_md=__doc__,
     tags=["train", "mlops"],
     default_args={"retries": 0},  # training is seeded and deterministic: a retry would fail the same way
-    params={
-        "model_name": Param("keras-digits", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
-                            title="Model name"),
-        "training_callable": Param(retrain.BUILTIN_TRAINER, type="string", minLength=1, title="Trainer",
-                                   description="builtin:keras_digits, or module:function called with an output "
-                                               "directory and returning the SavedModel directory it wrote."),
-        "compile_params": Param({"dataset": "builtin:digits", "targets": ["onnxruntime", "openvino", "neuron-inf1"],
-                                 "batch_sizes": [1, 8, 32]}, type="object", title="Compile params",
-                                description="compile_pipeline params for the runs this retrain triggers."),
-    },
-)  # fmt: skip
+    params={name: Param(**schema) for name, schema in field_schemas(RetrainParams).items()},
+)
 def retrain_to_deploy():
-    @task(outlets=[MODEL_EXPORTED])
+    @task(outlets=[model_exported])
     def train_and_export() -> dict:
         context = get_current_context()
-        extra = retrain.retrain(dict(context["params"]), context["run_id"])
-        context["outlet_events"][MODEL_EXPORTED].extra = extra  # one event per run, from this one task
+        extra = stage.run(dict(context["params"]), context["run_id"])
+        context["outlet_events"][model_exported].extra = extra  # one event per run, from this one task
         return extra
 
     train_and_export()

@@ -1,6 +1,6 @@
 """Airflow UI plugin: a "Compile reports" page in the navigation, served by a FastAPI app.
 
-The page (tasks/reports_page.py) reads MLflow and S3, not Airflow's database: recent pipeline
+The page (tasks/report/page.py) reads MLflow and S3, not Airflow's database: recent pipeline
 runs with model, source sha256, each config's gate result and throughput, the throughput plot,
 and links to the MLflow run, the registered version and the serving version on S3.
 """
@@ -11,8 +11,8 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
-from tasks import reports_page
-from tasks import settings as settings_module
+from tasks.core import settings as settings_module
+from tasks.report import page as reports_page
 
 app = FastAPI(title="Compile reports")
 

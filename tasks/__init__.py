@@ -1,6 +1,6 @@
 """Stages of the compile pipeline as plain functions: no Airflow import anywhere here.
 
-Each stage module takes and returns the small records of :mod:`tasks.records`;
+Each stage module takes and returns the small records of :mod:`tasks.core.records`;
 large things (models, datasets, compiled artifacts, model outputs) live in files
 whose URIs and sha256 the records carry.
 """

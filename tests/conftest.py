@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import dataset as datasets
-from tasks import services
-from tasks import settings as settings_module
-from tasks.records import PipelineParams
+from devtools import services
+from tasks.core import settings as settings_module
+from tasks.core.records import PipelineParams
+from tasks.datasets import prepare as datasets
 
 
 def wait_until(what: str, check, timeout_s: float, logs, poll_s: float = 5.0):
@@ -82,7 +82,7 @@ def pipeline_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
-    from tasks.export import export_model
+    from tasks.sources.export import export_model
 
     return export_model(PipelineParams(), tmp_path_factory.mktemp("export"))
 
@@ -114,11 +114,11 @@ def local_services(pipeline_home):
 @pytest.fixture(scope="session")
 def compiled_outcome(exported, dataset_ref, tmp_path_factory):
     """The ONNX Runtime fp32 config of the exported model, validated, benchmarked and gated; and its baseline."""
-    from tasks.benchmark import benchmark_artifact
-    from tasks.compile import compile_config
-    from tasks.gate import gate_all
-    from tasks.records import BaselineResult, BenchmarkResult, CompileConfig
-    from tasks.validate import baseline_predictions, validate_artifact
+    from tasks.benchmark.harness import benchmark_artifact
+    from tasks.compile.run import compile_config
+    from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig
+    from tasks.stages.compile_pipeline.gate import gate_all
+    from tasks.validation.predictions import baseline_predictions, validate_artifact
 
     out = tmp_path_factory.mktemp("compiled")
     artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), out)

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs, verified_format
-from tasks.files import file_ref, local_path, sha256_file
-from tasks.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.batching import example_inputs
+from tasks.core.files import file_ref, local_path, sha256_file
+from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 
 EXPORTER_PACKAGES = ("onnx", "onnxruntime")  # onnx rewrites the file whole; onnxruntime checks it runs
 

@@ -15,18 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from tasks import models
-from tasks.export import (
+from tasks.core.batching import example_inputs
+from tasks.core.files import file_ref, sha256_file
+from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.sources.export import (
     BUILTIN_MODELS,
     ONNX_OPSET,
     ModelLoadError,
     check_outputs,
-    example_inputs,
     reconcile_specs,
     resolve_source,
     verified_format,
 )
-from tasks.files import file_ref, sha256_file
-from tasks.records import ExportedModel, PipelineParams, TensorSpec
 
 # Input specs of the built-in modules, which (like any nn.Module) do not carry them.
 BUILTIN_SPECS = {

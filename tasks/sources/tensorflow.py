@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, check_outputs, example_inputs, reconcile_specs, verified_format
-from tasks.files import dir_ref, file_ref, local_path, tree_sha256
-from tasks.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.batching import example_inputs
+from tasks.core.files import dir_ref, file_ref, local_path, tree_sha256
+from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.models.keras_digits import train_and_save
+from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 
 SIGNATURE = "serving_default"
 ONNX_OPSET = 17  # tf2onnx 1.17's newest well-tested opset
@@ -99,8 +101,6 @@ def to_onnx(signature, specs: list[TensorSpec], path: Path) -> None:
 def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     saved_model = out_dir / "saved_model"
     if params.model_uri == "builtin:keras_digits":
-        from tasks.models.keras_digits import train_and_save
-
         train_and_save(saved_model)
         source_sha256 = ""  # the trained weights' digest, below: SavedModel bytes differ between exports
     else:

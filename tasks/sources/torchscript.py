@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.export import ModelLoadError, reconcile_specs, verified_format
-from tasks.files import file_ref, local_path, sha256_file
-from tasks.records import ExportedModel, PipelineParams
+from tasks.core.batching import example_inputs
+from tasks.core.files import file_ref, local_path, sha256_file
+from tasks.core.records import ExportedModel, PipelineParams
+from tasks.sources.export import ModelLoadError, reconcile_specs, verified_format
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
 
 EXPORTER_PACKAGES = ("torch", "onnx")
@@ -49,7 +50,6 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     outputs = output_specs(forward_check(model, specs, what))
     script_path = out_dir / "model.torchscript.pt"
     shutil.copyfile(source, script_path)
-    from tasks.export import example_inputs
 
     example = example_inputs(specs)
     torch.onnx.export(

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tasks.files import local_path, write_json
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
-from tasks.targets import Predict, SingleFormatTarget, package_version
+from tasks.core.batching import Predict
+from tasks.core.files import local_path, write_json
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.sources.pytorch import export_args
+from tasks.targets.base import ServingLayout, SingleFormatTarget, package_version, triton_layout
 
 PACKAGE_FILE = "model.pt2"
 INPUTS_FILE = "inputs.json"
@@ -50,11 +53,14 @@ class InductorCPU(SingleFormatTarget):
     flags_by_precision = {
         precision: ["aoti_compile_and_package", f"dtype={dtype}"] for precision, dtype in DTYPES.items()
     }
+    runtime_requirements = ("torch",)
+
+    def serving_layout(self, files: list[str]) -> ServingLayout | None:
+        return triton_layout(files, PACKAGE_FILE, "pytorch")
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("torch") is None:
             return False, "torch is not installed"
-        import shutil
 
         compiler = shutil.which("g++") or shutil.which("c++")
         if not compiler:
@@ -69,8 +75,6 @@ class InductorCPU(SingleFormatTarget):
         calibration: dict[str, np.ndarray] | None,
     ) -> CompileReport:
         import torch
-
-        from tasks.sources.pytorch import export_args
 
         self.flags(config)  # refuses a precision it does not compile
         program = torch.export.load(str(local_path(exported.formats["exported_program"].uri)))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
-from tasks.targets import CompileError, Predict, SingleFormatTarget
+from tasks.core.batching import Predict
+from tasks.core.files import local_path
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
 
 MODEL_FILE = "model.onnx"
 FLAGS = {
@@ -47,6 +48,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
     source_format = "onnx"
     device = "CPU"
     flags_by_precision = FLAGS
+    runtime_requirements = ("onnxruntime",)
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -56,6 +58,9 @@ class OnnxRuntimeCPU(SingleFormatTarget):
         if "CPUExecutionProvider" not in onnxruntime.get_available_providers():
             return False, "onnxruntime has no CPUExecutionProvider"
         return True, f"onnxruntime {onnxruntime.__version__}"
+
+    def serving_layout(self, files: list[str]) -> ServingLayout | None:
+        return triton_layout(files, MODEL_FILE, "onnxruntime_onnx")
 
     def compile(
         self,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, TensorSpec
-from tasks.targets import CompileError, Predict, SingleFormatTarget
+from tasks.core.batching import Predict
+from tasks.core.files import local_path
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, TensorSpec
+from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, openvino_server_layout
 
 MODEL_FILE = "model.xml"  # with model.bin beside it
 # The CPU plugin silently runs bf16 on CPUs with AVX512_BF16 unless told otherwise,
@@ -26,6 +27,10 @@ class OpenVINOCPU(SingleFormatTarget):
         precision: [f"INFERENCE_PRECISION_HINT={hint}", "compress_to_fp16=False"]
         for precision, hint in PRECISION_HINTS.items()
     }
+    runtime_requirements = ("openvino",)
+
+    def serving_layout(self, files: list[str]) -> ServingLayout | None:
+        return openvino_server_layout(files)
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("openvino") is None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.files import local_path
-from tasks.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
-from tasks.targets import CompileError, Predict, SingleFormatTarget, package_version
+from tasks.core.batching import Predict
+from tasks.core.files import local_path
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, package_version, triton_layout
 
 ENGINE_FILE = "model.plan"
 MAX_BATCH = 64
@@ -51,6 +52,11 @@ class TensorRTGPU(SingleFormatTarget):
         precision: [f"BuilderFlag.{flag}" for flag in flags] + [f"max_batch={MAX_BATCH}"]
         for precision, flags in BUILDER_FLAGS.items()
     }
+    runtime_requirements = ("tensorrt", "torch")
+    serving_device = "gpu"
+
+    def serving_layout(self, files: list[str]) -> ServingLayout | None:
+        return triton_layout(files, ENGINE_FILE, "tensorrt_plan")
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:

@@ -1,0 +1,139 @@
+"""``make bench``: the benchmark harness on MobileNetV2 and ResNet-50, every available target and precision.
+
+Per model it prints the machine (CPU, cores, measured matmul peak), the model's FLOPs per
+sample, and per config: the gate, the harness's best point, samples/s, speedup over the
+best CPU-baseline point, tuned over naive single-stream, spread of the final windows and
+the share of the machine's peak. Then it runs an exhaustive sweep of the same grid for the
+selected config and says how far the harness's pick is from that sweep's best. Figures,
+not assertions: this machine is shared and noisy, so compare ratios within one run.
+
+    python -m devtools.bench [--models mobilenet_v2,resnet50] [--window 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tasks import targets
+from tasks.benchmark import machine as machines
+from tasks.benchmark.harness import Harness, Sweep, benchmark_artifact, benchmark_baseline
+from tasks.compile.cache import open_cache
+from tasks.compile.run import compile_config
+from tasks.core import settings as settings_module
+from tasks.core.files import local_path, write_json
+from tasks.core.records import BaselineResult, BenchmarkPoint, PipelineParams
+from tasks.datasets import prepare as datasets
+from tasks.sources.export import export_model
+from tasks.stages.compile_pipeline.gate import gate_all, select
+from tasks.stages.compile_pipeline.plan import plan_configs
+from tasks.validation.predictions import baseline_predictions, validate_artifact
+
+MODELS = {
+    "mobilenet_v2": (PipelineParams(model_name="mobilenet_v2"), [1, 2, 4, 8, 16, 32]),
+    # ResNet-50, the model of Neuron's tutorials, with seeded random weights (none ship here)
+    "resnet50": (PipelineParams(model_name="resnet50", model_uri="builtin:resnet50_random"), [1, 2, 4, 8, 16]),
+}
+GRID_STREAMS = [1, 2, 4]
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _point(p: BenchmarkPoint) -> str:
+    return p.shape.replace(" streams", "") + ("" if p.stable else " unstable")
+
+
+def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> dict:
+    params, batches = MODELS[name]
+    settings = settings_module.load()
+    started = time.monotonic()
+    exported = export_model(params, out / "export")
+    ref = datasets.prepare(params.dataset, out / "dataset", exported)
+    configs, skipped = plan_configs(params, exported)
+    cache = open_cache(settings.compile_cache_uri, settings.s3_endpoint_url)
+    calibration = local_path(ref.calibration_uri)
+    artifacts = [compile_config(exported, c, out / "compiled", cache=cache, calibration=calibration) for c in configs]
+    baseline = BaselineResult(
+        framework=exported.framework,
+        predictions=baseline_predictions(exported, ref, out / "outputs"),
+        benchmark=benchmark_baseline(exported, ref, batches, harness),
+    )
+    validations = {a.config.key: validate_artifact(a, ref, baseline, out / "outputs") for a in artifacts}
+    benchmarks = {}
+    for artifact in artifacts:
+        benchmarks[artifact.config.key] = benchmark_artifact(artifact, ref, batches, harness)
+        log(f"  measured {artifact.config.key}")
+    outcomes = gate_all(artifacts, validations, benchmarks, params, out / "gate")
+    base_best = baseline.benchmark.best
+
+    log(f"\n== {name}: {exported.parameters:,} parameters, {exported.flops_per_sample / 1e9:.2f} GFLOPs per sample")
+    log("| config | gate | best point (batch x streams) | samples/s | p99 ms | speedup vs best CPU | tuned / naive "
+        "| spread | % of peak | utilisation |")  # fmt: skip
+    log("|---|---|---|---|---|---|---|---|---|---|")
+    rows = [("CPU baseline", "fp32", "-", baseline.benchmark)] + [
+        (o.compiled.config.key, o.compiled.config.precision, o.gate, o.benchmark) for o in outcomes
+    ]
+    table = []
+    for key, precision, gate, bench in rows:
+        best, naive = bench.best, bench.naive
+        if best is None:
+            log(f"| {key} | {gate} | failed: {bench.reason[:80]} | | | | | | | |")
+            continue
+        share = machines.peak_share(best.throughput, exported.flops_per_sample, precision, machine)
+        row = {
+            "config": key,
+            "gate": gate,
+            "best": best.to_json(),
+            "speedup_vs_cpu": best.throughput / base_best.throughput,
+            "tuned_over_naive": best.throughput / naive.throughput if naive else None,
+            "peak_share": share,
+        }
+        table.append(row)
+        log(f"| {key} | {gate} | {_point(best)} | {best.throughput:.1f} | {best.latency_ms_p99:.1f} "
+            f"| {row['speedup_vs_cpu']:.2f}x | {_fmt(row['tuned_over_naive'], '.2f')}x | {best.spread:.1%} "
+            f"| {_fmt(share and 100 * share)} | {' '.join(f'{u:.0f}' for u in best.utilisation)} |")  # fmt: skip
+    for key, why in skipped.items():
+        log(f"skipped {key}: {why}")
+
+    result = {"model": name, "flops_per_sample": exported.flops_per_sample, "configs": table}
+    choice = select(outcomes)
+    if choice:
+        selected, point = choice
+        artifact = selected.compiled
+        target = targets.get(artifact.config.target)
+        grid_batches = [artifact.config.batch_size] if artifact.config.batch_size else batches
+        sweep = Sweep(lambda bs: target.load(artifact, bs), datasets.load(ref).inputs(0, max(batches)), harness)
+        sweep.grid(grid_batches, GRID_STREAMS)
+        grid_best = max(sweep.points, key=lambda p: p.throughput)
+        gap = point.throughput / grid_best.throughput - 1
+        log(f"selected {artifact.config.key} at {_point(point)}: {point.throughput:.1f} samples/s; exhaustive sweep "
+            f"of {len(grid_batches)} batch sizes x {GRID_STREAMS} streams: best {_point(grid_best)} "
+            f"{grid_best.throughput:.1f}; harness pick / exhaustive best = {gap:+.1%}")  # fmt: skip
+        result["selected"] = {"config": artifact.config.key, "point": point.to_json()}
+        result["exhaustive"] = {"best": grid_best.to_json(), "gap": gap, "points": [p.to_json() for p in sweep.points]}
+    log(f"({name} took {time.monotonic() - started:.0f} s)")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--window", type=float, default=1.0, help="measurement window, seconds")
+    args = parser.parse_args(argv)
+    settings = settings_module.load()
+    out = settings.home / "bench" / time.strftime("%Y%m%dT%H%M%S")
+    machine = machines.context(settings.home / "machine", refresh=True)
+    print(f"machine: {machine.cpu_model}, {machine.cores_physical} cores ({machine.cores_logical} threads), "
+          f"measured matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in machine.peak_gflops.items()))  # fmt: skip
+    harness = Harness(window_s=args.window)
+    results = [bench_model(name, out / name, harness, machine) for name in args.models.split(",")]
+    write_json(out / "bench.json", {"machine": machine.to_json(), "results": results})
+    print(f"\nfigures: {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

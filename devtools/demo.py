@@ -1,0 +1,151 @@
+"""``make demo``: start the local services, run ``compile_pipeline`` through ``airflow dags test``, print the summary.
+
+Airflow's own log of the run goes to ``<home>/demo/airflow-dags-test.log``; the
+console shows one progress line per finished step, then the summary, and last
+``report: <path>``. The services stay up afterwards (``make stop`` ends them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devtools import services
+from tasks.core import settings as settings_module
+from tasks.core.settings import PROJECT_ROOT, Settings
+from tasks.report import run_report as report
+from tasks.serving import review as registry
+from tasks.stages.runner import PROGRESS_MARK
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for the Airflow CLI: SQLite metadata under the project's working directory."""
+    home = settings.home / "airflow"
+    return {
+        **os.environ,
+        **services.local_env(settings),
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+
+
+def airflow(args: list[str], settings: Settings, log_path: Path, echo_progress: bool = False) -> int:
+    """Run the Airflow CLI, all output to ``log_path``; echo the pipeline's progress lines if asked."""
+    command = [str(Path(sys.executable).parent / "airflow"), *args]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            command, env=airflow_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in process.stdout:
+            log.write(line)
+            if echo_progress and PROGRESS_MARK in line:
+                text = line[line.index(PROGRESS_MARK) + len(PROGRESS_MARK) :].strip()
+                # Airflow wraps task output in a structured log line: keep only the message.
+                print("  " + text.split("  [", 1)[0].split(" [task.stdout]", 1)[0].rstrip(), flush=True)
+        return process.wait()
+
+
+COMPILER_SLOTS_POOL = "compiler_slots"
+
+
+def ensure_airflow_db(settings: Settings, log_path: Path) -> None:
+    """Migrate the metadata DB and create the pool compile tasks run in (COMPILER_SLOTS, default 2)."""
+    if airflow(["db", "migrate"], settings, log_path) != 0:
+        raise SystemExit(f"airflow db migrate failed; see {log_path}")
+    slots = os.environ.get("COMPILER_SLOTS", "2")
+    description = "compile tasks at once (each a compiler child process with its memory limit)"
+    if airflow(["pools", "set", COMPILER_SLOTS_POOL, slots, description], settings, log_path) != 0:
+        raise SystemExit(f"airflow pools set {COMPILER_SLOTS_POOL} failed; see {log_path}")
+
+
+# The main job on the built-in example (every target; the ones that cannot run here are listed with
+# their reason), then the Keras path: a model trained in the pipeline, judged against TensorFlow itself.
+DEMO_RUNS = [
+    ("MobileNetV2 (PyTorch, ImageNet weights)", None),
+    (
+        "a Keras digits classifier (TensorFlow SavedModel)",
+        {
+            "model_name": "keras-digits",
+            "model_uri": "builtin:keras_digits",
+            "framework": "tensorflow",
+            "dataset": "builtin:digits",
+            "targets": ["onnxruntime", "openvino", "neuron-inf1"],
+            "batch_sizes": [1, 8, 32],
+        },
+    ),
+]
+
+
+def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, Path | None]:
+    """Run one ``compile_pipeline`` DAG run in-process; return the exit code and the report path."""
+    log_path = settings.home / "demo" / "airflow-dags-test.log"
+    ensure_airflow_db(settings, log_path)
+    latest = settings.runs_dir / "latest"
+    before = latest.read_text() if latest.exists() else None
+    args = ["dags", "test", "compile_pipeline"]
+    if conf:
+        args += ["-c", json.dumps(conf)]
+    code = airflow(args, settings, log_path, echo_progress=True)
+    after = latest.read_text() if latest.exists() else None
+    return code, Path(after) if after and after != before else None
+
+
+def approve_and_promote(settings: Settings, report_data: dict) -> int:
+    """Do what a reviewer does in the MLflow UI (move alias champion to the candidate), then run promote_model."""
+
+    mlflow_info = report_data["mlflow"]
+    model, version = mlflow_info["registered_model"], mlflow_info["version"]
+    registry.client(settings).set_registered_model_alias(model, registry.CHAMPION_ALIAS, version)
+    print(f"== review: alias champion -> {model} version {version} (what a reviewer does in the MLflow UI)")
+    print("== running promote_model with airflow dags test")
+    log_path = settings.home / "demo" / "airflow-dags-test.log"
+    args = ["dags", "test", "promote_model", "-c", json.dumps({"model_name": model})]
+    return airflow(args, settings, log_path, echo_progress=True)
+
+
+def main() -> int:
+    settings = settings_module.load()
+    started = time.monotonic()
+    print("== starting local services (S3 endpoint, MLflow tracking server)")
+    try:
+        services.start(settings, log=lambda m: print("  " + m))
+    except services.ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = [json.loads(os.environ["DEMO_CONF"])] if os.environ.get("DEMO_CONF") else DEMO_RUNS
+    worst = 0
+    for title, conf in runs if isinstance(runs[0], tuple) else [("your DEMO_CONF", runs[0])]:
+        print(f"== running compile_pipeline for {title} with airflow dags test (Airflow's log: "
+              f"{settings.home / 'demo' / 'airflow-dags-test.log'})")  # fmt: skip
+        run_started = time.monotonic()
+        code, report_path = run_pipeline(settings, conf)
+        if report_path is None:
+            print(
+                f"error: the DAG run wrote no report (exit code {code}); see {settings.home / 'demo'}", file=sys.stderr
+            )
+            return code or 1
+        print(f"== done in {time.monotonic() - run_started:.0f} s\n")
+        report_data = json.loads(report_path.read_text())
+        print(report.summary(report_data, report_path) + "\n")
+        if code == 0 and report_data["mlflow"]["version"]:
+            promote_started = time.monotonic()
+            code = approve_and_promote(settings, report_data)
+            print(
+                f"== promote_model {'done' if code == 0 else 'FAILED'} in {time.monotonic() - promote_started:.0f} s\n"
+            )
+        worst = worst or code
+    print(f"== demo finished in {time.monotonic() - started:.0f} s")
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())

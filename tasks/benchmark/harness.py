@@ -1,0 +1,444 @@
+"""The benchmark harness: it sweeps batch size and concurrency until throughput stops growing.
+
+Each point runs ``concurrency`` streams (threads, each with its own predictor, as a
+serving process keeps one runtime instance per worker thread) on one batch. Warm-up
+is excluded; then fixed windows are measured until the last three agree within 10 %
+(up to a limit: a point that never settles is reported ``stable=False``, not hidden).
+Throughput and latency percentiles come from those last three windows, and device
+utilisation is sampled over them.
+
+The sweep doubles the batch size (from the params' grid) at one stream until the gain
+falls under 5 % or the runtime fails (memory), then doubles the number of streams at
+the best batch while throughput still grows by 5 %. The CPU baseline is measured by the
+same harness in the same run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks import targets
+from tasks.benchmark import machine
+from tasks.benchmark.utilisation import probe_for
+from tasks.core import settings as settings_module
+from tasks.core.batching import Predict
+from tasks.core.files import verify_artifact
+from tasks.core.records import (
+    BenchmarkPoint,
+    BenchmarkResult,
+    CompiledArtifact,
+    DatasetRef,
+    ExportedModel,
+    MachineContext,
+    PipelineParams,
+    Status,
+)
+from tasks.datasets import prepare as datasets
+from tasks.sources.export import load_reference
+
+Loader = Callable[[int], Predict]  # batch size -> a predictor (one per stream)
+
+
+@dataclass(frozen=True)
+class Harness:
+    window_s: float = 1.0
+    warmup_s: float = 0.5
+    stable_windows: int = 3  # consecutive windows that must agree
+    stable_spread: float = 0.10  # (max - min) / mean of those windows
+    max_windows: int = 12
+    min_gain: float = 0.05  # a step must add this much throughput over the best so far ...
+    patience: int = 2  # ... or the sweep stops after this many such steps in a row (one noisy dip does not end it)
+    max_concurrency: int = 16
+    load_timeout_s: float = 600.0  # until every stream has made its first call (a Neuron copy loads first)
+
+
+def harness_for(params: PipelineParams) -> Harness:
+    """The harness as the run's params set it, for the baseline and every config alike."""
+    return Harness(window_s=params.benchmark_window_s, max_concurrency=params.max_concurrency)
+
+
+def machine_context() -> MachineContext:
+    """This worker's CPU, cores and measured matmul peak (measured once per host, kept under the home)."""
+    return machine.context(settings_module.load().home / "machine")
+
+
+def _spread(rates: list[float]) -> float:
+    """(max - min) / mean of window throughputs; 0 where nothing ran."""
+    mean = float(np.mean(rates))
+    return (max(rates) - min(rates)) / mean if mean > 0 else 0.0
+
+
+class ThreadStreams:
+    """Streams as threads of this process, each calling its own predictor."""
+
+    def __init__(self, predictors: list[Predict], batch: dict[str, np.ndarray]):
+        self.predictors, self.batch = predictors, batch
+        self.copies, self.visible_cores = 1, []
+        # latency of every finished call, in finishing order; list.append is atomic, and a window's calls
+        # are the slice between the list's lengths at its start and end (no scan while streams run)
+        self.latencies: list[float] = []
+        self.errors: list[BaseException] = []
+        self.running = 0  # streams that finished one call
+        self._count = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._stream, args=(p,), daemon=True) for p in predictors]
+
+    def __len__(self) -> int:
+        return len(self.predictors)
+
+    def _stream(self, predict: Predict) -> None:
+        first = True
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                predict(self.batch)
+                self.latencies.append(time.perf_counter() - t0)
+                if first:
+                    first = False
+                    with self._count:
+                        self.running += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller, e.g. out of memory
+            self.errors.append(exc)
+            self._stop.set()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+def _copy_process(artifact_json: str, batch: dict, env: str, cores: str, streams: int, queue, stop) -> None:
+    """One model copy in its own process, seeing only ``cores`` (set before its runtime starts)."""
+    os.environ[env] = cores
+    try:
+        artifact = CompiledArtifact.model_validate_json(artifact_json)
+        predict = targets.get(artifact.config.target).load(artifact, len(next(iter(batch.values()))))
+        queue.put(("ready", os.environ.get(env, "")))
+
+        def stream() -> None:
+            first = True
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                predict(batch)
+                queue.put(("call", time.perf_counter() - t0, first))
+                first = False
+
+        threads = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    except BaseException as exc:  # noqa: BLE001 - goes to the parent, which names the copy
+        queue.put(("error", f"copy on cores {cores}: {type(exc).__name__}: {exc}"[:500]))
+
+
+class CopyProcesses:
+    """Model copies as processes, each pinned to its own device cores through ``env`` (Neuron's
+    NEURON_RT_VISIBLE_CORES) with ``streams_per_copy`` threads sharing the copy: NeuronPerf's
+    n_models x workers_per_model, with a process per copy so the GIL does not serialise them."""
+
+    def __init__(
+        self,
+        artifact: CompiledArtifact,
+        batch: dict[str, np.ndarray],
+        env: str,
+        groups: list[str],
+        streams_per_copy: int,
+    ):
+        context = multiprocessing.get_context("spawn")  # a fresh runtime per copy; fork would copy this one's
+        self.copies, self.streams_per_copy = len(groups), streams_per_copy
+        self.visible_cores: list[str] = []
+        self.latencies: list[float] = []
+        self.errors: list[BaseException] = []
+        self.running = 0
+        self._queue, self._stop = context.Queue(), context.Event()
+        self._processes = [
+            context.Process(
+                target=_copy_process,
+                args=(artifact.model_dump_json(), batch, env, cores, streams_per_copy, self._queue, self._stop),
+                daemon=True,
+            )
+            for cores in groups
+        ]
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._done = threading.Event()
+
+    def __len__(self) -> int:
+        return self.copies * self.streams_per_copy
+
+    def _read(self) -> None:
+        while not self._done.is_set():
+            try:
+                message = self._queue.get(timeout=0.1)
+            except queue_module.Empty:
+                dead = [p for p in self._processes if p.exitcode not in (None, 0)]
+                if dead and not self._stop.is_set():
+                    self.errors.append(RuntimeError(f"a model copy exited with code {dead[0].exitcode}"))
+                continue
+            if message[0] == "call":
+                self.latencies.append(message[1])
+                self.running += message[2]
+            elif message[0] == "ready":
+                self.visible_cores.append(message[1])
+            else:
+                self.errors.append(RuntimeError(message[1]))
+
+    def start(self) -> None:
+        for process in self._processes:
+            process.start()
+        self._reader.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for process in self._processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+        self._done.set()
+        self._reader.join()
+
+
+Streams = ThreadStreams | CopyProcesses
+
+
+def measure(
+    predictors: list[Predict], batch: dict[str, np.ndarray], batch_size: int, harness: Harness, device: str = "CPU"
+) -> BenchmarkPoint:
+    """One point: ``len(predictors)`` threads calling predict on ``batch`` until the windows settle."""
+    return measure_streams(ThreadStreams(predictors, batch), batch_size, harness, device)
+
+
+def measure_streams(streams: Streams, batch_size: int, harness: Harness, device: str = "CPU") -> BenchmarkPoint:
+    """One point: ``streams`` running until the windows settle (see the module's docstring)."""
+    latencies, errors = streams.latencies, streams.errors
+    started = time.perf_counter()
+    streams.start()
+    probe = probe_for(device)
+    try:
+        # warm-up: every stream has finished one call (a copy has loaded), then warmup_s more
+        while not errors and streams.running < len(streams):
+            if time.perf_counter() - started > harness.load_timeout_s:
+                raise TimeoutError(
+                    f"{len(streams) - streams.running} streams made no call in {harness.load_timeout_s} s"
+                )
+            time.sleep(0.01)
+        warm = time.perf_counter()
+        while not errors and time.perf_counter() - warm < harness.warmup_s:
+            time.sleep(0.01)
+        if errors:
+            raise errors[0]
+        # a window holds several calls even where one call is slow (big batches)
+        window = max(harness.window_s, 4 * float(np.median(latencies)))
+        windows: list[tuple[int, int, float]] = []  # (first call, end call, throughput)
+        samples: list[list[float]] = []
+        stable = False
+        w_start, first = time.perf_counter(), len(latencies)
+        probe.start()
+        while len(windows) < harness.max_windows:
+            time.sleep(window)
+            w_end, end = time.perf_counter(), len(latencies)
+            if errors:
+                raise errors[0]
+            windows.append((first, end, (end - first) * batch_size / (w_end - w_start)))
+            samples.append(probe.sample())
+            w_start, first = w_end, end
+            last = [w[2] for w in windows[-harness.stable_windows :]]
+            if len(last) == harness.stable_windows and min(last) > 0 and _spread(last) <= harness.stable_spread:
+                stable = True
+                break
+    finally:
+        streams.stop()
+        probe.stop()
+    final = windows[-harness.stable_windows :]
+    in_final = latencies[final[0][0] : final[-1][1]] or latencies
+    rates = [w[2] for w in final]
+    ms = np.array(in_final) * 1000
+    utilisation = np.mean(samples[-len(final) :], axis=0).tolist() if samples and samples[0] else []
+    return BenchmarkPoint(
+        batch_size=batch_size,
+        concurrency=len(streams),
+        copies=streams.copies,
+        throughput=round(float(np.mean(rates)), 2),
+        latency_ms_p50=round(float(np.percentile(ms, 50)), 3),
+        latency_ms_p90=round(float(np.percentile(ms, 90)), 3),
+        latency_ms_p99=round(float(np.percentile(ms, 99)), 3),
+        iterations=len(in_final),
+        windows=len(windows),
+        spread=round(_spread(rates), 4),
+        stable=stable,
+        device=probe.device,
+        utilisation=[round(u, 1) for u in utilisation],
+        visible_cores=sorted(streams.visible_cores),
+    )
+
+
+class Sweep:
+    """Measures points of one subject, keeping one predictor per (batch size, stream) for reuse."""
+
+    def __init__(self, loader: Loader, inputs: dict[str, np.ndarray], harness: Harness, device: str = "CPU"):
+        self.loader, self.inputs, self.harness, self.device = loader, inputs, harness, device
+        self.predictors: dict[int, list[Predict]] = {}
+        self.points: list[BenchmarkPoint] = []
+        self.notes: list[str] = []
+
+    def batch(self, batch_size: int) -> dict[str, np.ndarray]:
+        return {k: np.ascontiguousarray(np.resize(v, (batch_size, *v.shape[1:]))) for k, v in self.inputs.items()}
+
+    def describe(self, step: tuple[int, ...]) -> str:
+        return f"batch {step[0]} x {step[1]} streams"
+
+    def streams(self, batch_size: int, concurrency: int) -> Streams:
+        predictors = self.predictors.setdefault(batch_size, [])
+        while len(predictors) < concurrency:
+            predictors.append(self.loader(batch_size))
+        return ThreadStreams(predictors[:concurrency], self.batch(batch_size))
+
+    def point(self, batch_size: int, *shape: int) -> BenchmarkPoint | None:
+        """Measure one point; None (with a note) where the runtime fails, e.g. out of memory."""
+        try:
+            point = measure_streams(self.streams(batch_size, *shape), batch_size, self.harness, self.device)
+        except Exception as exc:  # MemoryError, a runtime's allocation failure, ...
+            self.notes.append(f"{self.describe((batch_size, *shape))} failed: {type(exc).__name__}: {exc}"[:300])
+            return None
+        self.points.append(point)
+        return point
+
+    def _walk(self, steps: list[tuple[int, ...]], what: str, best: BenchmarkPoint | None) -> BenchmarkPoint | None:
+        """Measure steps in order until ``patience`` steps in a row gain under min_gain."""
+        misses = 0
+        for step in steps:
+            point = self.point(*step)
+            if point is None:
+                break
+            if best is None or point.throughput >= best.throughput * (1 + self.harness.min_gain):
+                best, misses = point, 0
+                continue
+            best = max(best, point, key=lambda p: p.throughput)
+            misses += 1
+            if misses >= self.harness.patience:
+                self.notes.append(
+                    f"{what} sweep stopped at {self.describe(step)}: "
+                    f"{misses} steps in a row gained under {self.harness.min_gain:.0%}"
+                )
+                break
+        return best
+
+    def adaptive(self, batch_sizes: list[int]) -> None:
+        """Batch sizes up at one stream while they gain, then streams up (doubling) at the best batch."""
+        best = self._walk([(b, 1) for b in batch_sizes], "batch", None)
+        if best is None:
+            return
+        streams, concurrency = [], 2
+        while concurrency <= self.harness.max_concurrency:
+            streams.append((best.batch_size, concurrency))
+            concurrency *= 2
+        self._walk(streams, "stream", best)
+
+    def grid(self, batch_sizes: list[int], concurrencies: list[int]) -> None:
+        """Every point of the grid (what the adaptive sweep is checked against)."""
+        for batch_size in batch_sizes:
+            for concurrency in concurrencies:
+                self.point(batch_size, concurrency)
+
+
+class CopySweep(Sweep):
+    """For targets that pin a model copy to device cores (Neuron): points are (batch, copies, streams per copy).
+
+    As NeuronPerf does: batch sizes at one copy with one stream, then copies doubling up to every
+    core group of the host at the best batch, then two streams per copy (one call in flight while
+    the next one's inputs are sent).
+    """
+
+    def __init__(self, artifact: CompiledArtifact, inputs, harness: Harness, device: str, env: str, groups: list[str]):
+        super().__init__(lambda _batch_size: None, inputs, harness, device)
+        self.artifact, self.env, self.groups = artifact, env, groups
+
+    def describe(self, step: tuple[int, ...]) -> str:
+        return f"batch {step[0]} x {step[1]} copies x {step[2]} streams"
+
+    def streams(self, batch_size: int, copies: int, streams_per_copy: int) -> Streams:
+        return CopyProcesses(self.artifact, self.batch(batch_size), self.env, self.groups[:copies], streams_per_copy)
+
+    def adaptive(self, batch_sizes: list[int]) -> None:
+        best = self._walk([(b, 1, 1) for b in batch_sizes], "batch", None)
+        if best is None:
+            return
+        copies = [(best.batch_size, n, 1) for n in copy_counts(len(self.groups)) if n > 1]
+        best = self._walk(copies, "copies", best)
+        self._walk([(best.batch_size, best.copies, 2)], "streams per copy", best)
+
+
+def copy_counts(max_copies: int) -> list[int]:
+    """Copies to try: doubling from 1, ending with every core group of the host in use (NeuronPerf's MAX)."""
+    counts = [1]
+    while counts[-1] * 2 < max_copies:
+        counts.append(counts[-1] * 2)
+    return counts + [max_copies] if max_copies > 1 else counts
+
+
+def _inputs(dataset_ref: DatasetRef, largest_batch: int) -> dict[str, np.ndarray]:
+    data = datasets.load(dataset_ref)
+    return data.inputs(0, min(len(data), largest_batch))
+
+
+def run_sweep(
+    subject: str,
+    loader: Loader,
+    dataset_ref: DatasetRef,
+    batch_sizes: list[int],
+    harness: Harness,
+    device: str = "CPU",
+) -> BenchmarkResult:
+    return _result(subject, Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device), batch_sizes)
+
+
+def _result(subject: str, sweep: Sweep, batch_sizes: list[int]) -> BenchmarkResult:
+    sweep.adaptive(batch_sizes)
+    if not sweep.points:
+        return BenchmarkResult(
+            subject=subject, status=Status.FAILED, reason="; ".join(sweep.notes) or "no point measured"
+        )
+    return BenchmarkResult(subject=subject, status=Status.OK, points=sweep.points, notes=sweep.notes)
+
+
+def benchmark_artifact(
+    artifact: CompiledArtifact, dataset_ref: DatasetRef, batch_sizes: list[int], harness: Harness | None = None
+) -> BenchmarkResult:
+    config = artifact.config
+    if artifact.status != Status.OK:
+        return BenchmarkResult(subject=config.key, status=Status.SKIPPED, reason=f"not compiled: {artifact.reason}")
+    if config.batch_size:  # a fixed-batch artifact runs only its own batch size
+        batch_sizes = [config.batch_size]
+    try:
+        verify_artifact(artifact)
+        target = targets.get(config.target)
+        device = artifact.report.device if artifact.report else "CPU"
+        harness = harness or Harness()
+        pinning = target.copy_pinning(artifact)
+        if pinning:
+            inputs = _inputs(dataset_ref, max(batch_sizes))
+            sweep = CopySweep(artifact, inputs, harness, device, pinning.env, pinning.groups)
+            return _result(config.key, sweep, batch_sizes)
+        return run_sweep(config.key, lambda bs: target.load(artifact, bs), dataset_ref, batch_sizes, harness, device)
+    except Exception as exc:
+        return BenchmarkResult(subject=config.key, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+
+
+def benchmark_baseline(
+    exported: ExportedModel, dataset_ref: DatasetRef, batch_sizes: list[int], harness: Harness | None = None
+) -> BenchmarkResult:
+    """The source framework itself, with its own threading, measured by the same harness."""
+    predict = load_reference(exported)
+    return run_sweep("baseline", lambda _batch_size: predict, dataset_ref, batch_sizes, harness or Harness())

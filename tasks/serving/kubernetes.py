@@ -1,0 +1,125 @@
+"""The Kubernetes objects that run a promoted version with its serving runtime, checked against the schema."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import yaml
+
+from tasks import targets
+from tasks.serving.layout import Layout
+
+# Container image, arguments and ports of each runtime; images can be overridden per deployment.
+RUNTIMES = {
+    "tensorflow-serving": {
+        "image": "tensorflow/serving:2.18.0",
+        "neuron_image": "public.ecr.aws/neuron/tensorflow-inference-neuron:latest",
+        "ports": {"grpc": 8500, "http": 8501},
+        "args": lambda pointer, repo: [
+            "--port=8500",
+            "--rest_api_port=8501",
+            f"--model_config_file={pointer}",
+            "--model_config_file_poll_wait_seconds=60",
+        ],
+    },
+    "triton": {
+        "image": "nvcr.io/nvidia/tritonserver:25.01-py3",
+        "neuron_image": "public.ecr.aws/neuron/tritonserver-neuron:latest",
+        "ports": {"http": 8000, "grpc": 8001, "metrics": 8002},
+        "args": lambda pointer, repo: [
+            "tritonserver",
+            f"--model-repository={repo}",
+            "--model-control-mode=poll",
+            "--repository-poll-secs=60",
+        ],
+    },
+    "openvino-model-server": {
+        "image": "openvino/model_server:2025.0",
+        "neuron_image": "",
+        "ports": {"grpc": 9000, "http": 8000},
+        "args": lambda pointer, repo: ["--config_path", pointer, "--port", "9000", "--rest_port", "8000"],
+    },
+}
+
+
+def k8s_objects(
+    layout: Layout,
+    model: str,
+    version: int,
+    target: str,
+    pointer_uri: str,
+    repository_uri: str,
+    s3_endpoint_url: str | None,
+    region: str,
+    neuron_devices: int = 1,
+) -> list[dict]:
+    """A Deployment and a Service running ``model`` at ``version`` with its runtime (Neuron as in the EKS guide:
+    the device plugin's ``aws.amazon.com/neuron`` resource and ``IPC_LOCK``)."""
+    runtime = RUNTIMES[layout.runtime]
+    device = targets.get(target).serving_device
+    neuron = device == "neuron"
+    name = f"{model.replace('_', '-')}-{layout.runtime}"[:63].strip("-")
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "compile-pipeline"}
+    env = [{"name": "AWS_REGION", "value": region}]
+    if s3_endpoint_url:  # an S3-compatible store: both runtimes' S3 clients read these
+        env += [
+            {"name": "S3_ENDPOINT", "value": s3_endpoint_url},
+            {"name": "AWS_ENDPOINT_URL", "value": s3_endpoint_url},
+        ]
+    container: dict = {
+        "name": layout.runtime,
+        "image": runtime["neuron_image"] if neuron and runtime["neuron_image"] else runtime["image"],
+        "args": runtime["args"](pointer_uri, repository_uri),
+        "ports": [{"name": port, "containerPort": number} for port, number in runtime["ports"].items()],
+        "env": env,
+        "envFrom": [{"secretRef": {"name": "model-serving-s3", "optional": True}}],  # AWS credentials, if not IRSA
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+        "readinessProbe": {"tcpSocket": {"port": runtime["ports"]["grpc"]}, "initialDelaySeconds": 10},
+    }
+    if neuron:
+        container["resources"]["limits"]["aws.amazon.com/neuron"] = neuron_devices
+        container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
+    if device == "gpu":
+        container["resources"]["limits"]["nvidia.com/gpu"] = 1
+    annotations = {"compile-pipeline/model": model, "compile-pipeline/version": str(version)}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {"containers": [container]},
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "selector": labels,
+            "ports": [
+                {"name": port, "port": number, "targetPort": number} for port, number in runtime["ports"].items()
+            ],
+        },
+    }
+    return [deployment, service]
+
+
+def validate_k8s(objects: list[dict]) -> None:
+    """Check each object against the Kubernetes OpenAPI schema (strict: no unknown fields)."""
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise ValueError(f"{obj['kind']} {obj['metadata']['name']} is not valid Kubernetes: {exc.message}") from exc
+
+
+def k8s_yaml(objects: list[dict]) -> str:
+    class PlainDumper(yaml.SafeDumper):
+        def ignore_aliases(self, data) -> bool:  # no &id001 anchors: kubectl reads them, people do not
+            return True
+
+    return yaml.dump_all(objects, Dumper=PlainDumper, sort_keys=False)

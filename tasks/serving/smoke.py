@@ -1,0 +1,90 @@
+"""Smoke test of a promoted version: what serving will read, read back from S3 and run.
+
+The committed files are downloaded into a fresh directory and checked against the manifest, put
+back in the compiled artifact's own layout, loaded with their runtime, and run on the validation
+samples recorded at registration; the outputs must match the ones recorded at validation time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tasks import targets
+from tasks.core.batching import ArrayInputs, run_batched
+from tasks.core.files import sha256_file, to_uri, verify_artifact
+from tasks.core.records import CompileConfig, CompiledArtifact, Record
+from tasks.core.settings import Settings
+from tasks.serving.store import PromotionError, Store
+from tasks.validation.metrics import closeness, top_k
+
+SMOKE_BATCH = 8
+# The same runtime on the same files: only batch-size-dependent kernels may differ.
+SMOKE_ATOL, SMOKE_RTOL = 1e-3, 1e-3
+
+
+class SmokeResult(Record):
+    model: str
+    version: int
+    samples: int
+    files_verified: int
+    max_abs_diff: float
+    top5_agreement: float | None = None  # class outputs only
+
+
+def download_version(settings: Settings, model: str, number: int, dest: Path) -> CompiledArtifact:
+    """The committed files of ``<model>/<number>/``, verified, as a compiled artifact in ``dest``."""
+    store = Store(settings, model)
+    manifest = store.manifest(number)
+    for entry in manifest["files"]:
+        path = dest / entry["artifact_path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.client.download_file(store.bucket, f"{store.root}{number}/{entry['path']}", str(path))
+        if sha256_file(path) != entry["sha256"] or path.stat().st_size != entry["size"]:
+            raise PromotionError(f"{model} version {number}: {entry['path']} does not match the manifest")
+    return CompiledArtifact(
+        config=CompileConfig(
+            target=manifest["target"], precision=manifest["precision"], batch_size=manifest["batch_size"]
+        ),
+        status="ok",
+        uri=to_uri(dest),
+        sha256=manifest["artifact_sha256"],
+        files=[entry["artifact_path"] for entry in manifest["files"]],
+    )
+
+
+def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) -> SmokeResult:
+    samples = np.load(samples_path)
+    inputs = {name.removeprefix("input:"): samples[name] for name in samples.files if name.startswith("input:")}
+    recorded = samples["outputs"]
+    with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
+        artifact = download_version(settings, model, number, Path(tmp))
+        verify_artifact(artifact)  # the files as a whole are what was compiled
+        target = targets.get(artifact.config.target)
+        available, why = target.available()
+        if not available:
+            raise PromotionError(f"cannot smoke-test {model} version {number} on this worker: {why}")
+        batch_size = artifact.config.batch_size or SMOKE_BATCH
+        outputs = run_batched(target.load(artifact, batch_size), ArrayInputs(inputs), batch_size)
+    if outputs.shape != recorded.shape:
+        raise PromotionError(f"{model} version {number} outputs {outputs.shape}, validation recorded {recorded.shape}")
+    close = closeness(outputs, recorded, SMOKE_ATOL, SMOKE_RTOL)
+    agreement = None
+    if outputs.ndim == 2 and outputs.shape[1] >= 5:
+        agreement = float(np.mean([set(a) == set(b) for a, b in zip(top_k(outputs), top_k(recorded), strict=True)]))
+    if close["out_of_tolerance"] > 0 or (agreement is not None and agreement < 1.0):
+        raise PromotionError(
+            f"{model} version {number} from S3 predicts differently from validation: max abs diff "
+            f"{close['max_abs_diff']:.3g}, {close['out_of_tolerance']:.1%} of values out of tolerance, "
+            f"top-5 agreement {agreement}"
+        )
+    return SmokeResult(
+        model=model,
+        version=number,
+        samples=len(recorded),
+        files_verified=len(artifact.files),
+        max_abs_diff=close["max_abs_diff"],
+        top5_agreement=agreement,
+    )

@@ -1,0 +1,232 @@
+"""Task ``gate``: a Great Expectations suite over the per-config metrics table decides what may be registered.
+
+One row per config that compiled and validated. Each expectation carries the DAG param
+its threshold comes from, so a failing config's reason names the expectation, the
+observed value and the threshold. The suite's validation result (JSON) and its Data Docs
+(HTML) are written under ``<run_dir>/gate/`` and logged to MLflow by the record stage.
+A config whose compile, validation or benchmark failed fails the gate with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.core.files import write_json
+from tasks.core.records import (
+    BenchmarkPoint,
+    BenchmarkResult,
+    CompiledArtifact,
+    ConfigOutcome,
+    PipelineParams,
+    RunContext,
+    Status,
+    ValidationResult,
+)
+from tasks.stages.runner import progress, stage
+
+SUITE = "compile_gate"
+RUN_SUBDIR = "gate"  # under the run directory
+RESULT_FILE = "validation_result.json"
+DOCS_DIR = "data_docs"
+
+
+def gate_dir(run_dir: str | Path) -> Path:
+    """Where a pipeline run's GX suite result and Data Docs go (logged to MLflow under the same name)."""
+    return Path(run_dir) / RUN_SUBDIR
+
+
+# Class-score checks apply to rows validated on labelled data, closeness checks to the others.
+LABELLED, UNLABELLED = "labelled==True", "labelled==False"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation: ``column`` at least (``floor``) or at most (not ``floor``) ``threshold``."""
+
+    column: str
+    threshold: float
+    floor: bool
+    param: str = ""  # the PipelineParams field(s) the threshold comes from; "" for a fixed rule
+    rows: str = ""  # a pandas row condition, or "" for every row
+
+    @property
+    def description(self) -> str:
+        source = f" (param {self.param})" if self.param else ""
+        return f"{self.column} {'>=' if self.floor else '<='} {self.threshold:g}{source}"
+
+
+def checks(params: PipelineParams) -> list[Check]:
+    """Every expectation of the gate, with its threshold taken from the params."""
+    return [
+        Check("nonfinite_outputs", 0, floor=False),
+        Check("top5_delta", -params.top5_tolerance_pp, floor=True, param="top5_tolerance_pp", rows=LABELLED),
+        Check("top1_delta", -params.top1_tolerance_pp, floor=True, param="top1_tolerance_pp", rows=LABELLED),
+        Check("top5_agreement", params.min_top5_agreement, floor=True, param="min_top5_agreement", rows=LABELLED),
+        Check("cosine_min", params.min_cosine, floor=True, param="min_cosine", rows=UNLABELLED),
+        # the share of values off by more than atol and, relatively, by more than rtol
+        Check("out_of_tolerance", 0, floor=False, param="atol, rtol", rows=UNLABELLED),
+    ]
+
+
+def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
+    """The table the suite validates: one row per validated config (None where a figure does not apply)."""
+    return [
+        {
+            "config": v.config.key,
+            "labelled": v.top5_delta is not None,
+            "nonfinite_outputs": v.nonfinite_outputs,
+            "top1_delta": v.top1_delta,
+            "top5_delta": v.top5_delta,
+            "top5_agreement": v.top5_agreement,
+            "cosine_min": v.cosine_min,
+            "out_of_tolerance": v.out_of_tolerance,
+        }
+        for v in validations
+    ]
+
+
+def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[str, list[str]]:
+    """Validate the metrics table with GX; reasons per config key (empty where every expectation holds)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    import pandas as pd
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    reasons: dict[str, list[str]] = {row["config"]: [] for row in rows}
+    if not rows:
+        return reasons
+    frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int})
+    shutil.rmtree(out_dir / "gx", ignore_errors=True)  # a retried gate task starts from a new GX project
+    context = gx.get_context(mode="file", project_root_dir=str(out_dir))
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas("pipeline_run")
+    batch = source.add_dataframe_asset("config_metrics").add_batch_definition_whole_dataframe("all_configs")
+    suite = context.suites.add(gx.ExpectationSuite(name=SUITE))
+    for check in checks(params):
+        bound = {"min_value" if check.floor else "max_value": check.threshold}
+        condition = {"row_condition": check.rows, "condition_parser": "pandas"} if check.rows else {}
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeBetween(column=check.column, **bound, **condition, description=check.description)
+        )
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=SUITE, data=batch, suite=suite))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=SUITE,
+            validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["config"]},
+        )
+    )
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    (validation,) = outcome.run_results.values()
+    write_json(out_dir / RESULT_FILE, validation.to_json_dict())
+    for result in validation.results:
+        if result.success:
+            continue
+        config = result.expectation_config
+        what = config.description or str(config.kwargs.get("column"))
+        failed_rows = result.result.get("unexpected_index_list") or []
+        if not failed_rows and result.exception_info and result.exception_info.get("raised_exception"):
+            for key in reasons:  # an expectation that could not run fails every config: nothing unchecked passes
+                reasons[key].append(f"{config.type} {what}: {result.exception_info.get('exception_message')}")
+        for row in failed_rows:
+            observed = row.get(config.kwargs["column"])
+            reasons[row["config"]].append(f"{config.type} {what}: observed {observed:g}")
+    _publish_docs(context, out_dir)
+    return reasons
+
+
+def _publish_docs(context, out_dir: Path) -> None:
+    """Copy the Data Docs site out of GX's project folder to ``<out_dir>/data_docs``."""
+    site = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site"
+    if site.is_dir():
+        shutil.copytree(site, out_dir / DOCS_DIR, dirs_exist_ok=True)
+
+
+def stage_reasons(compiled: CompiledArtifact, validation: ValidationResult, benchmark: BenchmarkResult) -> list[str]:
+    if compiled.status != Status.OK:
+        return [f"compile failed: {compiled.reason}"]
+    if validation.status != Status.OK:
+        return [f"validation {validation.status}: {validation.reason}"]
+    if benchmark.status != Status.OK:
+        return [f"benchmark {benchmark.status}: {benchmark.reason}"]
+    return []
+
+
+def gate_all(
+    artifacts: list[CompiledArtifact],
+    validations: dict[str, ValidationResult],
+    benchmarks: dict[str, BenchmarkResult],
+    params: PipelineParams,
+    out_dir: str | Path,
+) -> list[ConfigOutcome]:
+    """Every config's outcome: stage failures first, then the GX suite over those that validated."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    validated = [validations[a.config.key] for a in artifacts if validations[a.config.key].status == "ok"]
+    suite_reasons = run_suite(metrics_rows(validated), params, out_dir)
+    outcomes = []
+    for compiled in artifacts:
+        key = compiled.config.key
+        validation, benchmark = validations[key], benchmarks[key]
+        reasons = stage_reasons(compiled, validation, benchmark) or suite_reasons.get(key, [])
+        if not reasons and validation.status == "ok" and key not in suite_reasons:
+            reasons = ["not checked by the gate suite"]  # never pass a config the suite did not see
+        outcomes.append(
+            ConfigOutcome(
+                compiled=compiled,
+                validation=validation,
+                benchmark=benchmark,
+                gate="fail" if reasons else "pass",
+                gate_reasons=reasons,
+            )
+        )
+    return outcomes
+
+
+def select(
+    outcomes: list[ConfigOutcome], strategy: str = "max_throughput", latency_budget_ms: float | None = None
+) -> tuple[ConfigOutcome, BenchmarkPoint] | None:
+    """The gate-passing config and measured point that the strategy picks (None if none qualifies).
+
+    max_throughput: the most samples/s; min_latency: the lowest p99 per request (ties: more
+    samples/s); max_throughput_under_latency: the most samples/s with p99 within the budget.
+    """
+    candidates = [
+        (o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points if p.stable
+    ] or [(o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points]
+    if strategy == "max_throughput_under_latency":
+        if latency_budget_ms is None:
+            raise ValueError("max_throughput_under_latency needs a latency budget (ms)")
+        candidates = [(o, p) for o, p in candidates if p.latency_ms_p99 <= latency_budget_ms]
+    if not candidates:
+        return None
+    if strategy == "min_latency":
+        return min(candidates, key=lambda c: (c[1].latency_ms_p99, -c[1].throughput))
+    if strategy in ("max_throughput", "max_throughput_under_latency"):
+        return max(candidates, key=lambda c: c[1].throughput)
+    raise ValueError(f"unknown selection strategy {strategy!r}")
+
+
+@stage("gate")
+def run(
+    ctx: RunContext,
+    artifacts: list[CompiledArtifact],
+    validations: list[ValidationResult],
+    benchmarks: list[BenchmarkResult],
+) -> list[ConfigOutcome]:
+    """Join each config's compile, validation and benchmark results (by config key) and gate them."""
+    outcomes = gate_all(
+        artifacts,
+        {v.config.key: v for v in validations},
+        {b.subject: b for b in benchmarks},
+        ctx.params,
+        gate_dir(ctx.run_dir),
+    )
+    for outcome in outcomes:
+        progress("gate", f"{outcome.compiled.config.key}: {outcome.gate} " + "; ".join(outcome.gate_reasons))
+    return outcomes

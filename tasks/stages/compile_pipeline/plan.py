@@ -1,0 +1,69 @@
+"""Task ``plan``: which configs to compile, from the user's targets, precisions and batch sizes.
+
+Runs on the compile fleet: which targets can compile is judged where compiles run.
+"""
+
+from __future__ import annotations
+
+from tasks import sources, targets
+from tasks.core.records import CompileConfig, ExportedModel, Outcome, PipelineParams, Plan, RunContext, Status
+from tasks.stages.runner import progress, stage
+
+KNOWN_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def check_params(params: PipelineParams) -> None:
+    """Refuse unknown targets and precisions before any work starts."""
+    unknown = [t for t in params.targets if t not in targets.names()]
+    if unknown:
+        raise ValueError(f"unknown target(s) {unknown}; known targets: {', '.join(targets.names())}")
+    if params.framework not in sources.names():
+        raise ValueError(f"unknown framework {params.framework!r}; known frameworks: {', '.join(sources.names())}")
+    bad = [p for p in params.precisions if p not in KNOWN_PRECISIONS]
+    if bad:
+        raise ValueError(f"unknown precision(s) {bad}; known precisions: {', '.join(KNOWN_PRECISIONS)}")
+
+
+def plan_configs(
+    params: PipelineParams, exported: ExportedModel | None = None
+) -> tuple[list[CompileConfig], dict[str, str]]:
+    """Configs to compile, and the targets skipped with their reason (an SDK that is not installed,
+    a model format the target cannot read)."""
+    check_params(params)
+    configs: list[CompileConfig] = []
+    skipped: dict[str, str] = {}
+    for name in params.targets:
+        target = targets.get(name)
+        ok, why = target.available()
+        if not ok:
+            skipped[name] = why
+            continue
+        precisions = [p for p in params.precisions if p in target.precisions]
+        if not precisions:
+            skipped[name] = f"supports none of {params.precisions} (only {', '.join(target.precisions)})"
+            continue
+        if exported is not None:
+            why_not = target.accepts(exported)
+            if why_not:
+                skipped[name] = why_not
+                continue
+        for precision in precisions:
+            configs += target.configs(precision, params)
+    if not configs:
+        reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise ValueError(f"no compile config can run here: {reasons}")
+    return configs, skipped
+
+
+@stage("plan")
+def run(ctx: RunContext, exported: ExportedModel) -> Plan:
+    configs, skipped = plan_configs(ctx.params, exported)
+    progress(
+        "plan",
+        f"{len(configs)} configs: {', '.join(c.key for c in configs)}"
+        + "".join(f"; skipped {k}: {v}" for k, v in skipped.items()),
+    )
+    return Plan(
+        configs=configs,
+        skipped=[Outcome(subject=name, status=Status.SKIPPED, reason=why) for name, why in skipped.items()],
+    )

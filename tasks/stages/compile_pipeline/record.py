@@ -1,0 +1,204 @@
+"""Task ``record``: the pipeline run and one child run per config in MLflow, with metrics, artifacts and the
+gate's Data Docs; a retried record replaces the runs of the attempt it retries."""
+
+from __future__ import annotations
+
+from tasks.core import settings as settings_module
+from tasks.core.files import local_path
+from tasks.core.mlflow_client import PIPELINE_RUN_TAG, client, experiment_id_of, version_of_pipeline_run
+from tasks.core.records import (
+    BaselineResult,
+    ConfigOutcome,
+    DatasetRef,
+    ExportedModel,
+    Outcome,
+    Recorded,
+    RunContext,
+)
+from tasks.core.settings import Settings
+from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, gate_dir
+from tasks.stages.runner import progress, stage
+
+GATE_PARAMS = ("top5_tolerance_pp", "top1_tolerance_pp", "min_top5_agreement", "min_cosine", "atol", "rtol")
+
+
+# mlflow is imported inside functions: heavy, and never needed to parse the DAG.
+def record(
+    settings: Settings,
+    ctx: RunContext,
+    exported: ExportedModel,
+    dataset: DatasetRef,
+    baseline: BaselineResult,
+    outcomes: list[ConfigOutcome],
+    skipped: list[Outcome],
+) -> tuple[str, list[ConfigOutcome]]:
+    """Log the pipeline run and one child run per config; returns the parent run id and outcomes with run ids."""
+    import mlflow
+
+    registry = client(settings)
+    experiment_id = experiment_id_of(settings)
+    if version_of_pipeline_run(registry, exported.name, ctx.run_id) is None:  # a registered version keeps its runs
+        _drop_earlier_attempt(registry, experiment_id, ctx.run_id)
+    params = ctx.params
+    recorded = []
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"{exported.name} {ctx.run_id}", tags={PIPELINE_RUN_TAG: ctx.run_id}
+    ) as parent:
+        mlflow.log_params(
+            {
+                "model_name": exported.name,
+                "model_uri": exported.source_uri,
+                "source_sha256": exported.source_sha256,
+                "exporter": ", ".join(f"{name} {value[:12]}" for name, value in exported.exporter.items() if value),
+                "architecture": exported.architecture,
+                "framework": exported.framework,
+                "model_code": exported.model_code or "none (weights only)",
+                "parameters": exported.parameters,
+                "targets": ",".join(params.targets),
+                "precisions": ",".join(params.precisions),
+                "batch_sizes": ",".join(map(str, params.batch_sizes)),
+                **{name: getattr(params, name) for name in GATE_PARAMS},
+                "dataset": params.dataset,
+                "dataset_sha256": dataset.sha256,
+                "dataset_samples": dataset.samples,
+            }
+        )
+        best_base = baseline.benchmark.best
+        mlflow.log_metrics(
+            {
+                "baseline_top1": baseline.predictions.top1,
+                "baseline_top5": baseline.predictions.top5,
+                "baseline_throughput": best_base.throughput if best_base else 0.0,
+            }
+        )
+        for skip in skipped:
+            mlflow.set_tag(f"skipped.{skip.subject}", skip.reason[:5000])
+        gx_dir = gate_dir(ctx.run_dir)
+        if gx_dir.is_dir():  # the GX suite's validation result and its Data Docs site
+            mlflow.log_artifacts(str(gx_dir), artifact_path=RUN_SUBDIR)
+        for outcome in outcomes:
+            recorded.append(
+                outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
+            )
+    return parent.info.run_id, recorded
+
+
+def _drop_earlier_attempt(registry, experiment_id: str, pipeline_run_id: str) -> None:
+    """Delete the runs an interrupted attempt of this stage logged (a retry logs them whole, once)."""
+    parents = registry.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
+    for parent in parents:
+        children = registry.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        for run in [*children, parent]:
+            registry.delete_run(run.info.run_id)
+
+
+def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
+    import mlflow
+
+    compiled, validation, bench = outcome.compiled, outcome.validation, outcome.benchmark
+    config = compiled.config
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=config.key, nested=True, parent_run_id=parent.info.run_id
+    ) as run:
+        mlflow.log_params(
+            {
+                "target": config.target,
+                "precision": config.precision,
+                "batch_size": config.batch_size or "dynamic",
+                "compiler": compiled.compiler,
+                "compiler_version": compiled.compiler_version,
+                "compiler_flags": " ".join(compiled.report.flags if compiled.report else [])[:500],
+                "artifact_sha256": compiled.sha256,
+                "compile_cache_key": compiled.cache_key,
+            }
+        )
+        mlflow.set_tags(
+            {
+                "gate": outcome.gate,
+                "gate_reasons": "; ".join(outcome.gate_reasons)[:5000],
+                "compile_status": compiled.status,
+                "compile_cache": compiled.cache,
+            }
+        )
+        metrics = {
+            "compile_seconds": compiled.compile_seconds,
+            "compile_stage_seconds": compiled.stage_seconds,
+            "compile_peak_memory_mb": compiled.peak_memory_mb,
+            "compile_cache_hit": 1.0 if compiled.cache == "hit" else 0.0,
+        }
+        report = compiled.report
+        if report and report.operators_total:
+            metrics |= {
+                "operators_total": report.operators_total,
+                "operators_on_device": report.operators_on_device or 0,
+            }
+            if report.on_device_share is not None:
+                metrics["operators_on_device_share"] = report.on_device_share
+        if validation and validation.status == "ok":
+            predictions = validation.predictions
+            candidates = {
+                "top1": predictions.top1 if predictions else None,
+                "top5": predictions.top5 if predictions else None,
+                "top1_delta_pp": validation.top1_delta,
+                "top5_delta_pp": validation.top5_delta,
+                "top5_agreement": validation.top5_agreement,
+                "cosine_min": validation.cosine_min,
+                "max_abs_diff": validation.max_abs_diff,
+                "max_rel_diff": validation.max_rel_diff,
+                "out_of_tolerance": validation.out_of_tolerance,
+                "nonfinite_outputs": validation.nonfinite_outputs,
+            }
+            metrics |= {k: v for k, v in candidates.items() if v is not None}  # top-k only for labelled data
+        if bench and bench.best:
+            metrics |= {
+                "throughput": bench.best.throughput,
+                "best_batch_size": bench.best.batch_size,
+                "best_concurrency": bench.best.concurrency,
+                "best_copies": bench.best.copies,
+                "latency_ms_p50": bench.best.latency_ms_p50,
+                "latency_ms_p99": bench.best.latency_ms_p99,
+                "throughput_spread": bench.best.spread,
+            }
+            if bench.naive:
+                metrics["tuned_over_naive"] = bench.best.throughput / bench.naive.throughput
+            for point in bench.points:  # step = batch size (or streams), so MLflow plots the sweeps
+                if point.concurrency == 1:
+                    mlflow.log_metric("throughput_by_batch", point.throughput, step=point.batch_size)
+                    mlflow.log_metric("latency_ms_p99_by_batch", point.latency_ms_p99, step=point.batch_size)
+                else:
+                    mlflow.log_metric("throughput_by_streams", point.throughput, step=point.concurrency)
+                    mlflow.log_metric("latency_ms_p99_by_streams", point.latency_ms_p99, step=point.concurrency)
+        mlflow.log_metrics(metrics)
+        if compiled.log_uri and local_path(compiled.log_uri).exists():
+            mlflow.log_artifact(str(local_path(compiled.log_uri)), artifact_path="compile")
+        if compiled.status == "ok":
+            mlflow.log_artifacts(str(local_path(compiled.uri)), artifact_path="compiled")
+        if report:
+            # the compile report names every device binary (e.g. Neuron NEFF) with its sha256;
+            # the binaries themselves are under compiled/ (e.g. compiled/neff/*.neff)
+            mlflow.log_dict(report.to_json(), "compile/compile_report.json")
+        mlflow.log_dict(outcome.to_json(), "outcome.json")
+        return run.info.run_id
+
+
+@stage("record")
+def run(
+    ctx: RunContext,
+    exported: ExportedModel,
+    dataset: DatasetRef,
+    baseline: BaselineResult,
+    skipped: list[Outcome],
+    outcomes: list[ConfigOutcome],
+) -> Recorded:
+    """``skipped``: the targets the plan skipped, with their reasons (tags of the parent run)."""
+    settings = settings_module.load()
+    parent_run_id, recorded = record(settings, ctx, exported, dataset, baseline, outcomes, skipped)
+    progress("record", f"MLflow run {parent_run_id} with {len(recorded)} config runs at {settings.mlflow_tracking_uri}")
+    return Recorded(
+        tracking_uri=settings.mlflow_tracking_uri,
+        experiment=settings.experiment,
+        run_id=parent_run_id,
+        outcomes=recorded,
+    )

@@ -1,0 +1,57 @@
+"""Task ``start``: check the params (the trigger form's, or a retrain event's) and make the run's directory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import sources, targets
+from tasks.core.files import write_json
+from tasks.core.param_schema import field_schemas
+from tasks.core.records import PipelineParams, RunContext
+from tasks.models import ARCHITECTURES
+from tasks.stages.compile_pipeline.plan import KNOWN_PRECISIONS, check_params
+from tasks.stages.runner import progress, run_dir_for, stage_file
+
+NAME = "start"
+
+
+def param_schemas() -> dict[str, dict[str, Any]]:
+    """The DAG's params: :class:`PipelineParams`' schema, with the registries' names as the choices."""
+    return field_schemas(
+        PipelineParams,
+        {
+            "targets": {"items": {"enum": targets.names()}},
+            "precisions": {"items": {"enum": list(KNOWN_PRECISIONS)}},
+            "architecture": {"enum": sorted(ARCHITECTURES)},
+            "framework": {"enum": sources.names()},
+        },
+    )
+
+
+def params_from_event(params: dict, extra: dict) -> dict:
+    """compile_pipeline's params for a run started by a model_exported event: the event's model over the form's."""
+    return {
+        **params,
+        **(extra.get("compile_params") or {}),
+        "model_name": extra["model_name"],
+        "model_uri": extra["model_uri"],
+        "framework": extra["framework"],
+    }
+
+
+def run(params: dict, run_id: str) -> dict:
+    """The run's context as JSON; bad params fail here, before any work, with the params kept for the report."""
+    run_dir = run_dir_for(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = stage_file(run_dir, NAME)
+    try:
+        parsed = PipelineParams.model_validate(params)
+        check_params(parsed)
+    except Exception as exc:
+        write_json(f"{base}.error.json", {"stage": NAME, "error": f"{type(exc).__name__}: {exc}"})
+        write_json(f"{base}.params.json", params)
+        raise
+    ctx = RunContext(run_id=run_id, run_dir=str(run_dir), params=parsed)
+    progress(NAME, f"run {run_id}: model {parsed.model_name}, targets {parsed.targets}, precisions {parsed.precisions}")
+    write_json(f"{base}.json", ctx.to_json())
+    return ctx.to_json()

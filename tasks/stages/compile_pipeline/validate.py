@@ -1,0 +1,28 @@
+"""Task ``validate`` (mapped): a compiled config against the CPU baseline, on exactly the same samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.core.records import BaselineResult, CompiledArtifact, DatasetRef, RunContext, Status, ValidationResult
+from tasks.stages.runner import fmt, progress, stage
+from tasks.validation.predictions import validate_artifact
+
+
+@stage("validate", key=lambda artifact, **_: artifact.config.key)
+def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseline: BaselineResult) -> ValidationResult:
+    result = validate_artifact(
+        artifact, dataset, baseline, Path(ctx.run_dir) / "outputs", atol=ctx.params.atol, rtol=ctx.params.rtol
+    )
+    key = artifact.config.key
+    if result.status == Status.OK and result.nonfinite_outputs:
+        progress("validate", f"{key}: {result.nonfinite_outputs} NaN or Inf output values")
+    elif result.status == Status.OK:
+        progress(
+            "validate",
+            f"{key}: top-5 {fmt(result.predictions.top5)} ({fmt(result.top5_delta, '+.2f')} pp), "
+            f"top-5 agreement {fmt(result.top5_agreement)}, lowest cosine {result.cosine_min:.5f}",
+        )
+    else:
+        progress("validate", f"{key}: {result.status}, {result.reason}")
+    return result

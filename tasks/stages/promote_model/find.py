@@ -1,0 +1,32 @@
+"""Task ``find``: the registry versions to promote (or the serving version to roll back to)."""
+
+from __future__ import annotations
+
+from tasks.core import settings as settings_module
+from tasks.core.faults import names_unreachable
+from tasks.core.mlflow_client import CHAMPION_ALIAS
+from tasks.serving import review
+from tasks.serving.store import PromotionError, committed_manifest
+from tasks.stages.runner import progress
+
+
+@names_unreachable
+def run(params: dict) -> list[dict]:
+    settings = settings_module.load()
+    model = (params.get("model_name") or "").strip()
+    if params.get("rollback_to"):
+        if not model:
+            raise PromotionError("rollback_to needs model_name: which model's serving pointer to move back")
+        committed_manifest(settings, model, int(params["rollback_to"]))  # refuses a version that is not committed
+        progress("find", f"roll {model} back to serving version {params['rollback_to']}")
+        return [{"model": model, "rollback_to": int(params["rollback_to"])}]
+    if model:
+        version = review.resolve(settings, model, str(params.get("version") or CHAMPION_ALIAS))
+        why = review.refusal(version)
+        if why:
+            raise PromotionError(f"{why}; it is never promoted")
+        found = [(model, str(version.version))]
+    else:
+        found = review.pending_champions(settings)
+    progress("find", f"to promote: {', '.join(f'{m} version {v}' for m, v in found) or 'nothing'}")
+    return [{"model": m, "registry_version": v} for m, v in found]

@@ -1,0 +1,23 @@
+"""Task ``serve`` (mapped): the runtime's pointer moved to the smoke-tested version, Kubernetes objects beside it."""
+
+from __future__ import annotations
+
+from tasks.core import settings as settings_module
+from tasks.core.faults import names_unreachable
+from tasks.core.records import Promotion
+from tasks.serving import review
+from tasks.serving.store import point_serving
+from tasks.stages.runner import progress
+
+
+@names_unreachable
+def run(smoked: dict) -> dict:
+    settings = settings_module.load()
+    serving = point_serving(settings, smoked["model"], smoked["version"])
+    if "promotion" in smoked:
+        promotion = Promotion.model_validate(smoked["promotion"])
+        review.mark_promoted(settings, smoked["model"], smoked["registry_version"], promotion, serving)
+    progress(
+        "serve", f"{serving['pointer_uri']} now serves version {smoked['version']}; Kubernetes: {serving['k8s_uri']}"
+    )
+    return {**smoked, "serving": serving}

@@ -1,0 +1,31 @@
+"""Task ``smoke_test`` (mapped): the committed version read back from S3, loaded and run on the validation samples."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tasks.core import settings as settings_module
+from tasks.core.faults import names_unreachable
+from tasks.serving import review
+from tasks.serving.smoke import smoke_test
+from tasks.serving.store import committed_manifest
+from tasks.stages.runner import progress
+
+
+@names_unreachable
+def run(promoted: dict) -> dict:
+    settings = settings_module.load()
+    run_id = (
+        promoted.get("run_id")
+        or committed_manifest(settings, promoted["model"], promoted["version"])["mlflow"]["run_id"]
+    )
+    with tempfile.TemporaryDirectory(prefix="smoke-samples-", dir=settings.home) as tmp:
+        samples = review.smoke_samples(settings, run_id, Path(tmp))
+        result = smoke_test(settings, promoted["model"], promoted["version"], samples)
+    progress(
+        "smoke",
+        f"{promoted['model']} version {promoted['version']} from S3: {result.files_verified} files verified, "
+        f"{result.samples} samples, max abs diff {result.max_abs_diff:.2g}, top-5 agreement {result.top5_agreement}",
+    )
+    return {**promoted, "smoke": result.to_json()}

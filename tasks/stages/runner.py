@@ -1,0 +1,102 @@
+"""How a DAG task runs a stage: JSON from XCom in, typed records to the stage function, its result (or its
+error) saved under ``<run_dir>/stages/<task>[-<config>].json`` and returned as JSON.
+
+A stage is a plain function on records, decorated with :func:`stage`; its name is the DAG task's and the
+saved file's, so the run report can say what each stage produced and which one failed, and why, whether
+or not later stages ran. ``fn.typed`` is the undecorated function, for local callers holding records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import re
+import traceback
+import typing
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from tasks.core import settings as settings_module
+from tasks.core.faults import named_unreachable
+from tasks.core.files import write_json
+from tasks.core.records import RunContext
+
+STAGES_DIR = "stages"
+PROGRESS_MARK = "[pipeline]"
+# Retry policies the DAGs give their tasks. Stages that talk to MLflow or S3 retry the whole stage after the
+# clients' own backoff; compile, validate and benchmark failures come back as failed configs, not as task
+# failures, so a task that fails there lost its worker (killed, machine gone, no heartbeat).
+NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True}
+WORKER_LOSS_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=10)}
+
+
+def run_dir_for(run_id: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
+    return settings_module.load().runs_dir / safe
+
+
+def stage_file(run_dir: str | Path, stage: str, key: str = "") -> Path:
+    """``<run_dir>/stages/<stage>[-<key>]``, without a suffix (``.json`` result, ``.error.json`` failure)."""
+    return Path(run_dir) / STAGES_DIR / (f"{stage}-{key}" if key else stage)
+
+
+def progress(stage: str, message: str) -> None:
+    """One line per finished step; the demo shows these lines out of Airflow's log."""
+    print(f"{PROGRESS_MARK} {stage:<15} {message}", flush=True)
+
+
+@contextlib.contextmanager
+def recorded(run_dir: str | Path, stage: str, key: str = "") -> Iterator[None]:
+    """Save a stage's exception (type, message, traceback) before it propagates."""
+    base = stage_file(run_dir, stage, key)
+    Path(f"{base}.error.json").unlink(missing_ok=True)
+    try:
+        with named_unreachable(settings_module.load()):
+            yield
+    except Exception as exc:
+        write_json(
+            f"{base}.error.json",
+            {"stage": stage, "key": key, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
+        )
+        raise
+
+
+def stage(name: str, key: Callable[..., str] | None = None):
+    """Make ``fn(ctx: RunContext, ...) -> Record`` callable with JSON: each argument is validated into the type
+    its annotation names, the result is saved under the run directory and returned as JSON.
+
+    ``key`` names the mapped instance (a config) from the typed arguments: ``<name>-<key>.json``.
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(fn)
+        hints = typing.get_type_hints(fn)
+        adapters = {param: TypeAdapter(hints[param]) for param in signature.parameters}
+        result_adapter = TypeAdapter(hints["return"])
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            typed = {param: adapters[param].validate_python(value) for param, value in bound.arguments.items()}
+            ctx: RunContext = typed["ctx"]
+            instance = key(**typed) if key else ""
+            with recorded(ctx.run_dir, name, instance):
+                result = fn(**typed)
+            data = result_adapter.dump_python(result, mode="json")
+            write_json(f"{stage_file(ctx.run_dir, name, instance)}.json", data)
+            return data
+
+        run.typed = fn  # type: ignore[attr-defined]
+        run.stage_name = name  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+def fmt(value: float | None, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)

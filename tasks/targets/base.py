@@ -1,0 +1,185 @@
+"""The whole interface of a compile target, and what several targets share.
+
+Everything known about one target lives on its ``TARGET`` object: whether it can compile here, which
+configs it makes of a run's params, how it compiles and loads, how its model copies are pinned to device
+cores, what the registered model needs at serving time, and which serving runtime reads its files.
+Nothing else in the tree names a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from tasks.core.batching import Predict
+from tasks.core.records import (
+    CompileConfig,
+    CompiledArtifact,
+    CompileReport,
+    ExportedModel,
+    Fingerprint,
+    PipelineParams,
+)
+
+
+class CompileError(RuntimeError):
+    """A config could not be compiled; the message names the cause (e.g. an unsupported operator)."""
+
+
+@dataclass(frozen=True)
+class ServingLayout:
+    """Where a compiled artifact's files go in a serving runtime's model repository."""
+
+    runtime: str  # tensorflow-serving | triton | openvino-model-server
+    files: dict[str, str]  # artifact file -> path inside the version directory
+    graph_file: str  # path inside the version directory, copied last
+    pointer_file: str  # beside the version directories
+    platform: str = ""  # Triton platform or backend
+
+
+def triton_layout(files: list[str], graph: str, platform: str, served_as: str = "") -> ServingLayout | None:
+    """Triton's layout (``<N>/model.*``, pointer ``config.pbtxt``) where ``graph`` is among ``files``."""
+    if graph not in files:
+        return None
+    name = served_as or graph
+    return ServingLayout("triton", {f: (name if f == graph else f) for f in files}, name, "config.pbtxt", platform)
+
+
+def openvino_server_layout(files: list[str]) -> ServingLayout | None:
+    """OpenVINO Model Server's layout (``<N>/model.xml`` and ``model.bin``, pointer ``config.json``)."""
+    if "model.xml" not in files:
+        return None
+    return ServingLayout("openvino-model-server", {f: f for f in files}, "model.xml", "config.json", "openvino")
+
+
+def tensorflow_serving_layout(files: list[str], prefix: str = "saved_model/") -> ServingLayout | None:
+    """TF Serving's layout: the SavedModel at the version root (``<N>/saved_model.pb``), pointer ``models.config``."""
+    if not any(f.startswith(prefix) for f in files):
+        return None
+    mapped = {f: f.removeprefix(prefix) for f in files}
+    return ServingLayout("tensorflow-serving", mapped, "saved_model.pb", "models.config", "tensorflow")
+
+
+@dataclass(frozen=True)
+class CopyPinning:
+    """Model copies each run in a process of their own, pinned to device cores through an environment variable."""
+
+    env: str  # e.g. NEURON_RT_VISIBLE_CORES
+    groups: list[str] = field(default_factory=list)  # one value per copy the host can hold, e.g. ["0-3", "4-7"]
+
+
+class Target(Protocol):
+    name: str
+    precisions: tuple[str, ...]  # precisions this target can compile to
+    runtime_requirements: tuple[str, ...]  # pip requirements of the registered model at serving time
+    serving_device: str  # what a serving pod requests: "cpu", "gpu" or "neuron"
+
+    def available(self) -> tuple[bool, str]:
+        """Whether this target can compile here, and why not."""
+
+    def accepts(self, exported: ExportedModel) -> str:
+        """Why this target cannot compile ``exported`` (e.g. a source format it does not read), or ""."""
+
+    def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
+        """The configs of one precision: one for any batch size, or one per batch size (like Neuron)."""
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        """Compiler, version, flags and source format of ``config``, cheaply, without compiling."""
+
+    def compile(
+        self,
+        exported: ExportedModel,
+        config: CompileConfig,
+        out_dir: Path,
+        calibration: dict[str, np.ndarray] | None,
+    ) -> CompileReport:
+        """Write the compiled model into ``out_dir`` and say what the compiler did.
+
+        ``calibration`` holds preprocessed inputs by name for precisions that need it (int8);
+        it is never the validation data.
+        """
+
+    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+        """A function that runs one batch of ``batch_size`` samples and returns the first output."""
+
+    def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning | None:
+        """How the benchmark pins copies of ``artifact`` to device cores; None: streams share one process."""
+
+    def serving_layout(self, files: list[str]) -> ServingLayout | None:
+        """The serving runtime's layout of an artifact with ``files``; None if no runtime reads them."""
+
+
+def fixed_batch_configs(name: str, precision: str, params: PipelineParams, **extra) -> list[CompileConfig]:
+    """One config per batch size of the run, for targets whose artifact runs one batch size only."""
+    return [CompileConfig(target=name, precision=precision, batch_size=b, **extra) for b in params.batch_sizes]
+
+
+def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:
+    if fmt in exported.formats:
+        return ""
+    return f"{target} compiles from {fmt}, which a {exported.framework} export does not write"
+
+
+class SingleFormatTarget:
+    """What the targets that compile from one export format and run every operator on one device share:
+    the format check, the fingerprint from a per-precision flags table, and the compile report.
+    Subclasses set the class attributes and ``flags_by_precision``, and write compile and load."""
+
+    name: str
+    compiler: str  # as reports name it, e.g. "torch-inductor-aot"
+    compiler_package: str  # the distribution whose version is the compiler's, e.g. "torch"
+    source_format: str  # which ExportedModel.formats entry it compiles from
+    device: str  # where the compiled operators run
+    flags_by_precision: dict[str, list[str]]
+    runtime_requirements: tuple[str, ...]
+    serving_device = "cpu"
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return tuple(self.flags_by_precision)
+
+    def accepts(self, exported: ExportedModel) -> str:
+        return needs_format(exported, self.source_format, self.name)
+
+    def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
+        return [CompileConfig(target=self.name, precision=precision)]  # the artifact takes any batch size
+
+    def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning | None:
+        return None  # streams are threads of one process
+
+    def flags(self, config: CompileConfig) -> list[str]:
+        """The compiler flags of ``config``; a precision this target does not compile is a CompileError."""
+        if config.precision not in self.flags_by_precision:
+            raise CompileError(f"{self.name} cannot compile precision {config.precision!r}")
+        return self.flags_by_precision[config.precision]
+
+    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
+        return Fingerprint(
+            compiler=self.compiler,
+            compiler_version=package_version(self.compiler_package),
+            flags=self.flags(config),
+            source_format=self.source_format,
+        )
+
+    def report(self, config: CompileConfig, compiler_version: str, operators: int) -> CompileReport:
+        """The compile report of a graph placed whole on :attr:`device`."""
+        return CompileReport(
+            compiler=self.compiler,
+            compiler_version=compiler_version,
+            flags=self.flags(config),
+            device=self.device,
+            operators_total=operators,
+            operators_on_device=operators,
+        )
+
+
+def package_version(distribution: str) -> str:
+    """Installed version of a distribution, read without importing it ("" if not installed)."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return ""

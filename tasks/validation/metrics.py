@@ -1,0 +1,44 @@
+"""How close a compiled model's outputs are to the baseline's: class-score agreement and numeric closeness."""
+
+from __future__ import annotations
+
+import numpy as np
+
+RELATIVE_EPS = 1e-6  # in |a - b| / (|b| + eps): zero reference outputs do not divide by zero
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def top_k(logits: np.ndarray, k: int = 5) -> np.ndarray:
+    """Class ids of the k highest logits per sample, best first (ties broken by class id)."""
+    return np.argsort(-logits, axis=1, kind="stable")[:, :k]
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of samples with any correct class (labels: -1 padded sets) among the top k."""
+    top = top_k(logits, k)
+    hits = [bool(set(row.tolist()) & set(label[label >= 0].tolist())) for row, label in zip(top, labels, strict=True)]
+    return float(np.mean(hits))
+
+
+def closeness(outputs: np.ndarray, reference: np.ndarray, atol: float = 1e-2, rtol: float = 5e-2) -> dict[str, float]:
+    """Lowest per-sample cosine similarity, largest absolute and relative differences, and the share
+    of values off by more than ``atol`` and, relatively, by more than ``rtol``."""
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    # two all-zero outputs agree exactly; one zero and one not do not
+    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.abs(a - b).max(axis=1) == 0, 1, 0))
+    diff = np.abs(a - b)
+    relative = diff / (np.abs(b) + RELATIVE_EPS)
+    return {
+        "cosine_min": float(cosine.min()),
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float(relative.max()),
+        "out_of_tolerance": float(np.mean((diff > atol) & (relative > rtol))),
+    }

@@ -1,0 +1,260 @@
+"""The DAG itself: it parses cleanly and light, and `airflow dags test` runs the whole pipeline."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import free_port
+
+from devtools.demo import airflow_env, approve_and_promote, run_pipeline
+from devtools.services import wait_until_answering
+from tasks.core.settings import PROJECT_ROOT
+from tasks.core.settings import load as load_settings
+from tasks.core.storage import s3_client
+from tasks.serving.store import Store
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's, installed by make test
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # screenshots of the browser test
+HEAVY_MODULES = ("torch", "tensorflow", "openvino", "onnxruntime", "mlflow", "onnx", "sklearn", "skimage")
+
+
+def test_dag_files_import_without_errors():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
+    assert bag.import_errors == {}
+    dag = bag.dags["compile_pipeline"]
+    assert {"start", "export", "compile_config", "validate", "benchmark", "register", "finalize"} <= set(dag.task_dict)
+    assert "promote" not in dag.task_dict  # only what a reviewer approves goes to S3 (promote_model)
+    assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
+    assert dag.task_dict["register"].retries == 3 and dag.task_dict["compile_config"].retries == 2
+    # compile on CPU workers in a pool of slots; validate and benchmark where the accelerator is
+    assert (dag.task_dict["compile_config"].queue, dag.task_dict["compile_config"].pool) == (
+        "compile",
+        "compiler_slots",
+    )
+    assert dag.task_dict["validate"].queue == dag.task_dict["benchmark"].queue == "accelerator"
+    assert dag.task_dict["plan"].queue == "compile"  # target availability is judged on the compile fleet
+    # chained by Assets: retrain_to_deploy -> model_exported -> compile_pipeline -> model_registered -> promote_model
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["model_exported"]
+    assert [a.name for a in dag.task_dict["register"].outlets] == ["model_registered"]
+    retrain = bag.dags["retrain_to_deploy"]
+    assert [a.name for a in retrain.task_dict["train_and_export"].outlets] == ["model_exported"]
+    assert retrain.timetable.expression == "0 3 * * 1"
+    promote = bag.dags["promote_model"]
+    assert (
+        promote.catchup is False and promote.timetable.timetable.expression == "*/10 * * * *"
+    )  # polls for new champions
+    assert [a.name for a in promote.timetable.asset_condition.objects] == ["model_registered"]
+    assert set(promote.task_dict) == {"find", "promote", "smoke_test", "serve"}
+    assert promote.task_dict["promote"].retries == 3 and promote.task_dict["smoke_test"].retries == 0
+
+
+@pytest.mark.parametrize("dag_file", ["compile_pipeline.py", "promote_model.py", "retrain_to_deploy.py"])
+def test_dag_parse_imports_no_heavy_framework(dag_file):
+    probe = (
+        "import sys, time, runpy; t = time.perf_counter(); "
+        f"runpy.run_path({str(PROJECT_ROOT / 'dags' / dag_file)!r}); "
+        "import json; print(json.dumps({'seconds': time.perf_counter() - t, "
+        f"'heavy': [m for m in {HEAVY_MODULES!r} if m in sys.modules]}}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=airflow_env(load_settings()), capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["heavy"] == []  # what keeps parsing fast (a timed assertion would be flaky on a shared machine)
+    assert result["seconds"] < 30  # Airflow's dagbag_import_timeout: past it the file is an import error
+
+
+@pytest.fixture(scope="module")
+def e2e_run(local_services):
+    """One full compile_pipeline run through airflow dags test: (exit code, report path)."""
+    conf = {
+        "model_name": "mobilenet-e2e",
+        "batch_sizes": [1, 4],
+        "max_concurrency": 2,
+        "benchmark_window_s": 0.3,
+        "targets": ["onnxruntime", "openvino", "neuron-inf1"],
+    }
+    code, report_path = run_pipeline(local_services, conf)
+    assert code == 0 and report_path is not None
+    # nothing reaches S3 until a reviewer approves; then promote_model commits, smoke-tests and serves it
+    keys_before_review = Store(local_services, "mobilenet-e2e").keys("")
+    promote_code = approve_and_promote(local_services, json.loads(Path(report_path).read_text()))
+    return report_path, keys_before_review, promote_code
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run):
+    report_path, keys_before_review, promote_code = e2e_run
+    report = json.loads(Path(report_path).read_text())
+    assert report["status"] == "success"
+    assert [c["key"] for c in report["configs"]] == [
+        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16"
+    ]  # fmt: skip
+    for config in report["configs"]:
+        assert config["gate"] in ("pass", "fail")
+        assert config["throughput"] > 0 and config["latency_ms"]["p99"] >= config["latency_ms"]["p50"]
+        assert {p["batch_size"] for p in config["benchmark"]} == {1, 4}
+        assert config["top5_agreement"] is not None and len(config["artifact_sha256"]) == 64
+        assert config["compile_report"]["operators_total"] > 0 and config["compile_peak_memory_mb"] > 0
+    assert "tensorflow-neuron is not installed" in report["skipped_targets"]["neuron-inf1"]
+    assert report["model"]["model_code"] == ""  # a state dict: weights only, and the report says so
+    assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
+    fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
+    assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
+    # int8 MobileNetV2 keeps top-5 accuracy but not the baseline's top-5 sets: the GX suite stops it
+    int8 = next(c for c in report["configs"] if c["key"] == "onnxruntime-int8")
+    assert int8["gate"] == "fail" and any(
+        "top5_agreement >= 0.8 (param min_top5_agreement): observed 0.6" in r for r in int8["gate_reasons"]
+    ), int8["gate_reasons"]
+    assert report["selected"] != "onnxruntime-int8" and report["selected_point"]["concurrency"] >= 1
+    assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544
+    assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}
+
+    client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
+    candidate = client.get_model_version_by_alias("mobilenet-e2e", "candidate")
+    assert candidate.version == report["mlflow"]["version"]
+    assert candidate.tags["target"] == report["selected"].split("-")[0]
+    parent = client.get_run(report["mlflow"]["run_id"])
+    assert parent.data.tags["pipeline_status"] == "success"
+    assert {"report.json", "report.html", "gate", "plots"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    page = Path(report_path).with_name("report.html").read_text()
+    assert page.count("<img") == 2 and "tuned / naive" in page
+    gate_files = {a.path for a in client.list_artifacts(parent.info.run_id, "gate")}
+    assert {"gate/validation_result.json", "gate/data_docs"} <= gate_files
+
+    store = Store(local_services, "mobilenet-e2e")
+    assert keys_before_review == [] and promote_code == 0
+    ((number, manifest),) = store.committed().items()
+    assert manifest["mlflow"]["version"] == candidate.version and manifest["mlflow"]["run_id"] == candidate.run_id
+    runtime_config = "config.json" if manifest["runtime"] == "openvino-model-server" else "config.pbtxt"
+    assert {f"{number}/manifest.json", runtime_config, f"k8s/{number}.yaml"} <= set(store.keys(""))
+    assert client.get_model_version("mobilenet-e2e", candidate.version).tags["promoted_version"] == str(number)
+
+
+@pytest.mark.integration
+def test_a_missing_model_file_fails_the_run_at_export_and_nothing_is_registered_or_promoted(local_services, tmp_path):
+    conf = {"model_name": "broken-model", "model_uri": str(tmp_path / "missing.pt"), "batch_sizes": [1]}
+    code, report_path = run_pipeline(local_services, conf)
+    assert code != 0
+    report = json.loads(Path(report_path).read_text())
+    assert report["status"] == "failed" and report["failed_stage"] == "export"
+    assert "missing.pt does not exist" in report["error"]
+    client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
+    assert client.search_model_versions("name = 'broken-model'") == []
+    listing = s3_client(local_services).list_objects_v2(
+        Bucket=local_services.serving_bucket, Prefix=f"{local_services.serving_prefix}/broken-model/"
+    )
+    assert listing.get("KeyCount", 0) == 0
+
+
+@pytest.mark.integration
+def test_an_unknown_target_is_refused_before_any_work(local_services):
+    code, report_path = run_pipeline(local_services, {"targets": ["tensorrtx"], "batch_sizes": [1]})
+    assert code != 0 and report_path is None  # refused at trigger time by the param schema
+    log = (local_services.home / "demo" / "airflow-dags-test.log").read_text()
+    assert "tensorrtx" in log
+
+
+@pytest.mark.integration
+def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_needs(local_services):
+    from devtools.demo import airflow, ensure_airflow_db
+    from tasks.stages.compile_pipeline.start import params_from_event
+
+    log = local_services.home / "demo" / "retrain.log"
+    ensure_airflow_db(local_services, log)
+    probe = (
+        "import json; from airflow.utils.session import create_session; from airflow.models.asset import AssetEvent;"
+        "from sqlalchemy import select\n"
+        "with create_session() as s:\n"
+        "    print(json.dumps([e.extra for e in s.scalars(select(AssetEvent).where("
+        "AssetEvent.source_dag_id == 'retrain_to_deploy').order_by(AssetEvent.id)).all()]))"
+    )
+
+    def events() -> list[dict]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=airflow_env(local_services), capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    before = events()  # other tests of the session may have retrained already
+    assert airflow(["dags", "test", "retrain_to_deploy"], local_services, log) == 0
+    after = events()
+    assert after[: len(before)] == before
+    (extra,) = after[len(before) :]  # exactly one event from this run
+    assert extra["framework"] == "tensorflow" and len(extra["sha256"]) == 64
+    assert extra["inputs"] == [{"name": "image", "shape": ["batch", 8, 8, 1], "dtype": "float32"}]
+    assert Path(extra["model_uri"].removeprefix("file://"), "saved_model.pb").is_file()
+    # what compile_pipeline's start makes of it: the event's model and compile params over the form's defaults
+    params = params_from_event(
+        {"model_name": "mobilenet_v2", "dataset": "builtin:photos", "top5_tolerance_pp": 1.0}, extra
+    )
+    assert params["model_uri"] == extra["model_uri"] and params["model_name"] == "keras-digits"
+    assert params["dataset"] == "builtin:digits" and params["top5_tolerance_pp"] == 1.0
+
+
+@pytest.fixture
+def airflow_ui(local_services):
+    """Airflow's API server (UI, REST API, plugins) on a free port, with the project's plugins; stopped after."""
+    port = free_port()
+    env = {**airflow_env(local_services), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}  # fmt: skip
+    log = local_services.home / "demo" / "api-server.log"
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "airflow"), "api-server", "--port",
+                               str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering("airflow api-server", server, f"{url}/api/v2/monitor/health", log, 180)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_compile_reports_page_shows_the_run_in_a_real_browser(e2e_run, airflow_ui):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    report = json.loads(Path(e2e_run[0]).read_text())
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        browser.get(f"{airflow_ui}/compile-reports/")
+        run = browser.find_element(By.CSS_SELECTOR, f"section.run[data-run-id='{report['run_id']}']")
+        assert "mobilenet-e2e" in run.text and f"selected {report['selected']}" in run.text
+        rows = {
+            r.find_elements(By.TAG_NAME, "td")[0].text: r.text for r in run.find_elements(By.CSS_SELECTOR, "tr")[1:]
+        }
+        assert set(rows) == {c["key"] for c in report["configs"]} and "fail" in rows["onnxruntime-int8"]
+        plot = run.find_element(By.TAG_NAME, "img")  # the throughput plot, fetched from MLflow through the plugin
+        WebDriverWait(browser, 30).until(lambda _: browser.execute_script("return arguments[0].naturalWidth", plot) > 0)
+        links = [a.get_attribute("href") for a in run.find_elements(By.TAG_NAME, "a")]
+        assert any(f"/runs/{report['mlflow']['run_id']}" in h for h in links)
+        assert any(f"/models/mobilenet-e2e/versions/{report['mlflow']['version']}" in h for h in links)
+        assert "serving: s3://" in run.text  # promoted by the end-to-end test
+        browser.save_screenshot(str(ARTIFACTS / "compile_reports.png"))
+        # and the page has its entry in the Airflow UI's navigation
+        browser.get(f"{airflow_ui}/")
+        WebDriverWait(browser, 60).until(lambda b: "Compile reports" in b.page_source)
+        browser.save_screenshot(str(ARTIFACTS / "airflow_nav.png"))
+    finally:
+        browser.quit()

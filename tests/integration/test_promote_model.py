@@ -1,0 +1,276 @@
+"""Registry review and promotion to S3, against the real local services (moto's S3 server, MLflow)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+
+import kubernetes_validate
+import numpy as np
+import pytest
+import yaml
+from conftest import free_port
+
+from devtools.services import wait_until_answering
+from tasks.core import settings as settings_module
+from tasks.core.files import local_path, sha256_file, to_uri, tree_sha256
+from tasks.core.records import PipelineParams, RunContext
+from tasks.datasets.prepare import load
+from tasks.serving import review as registry
+from tasks.serving import store as promote_module
+from tasks.serving.store import Candidate, PromotionError, Store, point_serving, promote
+from tasks.stages import promote_model as promotion
+from tasks.stages.compile_pipeline.record import record
+from tasks.stages.compile_pipeline.register import register
+from tasks.stages.runner import run_dir_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def serving_prefix(local_services, monkeypatch, request):
+    """A prefix of the serving bucket of its own for each test."""
+    monkeypatch.setenv("SERVING_PREFIX", f"t-{request.node.name[:40]}")
+    return settings_module.load()
+
+
+@pytest.fixture(scope="module")
+def registered(local_services, exported, dataset_ref, compiled_outcome):
+    """Two registry versions of a model of this module's own, as two pipeline runs register them."""
+    outcome, baseline = compiled_outcome
+    model = exported.model_copy(update={"name": "promotion-test"})
+    versions = []
+    for run_id in ("promote-a", "promote-b"):
+        ctx = RunContext(run_id=run_id, run_dir=str(run_dir_for(run_id)), params=PipelineParams())
+        parent, recorded = record(local_services, ctx, model, dataset_ref, baseline, [outcome], {})
+        versions.append(register(local_services, ctx, model, recorded[0], dataset=dataset_ref, parent_run_id=parent))
+    return model, versions
+
+
+def _keys(settings, model: str) -> set[str]:
+    return set(Store(settings, model).keys(""))
+
+
+def _candidate(exported, artifact, registry_version: str) -> Candidate:
+    return Candidate(
+        model=exported.name,
+        registry_version=registry_version,
+        run_id="r",
+        artifact=artifact,
+        inputs=exported.inputs,
+        outputs=exported.outputs,
+        source_sha256=exported.source_sha256,
+    )
+
+
+def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered):
+    settings = serving_prefix
+    model, (first, _) = registered
+    client = registry.client(settings)
+    client.set_registered_model_alias(model.name, "champion", first.version)
+    assert (model.name, first.version) in registry.pending_champions(settings)
+
+    (request,) = promotion.find.run({"model_name": model.name, "version": "champion"})
+    served = promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))
+
+    number = served["version"]
+    keys = _keys(settings, model.name)
+    assert {f"{number}/model.onnx", f"{number}/manifest.json", "config.pbtxt", f"k8s/{number}.yaml"} <= keys
+    assert not [k for k in keys if k.startswith(".staging/")]  # staging is cleaned after the commit
+    manifest = json.loads(Store(settings, model.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{model.name}/{number}/manifest.json")["Body"].read())  # fmt: skip
+    assert manifest["mlflow"]["version"] == first.version and manifest["version"] == number
+    assert manifest["files"][0]["size"] > 0 and len(manifest["files"][0]["sha256"]) == 64
+    assert manifest["source_sha256"] == model.source_sha256 and manifest["inputs"][0]["name"]
+    assert served["smoke"]["top5_agreement"] == 1.0 and served["smoke"]["samples"] == 16
+    assert f"versions: [{number}]" in served["serving"]["pointer"]  # Triton's config.pbtxt pins the version
+    objects = list(yaml.safe_load_all(Store(settings, model.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{model.name}/k8s/{number}.yaml")["Body"].read()))  # fmt: skip
+    assert [o["kind"] for o in objects] == ["Deployment", "Service"]
+    for obj in objects:
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+
+    version = client.get_model_version(model.name, first.version)
+    assert version.tags["promoted_uri"] == served["promotion"]["uri"]
+    assert (model.name, first.version) not in registry.pending_champions(settings)
+    again = promotion.promote.run(request)  # promoting the same registry version again is idempotent
+    assert again["version"] == number and again["promotion"]["already_promoted"]
+
+
+def test_a_rejected_or_gate_failed_version_is_never_promoted(serving_prefix, registered):
+    settings = serving_prefix
+    model, (_, second) = registered
+    client = registry.client(settings)
+    client.set_registered_model_alias(model.name, "champion", second.version)
+    client.set_model_version_tag(model.name, second.version, "review", "rejected")
+    try:
+        with pytest.raises(PromotionError, match=f"version {second.version} of {model.name} was rejected in review"):
+            promotion.find.run({"model_name": model.name, "version": "champion"})
+        with pytest.raises(PromotionError, match="rejected in review"):  # even when asked for directly
+            promotion.promote.run({"model": model.name, "registry_version": second.version})
+        assert (model.name, second.version) not in registry.pending_champions(settings)
+        client.delete_model_version_tag(model.name, second.version, "review")
+        client.set_model_version_tag(model.name, second.version, "validation", "fail")
+        with pytest.raises(PromotionError, match="did not pass the validation gate"):
+            promotion.find.run({"model_name": model.name, "version": second.version})
+    finally:
+        client.set_model_version_tag(model.name, second.version, "validation", "pass")
+    assert not _keys(settings, model.name)  # nothing was written
+
+
+def test_two_promotions_at_once_get_distinct_versions(serving_prefix, exported, compiled_outcome, monkeypatch):
+    settings = serving_prefix
+    artifact = compiled_outcome[0].compiled
+    # both promotions read the bucket before either claims, so both first try the same number
+    barrier = threading.Barrier(2, timeout=60)
+    listed = Store.version_numbers
+    monkeypatch.setattr(Store, "version_numbers", lambda self: (barrier.wait(), listed(self))[1])
+    results, errors = {}, []
+
+    def run(registry_version: str) -> None:
+        try:
+            results[registry_version] = promote(settings, _candidate(exported, artifact, registry_version))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(v,)) for v in ("7", "8")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.setattr(Store, "version_numbers", listed)
+    assert not errors
+    assert sorted(p.version for p in results.values()) == [1, 2]
+    committed = Store(settings, exported.name).committed()
+    assert {n: m["mlflow"]["version"] for n, m in committed.items()} == {
+        results["7"].version: "7",
+        results["8"].version: "8",
+    }
+
+
+def test_a_crash_between_upload_and_commit_leaves_nothing_visible_and_a_retry_succeeds(
+    serving_prefix, exported, compiled_outcome, monkeypatch
+):
+    settings = serving_prefix
+    candidate = _candidate(exported, compiled_outcome[0].compiled, "3")
+    copy = promote_module._copy_into_version
+
+    def copy_then_die(*args, **kwargs):
+        copy(*args, **kwargs)
+        raise KeyboardInterrupt("worker killed before the commit")
+
+    monkeypatch.setattr(promote_module, "_copy_into_version", copy_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        promote(settings, candidate)
+    store = Store(settings, exported.name)
+    assert store.committed() == {}  # files were copied, but no reader sees an uncommitted version
+    assert "config.pbtxt" not in _keys(settings, exported.name)
+    with pytest.raises(PromotionError, match="not a committed version"):
+        point_serving(settings, exported.name, 1)
+
+    monkeypatch.setattr(promote_module, "_copy_into_version", copy)
+    done = promote(settings, candidate)  # the retry resumes its claim
+    assert done.version == 1 and list(store.committed()) == [1]
+    assert not [k for k in _keys(settings, exported.name) if k.startswith(".staging/")]
+
+
+def test_a_promoted_version_is_never_overwritten(serving_prefix, exported, compiled_outcome, tmp_path):
+    settings = serving_prefix
+    artifact = compiled_outcome[0].compiled
+    promote(settings, _candidate(exported, artifact, "5"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.onnx").write_bytes(b"another model")
+    changed = artifact.model_copy(update={"uri": to_uri(other), "sha256": tree_sha256(other), "files": ["model.onnx"]})
+    with pytest.raises(PromotionError, match="never overwritten"):
+        promote(settings, _candidate(exported, changed, "5"))
+
+
+def test_rollback_points_serving_back_to_a_committed_version(serving_prefix, exported, compiled_outcome):
+    settings = serving_prefix
+    artifact = compiled_outcome[0].compiled
+    for registry_version in ("1", "2"):
+        point_serving(
+            settings, exported.name, promote(settings, _candidate(exported, artifact, registry_version)).version
+        )
+    assert "versions: [2]" in Store(settings, exported.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/config.pbtxt")["Body"].read().decode()  # fmt: skip
+    (request,) = promotion.find.run({"model_name": exported.name, "rollback_to": 1})
+    served = promotion.serve.run(promotion.promote.run(request))
+    assert "versions: [1]" in served["serving"]["pointer"]
+    with pytest.raises(PromotionError, match="version 9 is not a committed version"):
+        promotion.find.run({"model_name": exported.name, "rollback_to": 9})
+
+
+def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tmp_path):
+    """A Neuron (inf1) TensorFlow artifact: SavedModel files at the version root, NEFFs alongside, models.config."""
+    from tasks.core.records import CompileConfig, CompiledArtifact
+
+    settings = serving_prefix
+    files = {"saved_model/saved_model.pb": b"graph", "saved_model/variables/variables.index": b"index",
+             "saved_model/variables/variables.data-00000-of-00001": b"weights", "neff/neuron_op_0.neff": b"neff"}  # fmt: skip
+    for name, body in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(body)
+    artifact = CompiledArtifact(
+        config=CompileConfig(target="neuron-inf1", precision="bf16", batch_size=8),
+        status="ok",
+        uri=to_uri(tmp_path),
+        sha256=tree_sha256(tmp_path),
+        files=sorted(files),
+    )
+    promoted = promote(settings, _candidate(exported, artifact, "1"))
+    served = point_serving(settings, exported.name, promoted.version)
+    keys = _keys(settings, exported.name)
+    assert {"1/saved_model.pb", "1/variables/variables.index", "1/neff/neuron_op_0.neff", "models.config"} <= keys
+    base = f"s3://{settings.serving_bucket}/{settings.serving_prefix}/{exported.name}"
+    assert f'base_path: "{base}"' in served["pointer"]
+    assert "model_version_policy { specific { versions: 1 } }" in served["pointer"]
+    deployment = next(yaml.safe_load_all(Store(settings, exported.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/k8s/1.yaml")["Body"].read()))  # fmt: skip
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["aws.amazon.com/neuron"] == 1
+    assert container["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
+    assert [p["containerPort"] for p in container["ports"]] == [8500, 8501]
+    assert f"--model_config_file={base}/models.config" in container["args"]
+    assert sha256_file(local_path(artifact.uri) / "neff/neuron_op_0.neff") == next(
+        f["sha256"] for f in promoted.manifest["files"] if f["path"] == "neff/neuron_op_0.neff"
+    )
+
+
+@pytest.mark.reliability
+def test_promote_to_a_missing_bucket_names_it(local_services, exported, compiled_outcome, monkeypatch, reliability):
+    reliability.bad_inputs += 1
+    monkeypatch.setenv("SERVING_BUCKET", "no-such-bucket")
+    with pytest.raises(PromotionError, match="bucket 'no-such-bucket' is not reachable"):
+        promote(settings_module.load(), _candidate(exported, compiled_outcome[0].compiled, "1"))
+
+
+def test_mlflow_models_serve_answers_for_the_champion(local_services, registered, dataset_ref, tmp_path):
+    model, (first, _) = registered
+    registry.client(local_services).set_registered_model_alias(model.name, "champion", first.version)
+    port = free_port()
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
+         f"models:/{model.name}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+        stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},  # its uvicorn
+    )  # fmt: skip
+    try:
+        wait_until_answering(
+            "mlflow models serve", server, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", 180
+        )
+        cat = load(dataset_ref).inputs(0, 1)
+        body = json.dumps({"inputs": next(iter(cat.values())).tolist()}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        predictions = np.array(json.loads(urllib.request.urlopen(request, timeout=60).read())["predictions"])
+        assert predictions.shape == (1, 1000)
+        assert set(np.argsort(-predictions[0])[:3].tolist()) == {281, 282, 285}  # tabby, tiger cat, Egyptian cat
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)

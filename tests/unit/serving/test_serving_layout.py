@@ -1,0 +1,89 @@
+"""Serving layouts, pointers and Kubernetes objects: pure functions, no services."""
+
+import json
+
+import pytest
+
+from tasks.core.records import TensorSpec
+from tasks.serving.kubernetes import k8s_objects, k8s_yaml, validate_k8s
+from tasks.serving.layout import layout_for, pointer_text, upload_order
+
+INPUTS = [TensorSpec(name="input", shape=["batch", 3, 224, 224], dtype="float32")]
+OUTPUTS = [TensorSpec(name="logits", shape=["batch", 1000], dtype="float32")]
+
+
+@pytest.mark.parametrize(
+    "target, files, runtime, graph",
+    [
+        ("onnxruntime", ["model.onnx"], "triton", "model.onnx"),
+        ("tensorrt", ["model.plan"], "triton", "model.plan"),
+        ("inductor", ["inputs.json", "model.pt2"], "triton", "model.pt2"),
+        ("neuron-inf2", ["model.neuronx.pt", "neff/graph.neff"], "triton", "model.pt"),
+        ("openvino", ["model.bin", "model.xml"], "openvino-model-server", "model.xml"),
+        ("neuron-inf1", ["neff/a.neff", "saved_model/saved_model.pb", "saved_model/variables/variables.index"],
+         "tensorflow-serving", "saved_model.pb"),
+    ],
+)  # fmt: skip
+def test_each_format_gets_its_runtimes_layout_with_the_graph_file_copied_last(target, files, runtime, graph):
+    layout = layout_for(target, files)
+    assert layout.runtime == runtime and layout.graph_file == graph
+    order = upload_order(layout)
+    assert sorted(order) == sorted(files) and layout.files[order[-1]] == graph
+    if runtime == "tensorflow-serving":  # SavedModel files at the version root, NEFFs alongside
+        assert layout.files["saved_model/variables/variables.index"] == "variables/variables.index"
+        assert layout.files["neff/a.neff"] == "neff/a.neff"
+
+
+def test_an_artifact_no_runtime_reads_is_named():
+    with pytest.raises(ValueError, match=r"no serving layout for a custom artifact with files \['weights.bin'\]"):
+        layout_for("custom", ["weights.bin"])
+
+
+def test_pointers_pin_one_version_in_each_runtimes_own_config():
+    base = "s3://model-serving/models/mobilenet_v2"
+    tf = pointer_text(
+        layout_for("neuron-inf1", ["saved_model/saved_model.pb"]), "mobilenet_v2", base, 3, INPUTS, OUTPUTS, 0
+    )
+    assert 'base_path: "s3://model-serving/models/mobilenet_v2"' in tf
+    assert "model_version_policy { specific { versions: 3 } }" in tf
+    ovms = json.loads(
+        pointer_text(layout_for("openvino", ["model.xml", "model.bin"]), "m", base, 4, INPUTS, OUTPUTS, 64)
+    )
+    assert ovms["model_config_list"][0]["config"]["model_version_policy"] == {"specific": {"versions": [4]}}
+    assert ovms["model_config_list"][0]["config"]["plugin_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    triton = pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64)
+    assert 'platform: "onnxruntime_onnx"' in triton and "max_batch_size: 64" in triton
+    assert 'name: "input" data_type: TYPE_FP32 dims: [3, 224, 224]' in triton
+    assert "version_policy: { specific: { versions: [5] } }" in triton
+
+
+def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_validate():
+    layout = layout_for("neuron-inf1", ["saved_model/saved_model.pb"])
+    deployment, service = k8s_objects(
+        layout,
+        "mobilenet_v2",
+        3,
+        "neuron-inf1",
+        "s3://b/models/mobilenet_v2/models.config",
+        "s3://b/models",
+        None,
+        "us-east-1",
+    )
+    validate_k8s([deployment, service])
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["aws.amazon.com/neuron"] == 1
+    assert container["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
+    assert {p["containerPort"] for p in container["ports"]} == {8500, 8501}
+    assert "--model_config_file=s3://b/models/mobilenet_v2/models.config" in container["args"]
+    assert {p["port"] for p in service["spec"]["ports"]} == {8500, 8501}
+    assert "&id" not in k8s_yaml([deployment, service])  # plain YAML, no anchors
+    cpu, _ = k8s_objects(layout_for("openvino", ["model.xml"]), "m", 1, "openvino", "s3://b/m/config.json", "s3://b", "http://minio:9000", "eu-west-1")  # fmt: skip
+    assert "aws.amazon.com/neuron" not in cpu["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_an_invalid_kubernetes_object_is_refused_with_the_schemas_message():
+    layout = layout_for("onnxruntime", ["model.onnx"])
+    deployment, _ = k8s_objects(layout, "m", 1, "onnxruntime", "p", "r", None, "us-east-1")
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(ValueError, match="Deployment m-triton is not valid Kubernetes: 'two' is not of type"):
+        validate_k8s([deployment])

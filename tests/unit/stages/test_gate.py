@@ -1,0 +1,94 @@
+"""The gate: a Great Expectations suite over the per-config metrics table."""
+
+import json
+
+from tasks.core.records import (
+    BenchmarkPoint,
+    BenchmarkResult,
+    CompileConfig,
+    CompiledArtifact,
+    PipelineParams,
+    ValidationResult,
+)
+from tasks.stages.compile_pipeline.gate import gate_all
+
+POINT = BenchmarkPoint(batch_size=4, throughput=100, latency_ms_p50=1, latency_ms_p90=1, latency_ms_p99=2, iterations=9)
+
+
+def _gate(tmp_path, rows, params=None, compile_ok=True):
+    """Gate configs made from {key: ValidationResult fields}; returns {key: outcome}."""
+    artifacts, validations, benchmarks = [], {}, {}
+    for i, (precision, fields) in enumerate(rows.items()):
+        config = CompileConfig(target="openvino", precision=precision, batch_size=i + 1)
+        ok = compile_ok or i > 0
+        artifacts.append(CompiledArtifact(config=config, status="ok" if ok else "failed", reason="" if ok else "boom"))
+        validations[config.key] = ValidationResult(config=config, status="ok", **fields)
+        benchmarks[config.key] = BenchmarkResult(subject=config.key, status="ok", points=[POINT])
+    outcomes = gate_all(artifacts, validations, benchmarks, params or PipelineParams(), tmp_path)
+    return {o.compiled.config.precision: o for o in outcomes}
+
+
+CLASSIFIER = {"top1_delta": 0.0, "top5_delta": 0.0, "top5_agreement": 1.0, "cosine_min": 0.999, "max_abs_diff": 0.1}
+
+
+def test_each_class_score_expectation_fails_with_its_name_the_observed_value_and_the_param(tmp_path):
+    out = _gate(
+        tmp_path,
+        {
+            "fp32": CLASSIFIER,
+            "bf16": {**CLASSIFIER, "top5_delta": -1.5},
+            "fp16": {**CLASSIFIER, "top1_delta": -2.5},
+            "int8": {**CLASSIFIER, "top5_agreement": 0.622, "cosine_min": 0.5},  # cosine is not checked here
+        },
+    )
+    assert out["fp32"].gate == "pass" and out["fp32"].gate_reasons == []
+    assert out["bf16"].gate_reasons == [
+        "expect_column_values_to_be_between top5_delta >= -1 (param top5_tolerance_pp): observed -1.5"
+    ]
+    assert out["fp16"].gate_reasons == [
+        "expect_column_values_to_be_between top1_delta >= -2 (param top1_tolerance_pp): observed -2.5"
+    ]
+    assert out["int8"].gate_reasons == [
+        "expect_column_values_to_be_between top5_agreement >= 0.8 (param min_top5_agreement): observed 0.622"
+    ]
+    # the suite's result and its Data Docs are files the record stage logs to MLflow
+    result = json.loads((tmp_path / "validation_result.json").read_text())
+    assert result["success"] is False and result["statistics"]["evaluated_expectations"] == 6
+    assert (tmp_path / "data_docs" / "index.html").is_file()
+    assert list((tmp_path / "data_docs" / "validations").rglob("*.html"))
+
+
+def test_thresholds_are_params_and_a_value_on_the_threshold_passes(tmp_path):
+    params = PipelineParams(top5_tolerance_pp=2.0, min_top5_agreement=0.6)
+    out = _gate(tmp_path, {"fp32": {**CLASSIFIER, "top5_delta": -2.0, "top5_agreement": 0.6}}, params)
+    assert out["fp32"].gate == "pass", out["fp32"].gate_reasons
+
+
+def test_outputs_that_are_not_class_scores_are_judged_by_cosine_and_atol_rtol(tmp_path):
+    close = {"cosine_min": 0.9999, "max_abs_diff": 1e-3, "out_of_tolerance": 0.0}
+    out = _gate(
+        tmp_path,
+        {
+            "fp32": close,
+            "bf16": {**close, "cosine_min": 0.95},
+            "int8": {**close, "out_of_tolerance": 0.25},
+        },
+    )
+    assert out["fp32"].gate == "pass"
+    assert out["bf16"].gate_reasons == [
+        "expect_column_values_to_be_between cosine_min >= 0.99 (param min_cosine): observed 0.95"
+    ]
+    assert out["int8"].gate_reasons == [
+        "expect_column_values_to_be_between out_of_tolerance <= 0 (param atol, rtol): observed 0.25"
+    ]
+
+
+def test_nan_or_inf_outputs_fail_by_count_and_a_failed_stage_fails_with_its_reason(tmp_path):
+    out = _gate(tmp_path, {"fp32": CLASSIFIER, "bf16": {"nonfinite_outputs": 12}}, compile_ok=False)
+    assert out["fp32"].gate_reasons == ["compile failed: boom"]
+    assert out["bf16"].gate_reasons == ["expect_column_values_to_be_between nonfinite_outputs <= 0: observed 12"]
+
+
+def test_a_retried_gate_runs_the_suite_again_in_the_same_directory(tmp_path):
+    assert _gate(tmp_path, {"fp32": CLASSIFIER})["fp32"].gate == "pass"
+    assert _gate(tmp_path, {"fp32": {**CLASSIFIER, "top5_delta": -3.0}})["fp32"].gate == "fail"

@@ -1,0 +1,130 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tasks import targets
+from tasks.compile.run import compile_config
+from tasks.core.files import local_path, tree_sha256
+from tasks.core.records import CompileConfig
+from tasks.datasets.prepare import load
+from tasks.validation.metrics import top_k
+
+CONFIGS = [
+    ("onnxruntime", "fp32"),
+    ("onnxruntime", "int8"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+    ("inductor", "fp32"),
+    ("inductor", "bf16"),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_logits(exported, dataset_ref):
+
+    from tasks.sources.export import load_reference
+
+    return load_reference(exported)(load(dataset_ref).inputs(0, 16))
+
+
+@pytest.mark.parametrize(("target", "precision"), CONFIGS)
+def test_each_target_compiles_and_predicts_like_the_baseline(
+    target, precision, exported, dataset_ref, reference_logits, tmp_path
+):
+    config = CompileConfig(target=target, precision=precision)
+    artifact = compile_config(exported, config, tmp_path, calibration=local_path(dataset_ref.calibration_uri))
+    assert artifact.status == "ok", artifact.reason
+    assert artifact.sha256 == tree_sha256(local_path(artifact.uri))
+    assert artifact.compiler_version and artifact.report.compiler == artifact.compiler
+    assert artifact.report.operators_total > 0 and artifact.report.on_device_share == 1.0
+    assert artifact.peak_memory_mb > 50 and artifact.compile_seconds > 0
+    assert not list(tmp_path.glob(".*.partial"))
+
+    predict = targets.get(target).load(artifact, 8)
+    data = load(dataset_ref)
+    logits = np.concatenate([predict(data.inputs(0, 8)), predict(data.inputs(8, 16))])
+    if precision == "fp32":
+        np.testing.assert_allclose(logits, reference_logits, atol=1e-3)
+    # reduced precisions may reorder close classes (three cat breeds), but keep the baseline's answer in the top 5
+    kept = np.mean(
+        [ref[0] in got for ref, got in zip(top_k(reference_logits).tolist(), top_k(logits).tolist(), strict=True)]
+    )
+    assert kept >= 0.9
+
+
+def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="openvino", precision="int8"), tmp_path)
+    assert artifact.status == "failed"
+    assert "openvino cannot compile precision 'int8'" in artifact.reason
+    assert not (tmp_path / "openvino-int8").exists()
+    assert local_path(artifact.log_uri).exists()
+
+
+def test_a_compile_past_its_time_limit_is_killed(exported, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="inductor", precision="fp32"), tmp_path, timeout_s=1)
+    assert artifact.status == "failed"
+    assert artifact.reason == "compile timed out after 1 s"
+    assert not (tmp_path / "inductor-fp32").exists()
+
+
+ORPHANED_COMPILER = """
+import os, subprocess, sys
+compiler = subprocess.Popen(
+    [sys.executable, "-c", "import os, sys, time; from tasks.compile.worker import _stop_when_orphaned; "
+     "_stop_when_orphaned(int(sys.argv[1]), poll_s=0.1); time.sleep(60)", str(os.getpid())],
+    start_new_session=True,
+)
+print(compiler.pid, flush=True)
+os._exit(0)  # the task process dies (its worker was lost) without stopping its compiler
+"""
+
+
+def test_a_compiler_whose_task_died_stops_itself():
+    import psutil
+
+    task = subprocess.run([sys.executable, "-c", ORPHANED_COMPILER], capture_output=True, text=True, timeout=60)
+    compiler = psutil.Process(int(task.stdout.split()[0]))
+    try:  # killed by its own orphan watch, not by us (a zombie not yet reaped by init counts as gone)
+        compiler.wait(timeout=30)
+    except psutil.TimeoutExpired:
+        assert compiler.status() == psutil.STATUS_ZOMBIE
+
+
+def test_unknown_target_is_named():
+    with pytest.raises(
+        ValueError, match="unknown target 'tensorrtx'; known targets: inductor, neuron-inf1, .*openvino"
+    ):
+        targets.get("tensorrtx")
+
+
+def test_every_target_answers_available_with_a_reason():
+    for name, (ok, why) in targets.availability().items():
+        assert isinstance(ok, bool) and why, name
+
+
+def test_a_compile_past_its_memory_limit_fails_only_its_config(exported, dataset_ref, tmp_path):
+    # int8 calibration runs the model over the calibration set: about 1 GiB resident for MobileNetV2
+    artifact = compile_config(
+        exported,
+        CompileConfig(target="onnxruntime", precision="int8"),
+        tmp_path,
+        memory_mb=400,
+        calibration=local_path(dataset_ref.calibration_uri),
+    )
+    assert artifact.status == "failed"
+    assert artifact.reason.startswith("compiler exceeded 400 MiB"), artifact.reason
+    assert artifact.peak_memory_mb > 0
+    assert not (tmp_path / "onnxruntime-int8").exists()
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_peak_memory_is_the_compilers_own_not_the_calling_workers(exported, tmp_path):
+    # Linux carries a parent's resident high-water mark into a child it spawns; a worker that
+    # already holds a lot must not make a small compile look big (or fail its memory limit).
+    held = np.ones(1536 * 2**20, dtype=np.uint8)  # 1.5 GiB, touched so it is resident
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path, memory_mb=1024)
+    assert held.sum() == held.size
+    assert artifact.status == "ok", artifact.reason
+    assert 0 < artifact.peak_memory_mb < 1024
