@@ -108,7 +108,7 @@ def _heavy_at_module_level() -> set[str]:
 def test_imports_inside_functions_are_only_of_heavy_frameworks_and_say_so():
     heavy_ours = _heavy_at_module_level()
     offenders = []
-    for module, path in MODULES.items():
+    for path in MODULES.values():
         for name, line in _imports(path, True):
             if name.split(".")[0] in HEAVY or _own(name) in heavy_ours:
                 continue
