@@ -18,10 +18,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -119,10 +121,12 @@ class ThreadStreams:
             thread.join()
 
 
-def _copy_process(artifact_json: str, batch: dict, env: str, cores: str, streams: int, queue, stop) -> None:
+def _copy_process(artifact_json: str, batch_file: str, env: str, cores: str, streams: int, queue, stop) -> None:
     """One model copy in its own process, seeing only ``cores`` (set before its runtime starts)."""
     os.environ[env] = cores
     try:
+        with np.load(batch_file) as arrays:
+            batch = {name: arrays[name] for name in arrays.files}
         artifact = CompiledArtifact.model_validate_json(artifact_json)
         predict = targets.get(artifact.config.target).load(artifact, len(next(iter(batch.values()))))
         queue.put(("ready", os.environ.get(env, "")))
@@ -164,10 +168,23 @@ class CopyProcesses:
         self.errors: list[BaseException] = []
         self.running = 0
         self._queue, self._stop = context.Queue(), context.Event()
+        # The batch goes through a file: pickled into the spawn pipe, a batch larger than the pipe's buffer
+        # would block the parent for good if a copy died before reading it.
+        with tempfile.NamedTemporaryFile(prefix="copy-batch-", suffix=".npz", delete=False) as handle:
+            np.savez(handle, **batch)
+        self._batch_file = handle.name
         self._processes = [
             context.Process(
                 target=_copy_process,
-                args=(artifact.model_dump_json(), batch, env, cores, streams_per_copy, self._queue, self._stop),
+                args=(
+                    artifact.model_dump_json(),
+                    self._batch_file,
+                    env,
+                    cores,
+                    streams_per_copy,
+                    self._queue,
+                    self._stop,
+                ),
                 daemon=True,
             )
             for cores in groups
@@ -208,6 +225,7 @@ class CopyProcesses:
                 process.kill()
         self._done.set()
         self._reader.join()
+        Path(self._batch_file).unlink(missing_ok=True)
 
 
 Streams = ThreadStreams | CopyProcesses
