@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from tasks.core.batching import Predict
+from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -150,6 +151,11 @@ class SingleFormatTarget:
 
     def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning | None:
         return None  # streams are threads of one process
+
+    def source(self, exported: ExportedModel, config: CompileConfig) -> Path:
+        """The export file this target compiles ``config`` from; a precision it does not compile is a CompileError."""
+        self.flags(config)
+        return local_path(exported.formats[self.source_format].uri)
 
     def flags(self, config: CompileConfig) -> list[str]:
         """The compiler flags of ``config``; a precision this target does not compile is a CompileError."""

@@ -76,8 +76,7 @@ class InductorCPU(SingleFormatTarget):
     ) -> CompileReport:
         import torch
 
-        self.flags(config)  # refuses a precision it does not compile
-        program = torch.export.load(str(local_path(exported.formats["exported_program"].uri)))
+        program = torch.export.load(str(self.source(exported, config)))
         if config.precision != "fp32":
             args, dynamic_shapes = export_args(exported.inputs)
             program = torch.export.export(

@@ -71,8 +71,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
     ) -> CompileReport:
         import onnxruntime as ort
 
-        self.flags(config)  # refuses a precision it does not compile
-        source = local_path(exported.formats["onnx"].uri)
+        source = self.source(exported, config)
         target = out_dir / MODEL_FILE
         if config.precision == "fp32":
             options = ort.SessionOptions()

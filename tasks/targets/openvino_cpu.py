@@ -69,9 +69,8 @@ class OpenVINOCPU(SingleFormatTarget):
     ) -> CompileReport:
         import openvino as ov
 
-        self.flags(config)  # refuses a precision it does not compile
         try:
-            model = ov.convert_model(str(local_path(exported.formats["onnx"].uri)))
+            model = ov.convert_model(str(self.source(exported, config)))
         except Exception as exc:  # OpConversionFailure: its first line is a source location, the ops come later
             unsupported = re.search(r"No conversion rule found for operations: (.+)", str(exc))
             if unsupported:

@@ -75,12 +75,11 @@ class TensorRTGPU(SingleFormatTarget):
     ) -> CompileReport:
         import tensorrt as trt
 
-        self.flags(config)  # refuses a precision it does not compile
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
         parser = trt.OnnxParser(network, logger)
-        if not parser.parse_from_file(str(local_path(exported.formats["onnx"].uri))):
+        if not parser.parse_from_file(str(self.source(exported, config))):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise CompileError(f"TensorRT cannot parse the ONNX model: {errors}")
         build_config = builder.create_builder_config()

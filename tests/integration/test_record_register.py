@@ -1,6 +1,10 @@
 """Against the real local services: moto's S3 server and an MLflow tracking server."""
 
+import json
+import os
 import socket
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -8,6 +12,7 @@ import pytest
 
 from devtools import services
 from tasks.core.records import PipelineParams, RunContext
+from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.datasets.prepare import load
 from tasks.stages.compile_pipeline.register import register
@@ -29,7 +34,7 @@ def test_a_taken_port_gives_a_clear_message(local_services, monkeypatch):
 
 
 def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
-    local_services, exported, dataset_ref, compiled_outcome
+    local_services, exported, dataset_ref, compiled_outcome, tmp_path
 ):
     from tasks.stages.compile_pipeline.record import record
 
@@ -57,11 +62,22 @@ def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
     samples = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="smoke/samples.npz")
     assert np.load(samples)["outputs"].shape == (16, 1000)
 
-    model = mlflow.pyfunc.load_model(f"models:/{exported.name}@candidate")
-    inputs = load(dataset_ref).inputs(0, 3)
-    logits = model.predict(inputs)
-    assert logits.shape == (3, 1000)
-    assert int(np.argmax(logits[0])) in {281, 282, 285}
+    # Loaded as serving would: a fresh interpreter whose only `tasks` is the code the registered model carries.
+    np.savez(tmp_path / "inputs.npz", **load(dataset_ref).inputs(0, 3))
+    script = (
+        "import json, sys, numpy as np, mlflow.pyfunc\n"
+        f"model = mlflow.pyfunc.load_model('models:/{exported.name}@candidate')\n"
+        "logits = model.predict(dict(np.load('inputs.npz')))\n"
+        "import tasks\n"
+        "print(json.dumps({'shape': list(logits.shape), 'top1': int(np.argmax(logits[0])), 'code': tasks.__file__}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    served = json.loads(out.stdout.strip().splitlines()[-1])
+    assert served["shape"] == [3, 1000]
+    assert served["top1"] in {281, 282, 285}
+    assert str(PROJECT_ROOT) not in served["code"]  # the model's own code/, not this checkout
 
 
 def test_a_model_on_s3_is_exported_like_a_local_one(local_services, exported, tmp_path):
