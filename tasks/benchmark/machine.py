@@ -22,6 +22,8 @@ import psutil
 from tasks.core.files import write_json
 from tasks.core.records import MachineContext
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx, onnxruntime, torch.
+
 MATMUL_SIZES = (1024, 2048)
 REPEATS = 8
 

@@ -24,6 +24,8 @@ from tasks.core.files import local_path, sha256_file, tree_files, tree_sha256, w
 from tasks.core.records import CompileConfig, ExportedModel, Fingerprint
 from tasks.core.storage import error_code, s3_client, split_s3_uri
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
+
 ENTRY = "entry.json"
 FILES = "files"
 STALE_S = 3600  # a staging directory this old belongs to a worker that died while storing

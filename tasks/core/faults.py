@@ -19,6 +19,8 @@ from requests.exceptions import Timeout
 from tasks.core import settings as settings_module
 from tasks.core.settings import Settings
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
+
 
 class ServiceUnreachable(RuntimeError):
     """MLflow or the S3 endpoint did not answer, after the client's retries with backoff."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): boto3, botocore.
+
 
 def region() -> str:
     return os.environ.get("AWS_DEFAULT_REGION", "us-east-1")

@@ -40,6 +40,8 @@ from tasks.core.records import DatasetRef, ExportedModel, TensorSpec
 from tasks.models.keras_digits import CALIBRATION_SAMPLES, TRAIN_SAMPLES
 from tasks.models.keras_digits import digits as load_digits
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): skimage, sklearn.
+
 IMAGE_SIZE = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): keras, sklearn, tensorflow.
+
 IMAGE_SHAPE = (8, 8, 1)
 CLASSES = 10
 TRAIN_SAMPLES = 1400  # the rest of the 1797 digits are the validation set (tasks.datasets.prepare, builtin:digits)

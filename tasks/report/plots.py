@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tasks.core.files import write_atomic
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): matplotlib.
+
 THROUGHPUT_PNG = "throughput_vs_batch.png"
 LATENCY_PNG = "latency_vs_concurrency.png"
 

@@ -17,6 +17,8 @@ from tasks.core.settings import Settings
 from tasks.report import plots as plotting
 from tasks.report.tables import Table, render
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): mlflow.
+
 
 def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.exists() else None

@@ -16,6 +16,8 @@ from tasks.core.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.core.settings import Settings
 from tasks.serving.store import Candidate, PromotionError
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): mlflow.
+
 REVIEW_TAG, REJECTED = "review", "rejected"
 PROMOTED_TAG = "promoted_uri"  # set on a registry version once it is committed and serving points at it
 SMOKE_SAMPLES = "smoke/samples.npz"  # logged at registration: inputs and the compiled outputs at validation

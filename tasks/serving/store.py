@@ -31,6 +31,8 @@ from tasks.core.storage import error_code, region, s3_client
 from tasks.serving import kubernetes
 from tasks.serving import layout as serving_layout
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
+
 MANIFEST = "manifest.json"
 STAGING = ".staging"
 CLAIMS = ".claims"

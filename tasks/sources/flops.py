@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx.
+
 
 def _shapes(model) -> dict[str, list[int]]:
     graph = model.graph

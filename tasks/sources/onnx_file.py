@@ -11,6 +11,8 @@ from tasks.core.files import file_ref, local_path, sha256_file
 from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
 from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx, onnxruntime.
+
 EXPORTER_PACKAGES = ("onnx", "onnxruntime")  # onnx rewrites the file whole; onnxruntime checks it runs
 
 

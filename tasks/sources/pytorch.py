@@ -28,6 +28,8 @@ from tasks.sources.export import (
     verified_format,
 )
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): torch.
+
 # Input specs of the built-in modules, which (like any nn.Module) do not carry them.
 BUILTIN_SPECS = {
     "module:tasks.models.resnet50:build_random": [

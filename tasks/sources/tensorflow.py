@@ -19,6 +19,8 @@ from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
 from tasks.models.keras_digits import train_and_save
 from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): tensorflow, tf2onnx.
+
 SIGNATURE = "serving_default"
 ONNX_OPSET = 17  # tf2onnx 1.17's newest well-tested opset
 EXPORTER_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx")  # "" for the one not installed

@@ -17,6 +17,8 @@ from tasks.core.records import ExportedModel, PipelineParams
 from tasks.sources.export import ModelLoadError, reconcile_specs, verified_format
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): torch.
+
 EXPORTER_PACKAGES = ("torch", "onnx")
 CODE_NOTE = "TorchScript program from the model file runs (trust_model_code=true)"
 

@@ -19,6 +19,9 @@ from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, E
 from tasks.sources.pytorch import export_args
 from tasks.targets.base import ServingLayout, SingleFormatTarget, package_version, triton_layout
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: torch.
+
 PACKAGE_FILE = "model.pt2"
 INPUTS_FILE = "inputs.json"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}

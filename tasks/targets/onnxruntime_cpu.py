@@ -13,6 +13,9 @@ from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: onnx, onnxruntime.
+
 MODEL_FILE = "model.onnx"
 FLAGS = {
     # EXTENDED, not ALL: fusions saved at ALL are specific to the compiling machine's CPU.

@@ -13,6 +13,9 @@ from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, TensorSpec
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, openvino_server_layout
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: openvino.
+
 MODEL_FILE = "model.xml"  # with model.bin beside it
 # The CPU plugin silently runs bf16 on CPUs with AVX512_BF16 unless told otherwise,
 # so every config states its precision explicitly.

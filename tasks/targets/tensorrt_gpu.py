@@ -17,6 +17,9 @@ from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, package_version, triton_layout
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: tensorrt, torch.
+
 ENGINE_FILE = "model.plan"
 MAX_BATCH = 64
 BUILDER_FLAGS = {"fp16": ["FP16"], "int8": ["INT8", "FP16"]}

@@ -27,6 +27,8 @@ from tasks.core.records import (
 )
 from tasks.stages.runner import progress, stage
 
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): great_expectations, pandas.
+
 SUITE = "compile_gate"
 RUN_SUBDIR = "gate"  # under the run directory
 RESULT_FILE = "validation_result.json"

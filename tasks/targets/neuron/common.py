@@ -21,6 +21,9 @@ from tasks.core.records import NamedFile
 from tasks.sources.pytorch import load_state_dict_model
 from tasks.targets.base import CopyPinning, package_version
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: tensorflow, torch.
+
 # inf1 (neuron-cc): by default it casts fp32 to bf16 ("--fast-math all"); each precision is explicit.
 NEURON_CC_CAST = {
     "fp32": ["--fast-math", "none"],

@@ -39,6 +39,9 @@ from tasks.targets.base import (
 )
 from tasks.targets.neuron import common
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: tensorflow, torch, torch_neuron.
+
 TF_SDK = ("tensorflow.neuron", "tensorflow-neuron")
 TORCH_SDK = ("torch_neuron", "torch-neuron")
 COMPILER = "neuron-cc"

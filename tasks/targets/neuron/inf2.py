@@ -30,6 +30,9 @@ from tasks.targets.base import (
 )
 from tasks.targets.neuron import common
 
+# Imported inside the methods that need them, so that only a worker that compiles or runs this target
+# loads them: torch, torch_neuronx.
+
 SDK = ("torch_neuronx", "torch-neuronx")
 COMPILER = "neuronx-cc"
 TORCHSCRIPT_FILE = "model.neuronx.pt"
