@@ -1,0 +1,58 @@
+"""The plan task: targets x precisions, unknown ones refused, unavailable ones skipped with the reason."""
+
+import pytest
+from pydantic import ValidationError
+
+from tasks.core.records import (
+    PipelineParams,
+)
+from tasks.stages.compile_pipeline.plan import plan_configs
+
+
+def test_plan_crosses_targets_with_the_precisions_each_supports():
+    configs, skipped = plan_configs(PipelineParams())
+    assert [c.key for c in configs] == [
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+        "openvino-fp32",
+        "openvino-bf16",
+        "inductor-fp32",
+        "inductor-bf16",
+    ]
+    # no Neuron SDK and no GPU here: skipped, each with its reason
+    assert "tensorflow-neuron is not installed" in skipped["neuron-inf1"]
+    assert "torch-neuronx is not installed" in skipped["neuron-inf2"]
+    assert "tensorrt" in skipped["tensorrt"]
+
+
+def test_plan_names_a_target_that_supports_none_of_the_precisions():
+    configs, skipped = plan_configs(PipelineParams(targets=["onnxruntime", "openvino"], precisions=["bf16"]))
+    assert [c.key for c in configs] == ["openvino-bf16"]
+    assert "supports none of ['bf16']" in skipped["onnxruntime"]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"targets": ["tensorrtx"]}, "unknown target"),
+        ({"precisions": ["fp8"]}, "unknown precision"),
+    ],
+)
+def test_plan_refuses_unknown_targets_and_precisions(params, message):
+    with pytest.raises(ValueError, match=message):
+        plan_configs(PipelineParams(**params))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"batch_sizes": [0, 4]}, "batch sizes must be between 1 and 1024"),
+        ({"top5_tolerance_pp": -1}, "greater than or equal to 0"),
+        ({"model_name": "../etc"}, "model_name '../etc' must be"),
+        ({"model_name": "a/b"}, "model_name 'a/b' must be"),
+        ({"targets": []}, "at least 1 item"),
+    ],
+)
+def test_bad_params_are_refused_with_the_reason(params, message):
+    with pytest.raises(ValidationError, match=message):
+        PipelineParams(**params)
