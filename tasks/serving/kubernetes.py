@@ -6,7 +6,7 @@ import kubernetes_validate
 import yaml
 
 from tasks import targets
-from tasks.serving.layout import Layout
+from tasks.targets.base import ServingLayout
 
 # Container image, arguments and ports of each runtime; images can be overridden per deployment.
 RUNTIMES = {
@@ -42,7 +42,7 @@ RUNTIMES = {
 
 
 def k8s_objects(
-    layout: Layout,
+    layout: ServingLayout,
     model: str,
     version: int,
     target: str,

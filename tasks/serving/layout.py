@@ -25,10 +25,9 @@ from tasks.targets.base import ServingLayout
 
 # numpy dtype -> Triton data type
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
-Layout = ServingLayout
 
 
-def layout_for(target: str, files: list[str]) -> Layout:
+def layout_for(target: str, files: list[str]) -> ServingLayout:
     """The serving layout of a compiled artifact, from its target and files."""
     layout = targets.get(target).serving_layout(files) if target in targets.names() else None
     if layout is None:
@@ -36,7 +35,7 @@ def layout_for(target: str, files: list[str]) -> Layout:
     return layout
 
 
-def upload_order(layout: Layout) -> list[str]:
+def upload_order(layout: ServingLayout) -> list[str]:
     """Artifact files in copy order: the graph file last."""
     return sorted(layout.files, key=lambda f: (layout.files[f] == layout.graph_file, f))
 
@@ -50,7 +49,7 @@ OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
 def pointer_text(
-    layout: Layout,
+    layout: ServingLayout,
     model: str,
     base_uri: str,
     version: int,

@@ -3,7 +3,7 @@ error) saved under ``<run_dir>/stages/<task>[-<config>].json`` and returned as J
 
 A stage is a plain function on records, decorated with :func:`stage`; its name is the DAG task's and the
 saved file's, so the run report can say what each stage produced and which one failed, and why, whether
-or not later stages ran. ``fn.typed`` is the undecorated function, for local callers holding records.
+or not later stages ran.
 """
 
 from __future__ import annotations
@@ -91,8 +91,6 @@ def stage(name: str, key: Callable[..., str] | None = None):
             write_json(f"{stage_file(ctx.run_dir, name, instance)}.json", data)
             return data
 
-        run.typed = fn  # type: ignore[attr-defined]
-        run.stage_name = name  # type: ignore[attr-defined]
         return run
 
     return wrap
