@@ -91,12 +91,17 @@ class LocalCluster:
         return self.settings.home / "cluster"
 
     @property
+    def airflow_home(self) -> Path:
+        # Its own metadata DB: runs queued by `make airflow` or the demo (asset-triggered ones too) stay there.
+        return self.log_dir / "airflow"
+
+    @property
     def broker_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def env(self) -> dict[str, str]:
         return {
-            **standalone_env(self.settings, self.port),
+            **standalone_env(self.settings, self.port, self.airflow_home),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tasks.core.settings.worker_hostname",
@@ -162,7 +167,7 @@ class LocalCluster:
         services.start(self.settings, log=lambda m: log("  " + m))
         self.start_redis()
         log(f"  redis: broker on {self.broker_url}")
-        configure(self.settings, self.log_dir / "configure.log")
+        configure(self.settings, self.log_dir / "configure.log", self.airflow_home)
         env = self.env()
         Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
         api = self._spawn(

@@ -22,9 +22,9 @@ from tasks.serving import review as registry
 from tasks.stages.runner import PROGRESS_MARK
 
 
-def airflow_env(settings: Settings) -> dict[str, str]:
-    """Environment for the Airflow CLI: SQLite metadata under the project's working directory."""
-    home = settings.home / "airflow"
+def airflow_env(settings: Settings, home: Path | None = None) -> dict[str, str]:
+    """Environment for the Airflow CLI: SQLite metadata in ``home`` (default: the project's working directory)."""
+    home = home or settings.home / "airflow"
     return {
         **os.environ,
         **services.local_env(settings),
@@ -37,13 +37,15 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     }
 
 
-def airflow(args: list[str], settings: Settings, log_path: Path, echo_progress: bool = False) -> int:
+def airflow(
+    args: list[str], settings: Settings, log_path: Path, echo_progress: bool = False, home: Path | None = None
+) -> int:
     """Run the Airflow CLI, all output to ``log_path``; echo the pipeline's progress lines if asked."""
     command = [str(Path(sys.executable).parent / "airflow"), *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         process = subprocess.Popen(
-            command, env=airflow_env(settings), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, env=airflow_env(settings, home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         for line in process.stdout:
             log.write(line)
@@ -57,13 +59,13 @@ def airflow(args: list[str], settings: Settings, log_path: Path, echo_progress: 
 COMPILER_SLOTS_POOL = "compiler_slots"
 
 
-def ensure_airflow_db(settings: Settings, log_path: Path) -> None:
+def ensure_airflow_db(settings: Settings, log_path: Path, home: Path | None = None) -> None:
     """Migrate the metadata DB and create the pool compile tasks run in (COMPILER_SLOTS, default 2)."""
-    if airflow(["db", "migrate"], settings, log_path) != 0:
+    if airflow(["db", "migrate"], settings, log_path, home=home) != 0:
         raise SystemExit(f"airflow db migrate failed; see {log_path}")
     slots = os.environ.get("COMPILER_SLOTS", "2")
     description = "compile tasks at once (each a compiler child process with its memory limit)"
-    if airflow(["pools", "set", COMPILER_SLOTS_POOL, slots, description], settings, log_path) != 0:
+    if airflow(["pools", "set", COMPILER_SLOTS_POOL, slots, description], settings, log_path, home=home) != 0:
         raise SystemExit(f"airflow pools set {COMPILER_SLOTS_POOL} failed; see {log_path}")
 
 

@@ -2,6 +2,8 @@
 compile worker lost in the middle of a compile is survived."""
 
 import json
+import time
+import urllib.error
 import urllib.request
 
 import psutil
@@ -26,7 +28,9 @@ class Api:
         self.url = url
         self.token = self.call("POST", "/auth/token", {"username": ADMIN, "password": ADMIN})["access_token"]
 
-    def call(self, method: str, path: str, body: dict | None = None):
+    def call(self, method: str, path: str, body: dict | None = None, attempts: int = 3):
+        """One request; a 5xx is retried (on SQLite a write can meet "database is locked" while the scheduler
+        writes), so callers send only requests that are safe to repeat (a new run carries its own run id)."""
         request = urllib.request.Request(
             self.url + path,
             method=method,
@@ -34,8 +38,23 @@ class Api:
             headers={"Content-Type": "application/json"}
             | ({"Authorization": f"Bearer {self.token}"} if getattr(self, "token", None) else {}),
         )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read() or b"null")
+        for attempt in range(attempts):
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    return json.loads(response.read() or b"null")
+            except urllib.error.HTTPError as error:
+                if error.code < 500 or attempt == attempts - 1:
+                    raise
+                time.sleep(2)
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict) -> str:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        try:
+            return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)["dag_run_id"]
+        except urllib.error.HTTPError as error:
+            if error.code != 409:  # 409: an earlier attempt did create it
+                raise
+            return run_id
 
     def answers(self, method: str, path: str) -> bool:
         try:
@@ -81,9 +100,7 @@ def test_tasks_run_on_their_queues_workers_and_a_compile_worker_lost_mid_compile
         api.call("PATCH", "/api/v2/dags/compile_pipeline", {"is_paused": False})
         conf = {"model_name": "cluster-mobilenet", "targets": ["onnxruntime", "openvino"], "precisions": ["fp32"],
                 "batch_sizes": [1, 4], "max_concurrency": 2, "benchmark_window_s": 0.3}  # fmt: skip
-        run_id = api.call("POST", "/api/v2/dags/compile_pipeline/dagRuns", {"logical_date": None, "conf": conf})[
-            "dag_run_id"
-        ]
+        run_id = api.trigger("compile_pipeline", "cluster-worker-lost", conf)
 
         # The compile worker's machine goes away while its compiler runs.
         worker = cluster.processes[COMPILE.hostname]
