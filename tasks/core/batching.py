@@ -10,8 +10,32 @@ import numpy as np
 from tasks.core.records import TensorSpec
 
 VALIDATION_BATCH = 8
-# One batch of inputs, keyed by input name -> the model's first output (logits or embeddings).
-Predict = Callable[[dict[str, np.ndarray]], np.ndarray]
+# One batch of inputs, keyed by input name -> every output of the model, keyed by output name.
+Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class OutputMismatch(ValueError):
+    """A runtime's outputs cannot be matched, by name, to the ones the model declares."""
+
+
+def named_outputs(values, names: list[str], what: str = "the model") -> dict[str, np.ndarray]:
+    """Outputs a runtime gives by position (a tensor or a sequence of them), named in the declared order."""
+    values = [values] if hasattr(values, "shape") else list(values)
+    if len(values) != len(names):
+        raise OutputMismatch(f"{what} gives {len(values)} outputs, the model declares {len(names)}: {names}")
+    return dict(zip(names, values, strict=True))
+
+
+def match_outputs(outputs: dict[str, np.ndarray], declared: list[str], what: str) -> dict[str, np.ndarray]:
+    """``outputs`` in the declared order; a missing or unexpected name is an error that lists both sides."""
+    missing = [name for name in declared if name not in outputs]
+    extra = [name for name in outputs if name not in declared]
+    if missing or extra:
+        raise OutputMismatch(
+            f"{what}: outputs {sorted(outputs)} do not match the model's {declared} by name "
+            f"(missing {missing}, unexpected {extra})"
+        )
+    return {name: outputs[name] for name in declared}
 
 
 class BatchSource(Protocol):
@@ -35,16 +59,17 @@ class ArrayInputs:
         return {k: np.ascontiguousarray(v[start:stop]) for k, v in self.arrays.items()}
 
 
-def run_batched(predict: Predict, data: BatchSource, batch_size: int) -> np.ndarray:
-    """Outputs for all samples; the last batch is padded (fixed-shape models need full batches)."""
-    outputs = []
+def run_batched(predict: Predict, data: BatchSource, batch_size: int) -> dict[str, np.ndarray]:
+    """Every output for all samples, by name; the last batch is padded (fixed-shape models need full batches)."""
+    outputs: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(data), batch_size):
         batch = data.inputs(start, start + batch_size)
         real = len(next(iter(batch.values())))
         if real < batch_size:
             batch = {k: np.concatenate([v, np.repeat(v[-1:], batch_size - real, axis=0)]) for k, v in batch.items()}
-        outputs.append(np.asarray(predict(batch))[:real])
-    return np.concatenate(outputs)
+        for name, value in predict(batch).items():
+            outputs.setdefault(name, []).append(np.asarray(value)[:real])
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
 def example_inputs(specs: list[TensorSpec], batch_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:

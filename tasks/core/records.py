@@ -422,8 +422,9 @@ class ClassScore(Record):
 class Predictions(Record):
     """Accuracy of one model over the validation set (where labelled), outputs kept in a file."""
 
-    outputs_uri: str
+    outputs_uri: str  # .npz, one array per output name
     samples: int
+    class_output: str | None = None  # the output judged by top-k against the labels (None: no labels)
     top1: float | None = None
     top5: float | None = None
     probe_top5: list[ClassScore] = Field(default_factory=list)
@@ -494,19 +495,66 @@ class BaselineResult(Record):
     benchmark: BenchmarkResult
 
 
+class OutputCheck(Record):
+    """One output of a compiled config against the same output of the baseline, on the same samples."""
+
+    name: str
+    class_scores: bool = False  # judged by top-k against the labels (Predictions.class_output)
+    top1_delta: float | None = None  # percentage points, compiled - baseline (class scores only)
+    top5_delta: float | None = None
+    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's
+    nonfinite: int = 0  # NaN or Inf values; where > 0 the closeness figures are None
+    cosine_min: float | None = None  # lowest per-sample cosine similarity to the baseline's
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
+    out_of_tolerance: float | None = None  # share of values off by more than atol AND by more than rtol
+
+
 class ValidationResult(Record):
     config: CompileConfig
     status: Status
     reason: str = ""
     predictions: Predictions | None = None
-    top1_delta: float | None = None  # percentage points, compiled - baseline (labelled data only)
-    top5_delta: float | None = None
-    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's (class outputs)
-    nonfinite_outputs: int = 0  # NaN or Inf values in the outputs; where > 0 the closeness figures are None
-    cosine_min: float | None = None  # lowest per-sample cosine similarity of outputs to the baseline's
-    max_abs_diff: float | None = None
-    max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
-    out_of_tolerance: float | None = None  # share of output values off by more than atol AND by more than rtol
+    outputs: list[OutputCheck] = Field(default_factory=list)  # every output of the model, in its declared order
+
+    # One-figure summaries (progress lines, tables, the registry's tags) show one output: the class scores
+    # where labels judge one, else the first.
+    @property
+    def primary(self) -> OutputCheck | None:
+        return next((c for c in self.outputs if c.class_scores), self.outputs[0] if self.outputs else None)
+
+    @property
+    def top1_delta(self) -> float | None:
+        return self.primary and self.primary.top1_delta
+
+    @property
+    def top5_delta(self) -> float | None:
+        return self.primary and self.primary.top5_delta
+
+    @property
+    def top5_agreement(self) -> float | None:
+        return self.primary and self.primary.top5_agreement
+
+    @property
+    def cosine_min(self) -> float | None:
+        return self.primary and self.primary.cosine_min
+
+    @property
+    def max_abs_diff(self) -> float | None:
+        return self.primary and self.primary.max_abs_diff
+
+    @property
+    def max_rel_diff(self) -> float | None:
+        return self.primary and self.primary.max_rel_diff
+
+    @property
+    def out_of_tolerance(self) -> float | None:
+        return self.primary and self.primary.out_of_tolerance
+
+    @property
+    def nonfinite_outputs(self) -> int:
+        """NaN or Inf values over every output."""
+        return sum(check.nonfinite for check in self.outputs)
 
 
 class ConfigOutcome(Record):

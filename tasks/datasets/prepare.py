@@ -316,16 +316,30 @@ def user_images(directory: Path) -> Samples:
     )
 
 
+def class_output(widths: dict[str, int | None], class_count: int | None) -> str | None:
+    """The output labels judge, of outputs by name -> width (None: not shaped (batch, classes)): the first with
+    as many classes as the dataset names, or the first of any width where it names none."""
+    scores = [name for name, width in widths.items() if width is not None]
+    if class_count is None:
+        return scores[0] if scores else None
+    return next((name for name in scores if widths[name] == class_count), None)
+
+
 def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
     """Label range and class count against the model's class-score output, before any model runs."""
     if samples.labels is None:
         return
-    output = exported.outputs[0].shape
-    classes = output[-1] if len(output) == 2 and isinstance(output[-1], int) else None
-    if classes is None:
-        raise ValueError(f"{what} is labelled, but the model's output {output} is not one class score per class")
-    if samples.class_names is not None and len(samples.class_names) != classes:
-        raise ValueError(f"{what} names {len(samples.class_names)} classes, the model outputs {classes} class scores")
+    widths = {
+        s.name: s.shape[-1] if len(s.shape) == 2 and isinstance(s.shape[-1], int) else None for s in exported.outputs
+    }
+    class_count = None if samples.class_names is None else len(samples.class_names)
+    judged = class_output(widths, class_count)
+    if judged is None:
+        shapes = ", ".join(f"{s.name} {s.shape}" for s in exported.outputs)
+        if class_count is not None and any(widths.values()):
+            raise ValueError(f"{what} names {class_count} classes, no output of the model has as many ({shapes})")
+        raise ValueError(f"{what} is labelled, but no output of the model is one class score per class ({shapes})")
+    classes = widths[judged]
     if (samples.labels < -1).any() or (samples.labels >= classes).any():
         bad = sorted({int(v) for v in samples.labels.ravel() if v < -1 or v >= classes})[:5]
         raise ValueError(f"{what}: labels must be class ids 0..{classes - 1} (-1 pads label sets); found {bad}")

@@ -36,6 +36,9 @@ def _config_row(outcome: dict) -> dict:
     points = bench.get("points") or []
     best = max(points, key=lambda p: p["throughput"], default=None)
     predictions = validation.get("predictions") or {}
+    outputs = validation.get("outputs") or []
+    # one-figure columns show one output: the class scores where labels judge one, else the first
+    primary = next((o for o in outputs if o.get("class_scores")), outputs[0] if outputs else {})
     return {
         "key": config.key,
         "target": config.target,
@@ -54,14 +57,15 @@ def _config_row(outcome: dict) -> dict:
         "artifact_uri": compiled["uri"],
         "top1": predictions.get("top1"),
         "top5": predictions.get("top5"),
-        "top1_delta": validation.get("top1_delta"),
-        "top5_delta": validation.get("top5_delta"),
-        "top5_agreement": validation.get("top5_agreement"),
-        "max_abs_diff": validation.get("max_abs_diff"),
-        "max_rel_diff": validation.get("max_rel_diff"),
-        "cosine_min": validation.get("cosine_min"),
-        "out_of_tolerance": validation.get("out_of_tolerance"),
-        "nonfinite_outputs": validation.get("nonfinite_outputs", 0),
+        "top1_delta": primary.get("top1_delta"),
+        "top5_delta": primary.get("top5_delta"),
+        "top5_agreement": primary.get("top5_agreement"),
+        "max_abs_diff": primary.get("max_abs_diff"),
+        "max_rel_diff": primary.get("max_rel_diff"),
+        "cosine_min": primary.get("cosine_min"),
+        "out_of_tolerance": primary.get("out_of_tolerance"),
+        "nonfinite_outputs": sum(check.get("nonfinite", 0) for check in outputs),
+        "outputs": outputs,
         "probe_top5": predictions.get("probe_top5", []),
         "throughput": best["throughput"] if best else None,
         "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
@@ -164,7 +168,7 @@ def markdown(report: dict) -> str:
         lines += [f"**Failed at stage `{report['failed_stage']}`:** {report['error']}", ""]
     for line in _model_lines(report):
         lines += [line, ""]
-    lines += accuracy_table(report).markdown() + [""] + throughput_table(report).markdown()
+    lines += accuracy_table(report).markdown() + [""] + _outputs_lines(report) + throughput_table(report).markdown()
     lines += ["", machine_line(report), ""] + compile_table(report).markdown() + [""]
     if report["skipped_targets"]:
         lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
@@ -173,24 +177,57 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _several_outputs(report: dict) -> bool:
+    return any(len(c["outputs"]) > 1 for c in report["configs"])
+
+
+def _outputs_lines(report: dict) -> list[str]:
+    return [*outputs_table(report).markdown(), ""] if _several_outputs(report) else []
+
+
+def outputs_table(report: dict) -> Table:
+    """Every output of every validated config against the baseline's (models with several outputs)."""
+    table = Table(
+        ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-5 agreement"]
+    )
+    for c in report["configs"]:
+        for check in c["outputs"]:
+            judged = "top-k (labels)" if check.get("class_scores") else "closeness"
+            table.rows.append(
+                [
+                    c["key"],
+                    check["name"],
+                    judged,
+                    _fmt(check.get("cosine_min"), ".5f"),
+                    _fmt(check.get("max_abs_diff"), ".4f"),
+                    _fmt(check.get("out_of_tolerance"), ".2%"),
+                    _fmt(check.get("top5_agreement")),
+                ]
+            )
+    return table
+
+
 def accuracy_table(report: dict) -> Table:
     baseline = report["baseline"]
+    labelled = bool((report.get("dataset") or {}).get("labelled"))
+    accuracy = _fmt if labelled else (lambda value, spec=".3f": "n/a")  # no labels: no accuracy to show
     table = Table(
         ["config", "top-1", "top-5", "top-5 Δ (pp)", "top-5 agreement", "lowest cosine", "max abs diff", "gate"]
     )
     if baseline:
         table.rows.append(
-            [f"CPU baseline ({baseline['framework']})", _fmt(baseline["top1"]), _fmt(baseline["top5"])] + [""] * 5
+            [f"CPU baseline ({baseline['framework']})", accuracy(baseline["top1"]), accuracy(baseline["top5"])]
+            + [""] * 5
         )
     for c in report["configs"]:
         reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
         table.rows.append(
             [
                 c["key"],
-                _fmt(c["top1"]),
-                _fmt(c["top5"]),
-                _fmt(c["top5_delta"], "+.2f"),
-                _fmt(c["top5_agreement"]),
+                accuracy(c["top1"]),
+                accuracy(c["top5"]),
+                accuracy(c["top5_delta"], "+.2f"),
+                accuracy(c["top5_agreement"]),
                 _fmt(c.get("cosine_min"), ".5f"),
                 _fmt(c["max_abs_diff"], ".4f"),
                 f"{c['gate']}{reasons}",
@@ -298,6 +335,7 @@ def summary(report: dict, report_path: Path) -> str:
         lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
     probe = probe_table(report)
     lines += ["", *(probe.markdown() if probe else []), "", *accuracy_table(report).markdown(), ""]
+    lines += _outputs_lines(report)
     lines += [*throughput_table(report).markdown(), machine_line(report), ""]
     lines += [*compile_table(report).markdown(), ""]
     hits = sum(1 for c in report["configs"] if c.get("compile_cache") == "hit")
@@ -325,7 +363,12 @@ def html(report: dict, plots: list[Path]) -> str:
         "run_report.html.j2",
         report=report,
         model_lines=_model_lines(report),
-        tables=[accuracy_table(report), throughput_table(report), compile_table(report)],
+        tables=[
+            accuracy_table(report),
+            *([outputs_table(report)] if _several_outputs(report) else []),
+            throughput_table(report),
+            compile_table(report),
+        ],  # fmt: skip
         machine=machine_line(report),
         selected=_selected_line(report),
         plots=[{"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode()} for p in plots],

@@ -35,7 +35,8 @@ class CompiledModel(mlflow.pyfunc.PythonModel):
         self.batch_size = self.artifact.config.batch_size or SERVING_BATCH
         self._predict = targets.get(self.artifact.config.target).load(self.artifact, self.batch_size)
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    def predict(self, context, model_input, params=None) -> np.ndarray | dict[str, np.ndarray]:
+        """The model's output for ``model_input``; a model with several outputs answers them by name."""
         if isinstance(model_input, dict):  # several inputs, by name
             arrays = {s.name: np.asarray(model_input[s.name], dtype=s.dtype) for s in self.inputs}
         elif hasattr(model_input, "columns") and {s.name for s in self.inputs} <= set(model_input.columns):
@@ -43,7 +44,8 @@ class CompiledModel(mlflow.pyfunc.PythonModel):
         else:
             spec = self.inputs[0]
             arrays = {spec.name: np.asarray(model_input, dtype=spec.dtype)}
-        return run_batched(self._predict, ArrayInputs(arrays), self.batch_size)
+        outputs = run_batched(self._predict, ArrayInputs(arrays), self.batch_size)
+        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks import targets
-from tasks.core.batching import ArrayInputs, run_batched
+from tasks.core.batching import ArrayInputs, match_outputs, run_batched
 from tasks.core.files import sha256_file, to_uri, verify_artifact
 from tasks.core.records import CompileConfig, CompiledArtifact, Record
 from tasks.core.settings import Settings
@@ -58,7 +58,7 @@ def download_version(settings: Settings, model: str, number: int, dest: Path) ->
 def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) -> SmokeResult:
     samples = np.load(samples_path)
     inputs = {name.removeprefix("input:"): samples[name] for name in samples.files if name.startswith("input:")}
-    recorded = samples["outputs"]
+    recorded = {name.removeprefix("output:"): samples[name] for name in samples.files if name.startswith("output:")}
     with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
         artifact = download_version(settings, model, number, Path(tmp))
         verify_artifact(artifact)  # the files as a whole are what was compiled
@@ -68,23 +68,34 @@ def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) 
             raise PromotionError(f"cannot smoke-test {model} version {number} on this worker: {why}")
         batch_size = artifact.config.batch_size or SMOKE_BATCH
         outputs = run_batched(target.load(artifact, batch_size), ArrayInputs(inputs), batch_size)
-    if outputs.shape != recorded.shape:
-        raise PromotionError(f"{model} version {number} outputs {outputs.shape}, validation recorded {recorded.shape}")
-    close = closeness(outputs, recorded, SMOKE_ATOL, SMOKE_RTOL)
-    agreement = None
-    if outputs.ndim == 2 and outputs.shape[1] >= 5:
-        agreement = float(np.mean([set(a) == set(b) for a, b in zip(top_k(outputs), top_k(recorded), strict=True)]))
-    if close["out_of_tolerance"] > 0 or (agreement is not None and agreement < 1.0):
-        raise PromotionError(
-            f"{model} version {number} from S3 predicts differently from validation: max abs diff "
-            f"{close['max_abs_diff']:.3g}, {close['out_of_tolerance']:.1%} of values out of tolerance, "
-            f"top-5 agreement {agreement}"
-        )
+    try:
+        outputs = match_outputs(outputs, list(recorded), f"{model} version {number}")
+    except ValueError as exc:
+        raise PromotionError(str(exc)) from exc
+    max_abs_diff, agreements = 0.0, []
+    for name, expected in recorded.items():
+        got = outputs[name]
+        if got.shape != expected.shape:
+            raise PromotionError(
+                f"{model} version {number} output {name!r} is shaped {got.shape}, validation recorded {expected.shape}"
+            )
+        close = closeness(got, expected, SMOKE_ATOL, SMOKE_RTOL)
+        agreement = None
+        if got.ndim == 2 and got.shape[1] >= 5:
+            agreement = float(np.mean([set(a) == set(b) for a, b in zip(top_k(got), top_k(expected), strict=True)]))
+            agreements.append(agreement)
+        if close["out_of_tolerance"] > 0 or (agreement is not None and agreement < 1.0):
+            raise PromotionError(
+                f"{model} version {number} from S3 predicts differently from validation on output {name!r}: max abs "
+                f"diff {close['max_abs_diff']:.3g}, {close['out_of_tolerance']:.1%} of values out of tolerance, "
+                f"top-5 agreement {agreement}"
+            )
+        max_abs_diff = max(max_abs_diff, close["max_abs_diff"])
     return SmokeResult(
         model=model,
         version=number,
-        samples=len(recorded),
+        samples=len(next(iter(recorded.values()))),
         files_verified=len(artifact.files),
-        max_abs_diff=close["max_abs_diff"],
-        top5_agreement=agreement,
+        max_abs_diff=max_abs_diff,
+        top5_agreement=min(agreements) if agreements else None,
     )

@@ -85,7 +85,9 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
 def load_reference(exported: ExportedModel):
     session = reference_session(verified_format(exported, "onnx", "ONNX model"))
 
-    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run(None, inputs)[0]
+    names = [output.name for output in session.get_outputs()]
+
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, inputs), strict=True))
 
     return predict

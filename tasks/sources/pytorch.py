@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks import models
-from tasks.core.batching import example_inputs
+from tasks.core.batching import example_inputs, named_outputs
 from tasks.core.files import file_ref, sha256_file
 from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
 from tasks.sources.export import (
@@ -250,7 +250,7 @@ def load_reference(exported: ExportedModel):
 
     module = torch.export.load(str(verified_format(exported, "exported_program", "program"))).module()
 
-    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return run_module(module, exported.inputs, inputs)[0]
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return named_outputs(run_module(module, exported.inputs, inputs), [s.name for s in exported.outputs])
 
     return predict

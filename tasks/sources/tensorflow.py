@@ -62,11 +62,12 @@ def signature_specs(signature) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, outputs
 
 
-def run_signature(signature, specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_signature(signature, specs: list[TensorSpec], inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The signature's outputs by name, in sorted order (as a traced function flattens them)."""
     import tensorflow as tf
 
     result = signature(**{s.name: tf.constant(inputs[s.name]) for s in specs})
-    return [result[name].numpy() for name in sorted(result)]
+    return {name: result[name].numpy() for name in sorted(result)}
 
 
 def weights_sha256(loaded) -> str:
@@ -119,7 +120,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
         results = run_signature(signature, specs, example_inputs(specs))
     except Exception as exc:
         raise ModelLoadError(f"{what}: the serving signature fails on a random input: {exc}") from exc
-    check_outputs(results, what)
+    check_outputs(list(results.values()), what)
     to_onnx(signature, specs, out_dir / "model.onnx")
     parameters = int(sum(np.prod(v.shape) for v in getattr(loaded, "variables", []) if v.trainable))
     source_sha256 = source_sha256 or weights_sha256(loaded)
@@ -140,7 +141,7 @@ def load_reference(exported: ExportedModel):
     """The SavedModel's serving signature, run by TensorFlow on CPU."""
     _, signature = _load_signature(verified_format(exported, "saved_model", "SavedModel"))
 
-    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return run_signature(signature, exported.inputs, inputs)[0]
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return run_signature(signature, exported.inputs, inputs)
 
     return predict

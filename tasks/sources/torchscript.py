@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import example_inputs
+from tasks.core.batching import example_inputs, named_outputs
 from tasks.core.files import file_ref, local_path, sha256_file
 from tasks.core.records import ExportedModel, PipelineParams
 from tasks.sources.export import ModelLoadError, reconcile_specs, verified_format
@@ -84,7 +84,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
 def load_reference(exported: ExportedModel):
     model = load_script(verified_format(exported, "torchscript", "TorchScript"))
 
-    def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return run_module(model, exported.inputs, inputs)[0]
+    def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return named_outputs(run_module(model, exported.inputs, inputs), [s.name for s in exported.outputs])
 
     return predict

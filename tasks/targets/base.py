@@ -8,6 +8,7 @@ Nothing else in the tree names a target.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from tasks.core.batching import Predict
-from tasks.core.files import local_path
+from tasks.core.files import local_path, write_json
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -105,13 +106,27 @@ class Target(Protocol):
         """
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
-        """A function that runs one batch of ``batch_size`` samples and returns the first output."""
+        """A function that runs one batch of ``batch_size`` samples and returns every output by name."""
 
     def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning | None:
         """How the benchmark pins copies of ``artifact`` to device cores; None: streams share one process."""
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
         """The serving runtime's layout of an artifact with ``files``; None if no runtime reads them."""
+
+
+SIGNATURE_FILE = "signature.json"  # input and output names, for runtimes that take and give tensors by position
+
+
+def write_signature(out_dir: Path, exported: ExportedModel) -> None:
+    write_json(out_dir / SIGNATURE_FILE, {"inputs": [s.name for s in exported.inputs],
+                                          "outputs": [s.name for s in exported.outputs]})  # fmt: skip
+
+
+def read_signature(directory: Path) -> tuple[list[str], list[str]]:
+    """Input and output names, in the order the compiled module takes and gives them."""
+    signature = json.loads((directory / SIGNATURE_FILE).read_text())
+    return signature["inputs"], signature["outputs"]
 
 
 def fixed_batch_configs(name: str, precision: str, params: PipelineParams, **extra) -> list[CompileConfig]:

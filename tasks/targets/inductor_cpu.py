@@ -7,23 +7,28 @@ graph, so callers still pass and receive float32.
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict
-from tasks.core.files import local_path, write_json
+from tasks.core.batching import Predict, named_outputs
+from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.sources.pytorch import export_args
-from tasks.targets.base import ServingLayout, SingleFormatTarget, package_version, triton_layout
+from tasks.targets.base import (
+    ServingLayout,
+    SingleFormatTarget,
+    package_version,
+    read_signature,
+    triton_layout,
+    write_signature,
+)
 
 # Imported inside the methods that need them, so that only a worker that compiles or runs this target
 # loads them: torch.
 
 PACKAGE_FILE = "model.pt2"
-INPUTS_FILE = "inputs.json"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
@@ -89,8 +94,8 @@ class InductorCPU(SingleFormatTarget):
             )
         operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
         torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))
-        # The package takes inputs by position; keep their names' order beside it.
-        write_json(out_dir / INPUTS_FILE, [s.name for s in exported.inputs])
+        # The package takes inputs and gives outputs by position; keep their names' order beside it.
+        write_signature(out_dir, exported)
         return self.report(config, torch.__version__, operators)
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
@@ -98,13 +103,12 @@ class InductorCPU(SingleFormatTarget):
 
         directory = local_path(artifact.uri)
         runner = torch._inductor.aoti_load_package(str(directory / PACKAGE_FILE))
-        names = json.loads((directory / INPUTS_FILE).read_text())
+        input_names, output_names = read_signature(directory)
 
-        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             with torch.inference_mode():
-                outputs = runner(*(torch.from_numpy(inputs[name]) for name in names))
-            first = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
-            return first.numpy()
+                outputs = runner(*(torch.from_numpy(inputs[name]) for name in input_names))
+            return {k: v.numpy() for k, v in named_outputs(outputs, output_names, self.name).items()}
 
         return predict
 

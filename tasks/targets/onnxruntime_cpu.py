@@ -112,8 +112,10 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             str(local_path(artifact.uri) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
 
-        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            return session.run(None, inputs)[0]
+        names = [output.name for output in session.get_outputs()]
+
+        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return dict(zip(names, session.run(None, inputs), strict=True))
 
         return predict
 

@@ -104,8 +104,11 @@ class OpenVINOCPU(SingleFormatTarget):
         compiled = core.compile_model(model, "CPU", self._device_config(artifact.config.precision))
         request = compiled.create_infer_request()
 
-        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
-            return request.infer(inputs)[0].copy()
+        names = [port.get_any_name() for port in compiled.outputs]
+
+        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            results = request.infer(inputs)
+            return {name: results[i].copy() for i, name in enumerate(names)}
 
         return predict
 

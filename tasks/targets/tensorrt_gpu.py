@@ -115,7 +115,7 @@ class TensorRTGPU(SingleFormatTarget):
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         stream = torch.cuda.Stream()
 
-        def predict(batch: dict[str, np.ndarray]) -> np.ndarray:
+        def predict(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             held = {}
             for name in inputs:
                 tensor = torch.from_numpy(np.ascontiguousarray(batch[name])).cuda()
@@ -129,7 +129,7 @@ class TensorRTGPU(SingleFormatTarget):
                 held[name] = out
             context.execute_async_v3(stream.cuda_stream)
             stream.synchronize()
-            return held[outputs[0]].float().cpu().numpy()
+            return {name: held[name].float().cpu().numpy() for name in outputs}
 
         return predict
 

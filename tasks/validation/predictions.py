@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks import targets
-from tasks.core.batching import VALIDATION_BATCH, run_batched
+from tasks.core.batching import VALIDATION_BATCH, match_outputs, run_batched
 from tasks.core.files import local_path, to_uri, verify_artifact
 from tasks.core.records import (
     BaselineResult,
@@ -15,6 +15,7 @@ from tasks.core.records import (
     CompiledArtifact,
     DatasetRef,
     ExportedModel,
+    OutputCheck,
     Predictions,
     Status,
     ValidationResult,
@@ -24,28 +25,48 @@ from tasks.sources.export import load_reference
 from tasks.validation.metrics import accuracy, closeness, softmax, top_k
 
 
-def summarise(outputs: np.ndarray, data: datasets.LoadedDataset, out_path: Path) -> Predictions:
-    if not np.isfinite(outputs).all():
-        raise ValueError(f"model outputs contain NaN or Inf ({int((~np.isfinite(outputs)).sum())} values)")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out_path, outputs.astype(np.float32))
-    if data.labels is None or outputs.ndim != 2:
-        return Predictions(outputs_uri=to_uri(out_path), samples=len(outputs))
-    classes = outputs.shape[1]
+def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> str:
+    """Every output by name in one ``.npz`` file; returns its URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as file:  # np.savez given a path would append .npz to a name without it
+        np.savez(file, **{name: value.astype(np.float32) for name, value in outputs.items()})
+    return to_uri(path)
+
+
+def load_outputs(uri: str) -> dict[str, np.ndarray]:
+    """The outputs :func:`save_outputs` wrote, by name, in the model's order."""
+    with np.load(local_path(uri)) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def summarise(outputs: dict[str, np.ndarray], data: datasets.LoadedDataset, out_path: Path) -> Predictions:
+    """Outputs saved; accuracy of the class-score output where the data is labelled."""
+    for name, values in outputs.items():
+        if not np.isfinite(values).all():
+            raise ValueError(f"model output {name!r} contains NaN or Inf ({int((~np.isfinite(values)).sum())} values)")
+    uri = save_outputs(outputs, out_path)
+    samples = len(next(iter(outputs.values())))
+    judged = None
+    if data.labels is not None:  # the output the labels judge (checked to exist when the dataset was prepared)
+        widths = {name: values.shape[1] if values.ndim == 2 else None for name, values in outputs.items()}
+        judged = datasets.class_output(widths, None if data.class_names is None else len(data.class_names))
+    if judged is None:
+        return Predictions(outputs_uri=uri, samples=samples)
+    scores = outputs[judged]
+    classes = scores.shape[1]
     probe_top5 = []
     if data.class_names is not None:
-        if len(data.class_names) != classes:
-            raise ValueError(f"the model outputs {classes} class scores, the dataset names {len(data.class_names)}")
-        probe = softmax(outputs[data.probe_index : data.probe_index + 1])[0]
+        probe = softmax(scores[data.probe_index : data.probe_index + 1])[0]
         probe_top5 = [
             ClassScore(class_id=int(c), name=data.class_names[int(c)], probability=round(float(probe[c]), 4))
             for c in np.argsort(-probe, kind="stable")[:5]
         ]
     return Predictions(
-        outputs_uri=to_uri(out_path),
-        samples=len(outputs),
-        top1=accuracy(outputs, data.labels, 1),
-        top5=accuracy(outputs, data.labels, min(5, classes)),
+        outputs_uri=uri,
+        samples=samples,
+        class_output=judged,
+        top1=accuracy(scores, data.labels, 1),
+        top5=accuracy(scores, data.labels, min(5, classes)),
         probe_top5=probe_top5,
     )
 
@@ -54,7 +75,27 @@ def baseline_predictions(exported: ExportedModel, dataset_ref: DatasetRef, out_d
     """Run the source framework itself over the validation set once; compiled configs compare against it."""
     data = datasets.load(dataset_ref)
     outputs = run_batched(load_reference(exported), data, VALIDATION_BATCH)
-    return summarise(outputs, data, Path(out_dir) / "baseline.outputs.npy")
+    outputs = match_outputs(outputs, [s.name for s in exported.outputs], f"the {exported.framework} baseline")
+    return summarise(outputs, data, Path(out_dir) / "baseline.outputs.npz")
+
+
+def compare_output(
+    name: str, outputs: np.ndarray, reference: np.ndarray, atol: float, rtol: float, class_scores: bool
+) -> OutputCheck:
+    """One output against the baseline's: closeness always; top-5 set agreement for class scores."""
+    if outputs.shape != reference.shape:
+        raise ValueError(f"output {name!r} is shaped {outputs.shape}, the baseline's {reference.shape}")
+    nonfinite = int((~np.isfinite(outputs)).sum())
+    if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
+        return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite)
+    agreement = None
+    if class_scores:
+        k = min(5, outputs.shape[1])
+        pairs = zip(top_k(reference, k).tolist(), top_k(outputs, k).tolist(), strict=True)
+        agreement = float(np.mean([set(a) == set(b) for a, b in pairs]))
+    return OutputCheck(
+        name=name, class_scores=class_scores, top5_agreement=agreement, **closeness(outputs, reference, atol, rtol)
+    )
 
 
 def validate_artifact(
@@ -65,44 +106,39 @@ def validate_artifact(
     atol: float = 1e-2,
     rtol: float = 5e-2,
 ) -> ValidationResult:
-    """Compare one compiled config with the baseline; a failure is a ``failed`` result with its reason."""
+    """Compare every output of one compiled config with the baseline's; a failure is ``failed`` with its reason."""
     config = artifact.config
     if artifact.status != Status.OK:
         return ValidationResult(config=config, status=Status.SKIPPED, reason=f"not compiled: {artifact.reason}")
+    base = baseline.predictions
     try:
         verify_artifact(artifact)
         target = targets.get(config.target)
         batch_size = config.batch_size or VALIDATION_BATCH
         data = datasets.load(dataset_ref)
-        outputs = run_batched(target.load(artifact, batch_size), data, batch_size)
-        reference = np.load(local_path(baseline.predictions.outputs_uri))
-        if outputs.shape != reference.shape:
-            raise ValueError(f"outputs are shaped {outputs.shape}, the baseline's {reference.shape}")
-        nonfinite = int((~np.isfinite(outputs)).sum())
-        if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
-            return ValidationResult(config=config, status=Status.OK, nonfinite_outputs=nonfinite)
-        predictions = summarise(outputs, data, Path(out_dir) / f"{config.key}.outputs.npy")
+        reference = load_outputs(base.outputs_uri)
+        outputs = match_outputs(
+            run_batched(target.load(artifact, batch_size), data, batch_size), list(reference), config.key
+        )
+        checks = [
+            compare_output(name, outputs[name], reference[name], atol, rtol, class_scores=name == base.class_output)
+            for name in reference
+        ]
+        if any(check.nonfinite for check in checks):
+            return ValidationResult(config=config, status=Status.OK, outputs=checks)
+        predictions = summarise(outputs, data, Path(out_dir) / f"{config.key}.outputs.npz")
     except Exception as exc:
         return ValidationResult(config=config, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
-    base = baseline.predictions
-    labelled = predictions.top5 is not None and base.top5 is not None
-    agreement = None
-    if labelled:
-        k = min(5, outputs.shape[1])
-        agreement = float(
-            np.mean(
-                [
-                    set(a) == set(b)
-                    for a, b in zip(top_k(reference, k).tolist(), top_k(outputs, k).tolist(), strict=True)
-                ]
+    if base.class_output is not None and predictions.top5 is not None:
+        checks = [
+            check.model_copy(
+                update={
+                    "top1_delta": round(100 * (predictions.top1 - base.top1), 4),
+                    "top5_delta": round(100 * (predictions.top5 - base.top5), 4),
+                }
             )
-        )
-    return ValidationResult(
-        config=config,
-        status=Status.OK,
-        predictions=predictions,
-        top1_delta=round(100 * (predictions.top1 - base.top1), 4) if labelled else None,
-        top5_delta=round(100 * (predictions.top5 - base.top5), 4) if labelled else None,
-        top5_agreement=agreement,
-        **closeness(outputs, reference, atol, rtol),
-    )
+            if check.class_scores
+            else check
+            for check in checks
+        ]
+    return ValidationResult(config=config, status=Status.OK, predictions=predictions, outputs=checks)

@@ -1,6 +1,6 @@
 """Task ``gate``: a Great Expectations suite over the per-config metrics table decides what may be registered.
 
-One row per config that compiled and validated. Each expectation carries the DAG param
+One row per output of each config that compiled and validated: a config fails on any of its outputs. Each expectation carries the DAG param
 its threshold comes from, so a failing config's reason names the expectation, the
 observed value and the threshold. The suite's validation result (JSON) and its Data Docs
 (HTML) are written under ``<run_dir>/gate/`` and logged to MLflow by the record stage.
@@ -40,7 +40,7 @@ def gate_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / RUN_SUBDIR
 
 
-# Class-score checks apply to rows validated on labelled data, closeness checks to the others.
+# Class-score checks apply to class-score outputs judged on labels, closeness checks to every other output.
 LABELLED, UNLABELLED = "labelled==True", "labelled==False"
 
 
@@ -74,20 +74,25 @@ def checks(params: PipelineParams) -> list[Check]:
 
 
 def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
-    """The table the suite validates: one row per validated config (None where a figure does not apply)."""
-    return [
-        {
-            "config": v.config.key,
-            "labelled": v.top5_delta is not None,
-            "nonfinite_outputs": v.nonfinite_outputs,
-            "top1_delta": v.top1_delta,
-            "top5_delta": v.top5_delta,
-            "top5_agreement": v.top5_agreement,
-            "cosine_min": v.cosine_min,
-            "out_of_tolerance": v.out_of_tolerance,
-        }
-        for v in validations
-    ]
+    """The table the suite validates: one row per output of each validated config (None where a figure does
+    not apply)."""
+    rows = []
+    for v in validations:
+        for check in v.outputs:
+            rows.append(
+                {
+                    "config": v.config.key,
+                    "output": check.name,
+                    "labelled": check.class_scores and check.top5_delta is not None,
+                    "nonfinite_outputs": check.nonfinite,
+                    "top1_delta": check.top1_delta,
+                    "top5_delta": check.top5_delta,
+                    "top5_agreement": check.top5_agreement,
+                    "cosine_min": check.cosine_min,
+                    "out_of_tolerance": check.out_of_tolerance,
+                }
+            )
+    return rows
 
 
 def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[str, list[str]]:
@@ -120,10 +125,11 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
             name=SUITE,
             validation_definitions=[definition],
             actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["config"]},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["config", "output"]},
         )
     )
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+    outputs_of = {key: {row["output"] for row in rows if row["config"] == key} for key in reasons}
     (validation,) = outcome.run_results.values()
     write_json(out_dir / RESULT_FILE, validation.to_json_dict())
     for result in validation.results:
@@ -137,7 +143,9 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
                 reasons[key].append(f"{config.type} {what}: {result.exception_info.get('exception_message')}")
         for row in failed_rows:
             observed = row.get(config.kwargs["column"])
-            reasons[row["config"]].append(f"{config.type} {what}: observed {observed:g}")
+            # a model with several outputs: the reason names the one that failed
+            output = f"output {row['output']!r}: " if len(outputs_of[row["config"]]) > 1 else ""
+            reasons[row["config"]].append(f"{output}{config.type} {what}: observed {observed:g}")
     _publish_docs(context, out_dir)
     return reasons
 
@@ -154,6 +162,8 @@ def stage_reasons(compiled: CompiledArtifact, validation: ValidationResult, benc
         return [f"compile failed: {compiled.reason}"]
     if validation.status != Status.OK:
         return [f"validation {validation.status}: {validation.reason}"]
+    if not validation.outputs:
+        return ["validation judged no output"]
     if benchmark.status != Status.OK:
         return [f"benchmark {benchmark.status}: {benchmark.reason}"]
     return []

@@ -64,13 +64,12 @@ def record(
             }
         )
         best_base = baseline.benchmark.best
-        mlflow.log_metrics(
-            {
-                "baseline_top1": baseline.predictions.top1,
-                "baseline_top5": baseline.predictions.top5,
-                "baseline_throughput": best_base.throughput if best_base else 0.0,
-            }
-        )
+        baseline_metrics = {
+            "baseline_top1": baseline.predictions.top1,  # None on data without labels: not logged
+            "baseline_top5": baseline.predictions.top5,
+            "baseline_throughput": best_base.throughput if best_base else None,
+        }
+        mlflow.log_metrics({k: v for k, v in baseline_metrics.items() if v is not None})
         for skip in skipped:
             mlflow.set_tag(f"skipped.{skip.subject}", skip.reason[:5000])
         gx_dir = gate_dir(ctx.run_dir)
@@ -151,6 +150,10 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "nonfinite_outputs": validation.nonfinite_outputs,
             }
             metrics |= {k: v for k, v in candidates.items() if v is not None}  # top-k only for labelled data
+            if len(validation.outputs) > 1:  # every output's own figures, e.g. output.embeddings.cosine_min
+                for check in validation.outputs:
+                    figures = check.model_dump(exclude={"name", "class_scores"})
+                    metrics |= {f"output.{check.name}.{k}": v for k, v in figures.items() if v is not None}
         if bench and bench.best:
             metrics |= {
                 "throughput": bench.best.throughput,

@@ -27,6 +27,7 @@ from tasks.datasets.prepare import load as load_dataset
 from tasks.report.tables import Table
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, select
 from tasks.stages.runner import fmt, progress, stage
+from tasks.validation.predictions import load_outputs
 
 
 # mlflow is imported inside functions: heavy, and never needed to parse the DAG.
@@ -61,11 +62,14 @@ def review_description(
             ],
         )
         lines += [f"Accuracy on {predictions.samples} samples of {ctx.params.dataset}:", "", *accuracy.markdown()]
-    else:
-        lines.append(
-            f"Outputs vs the CPU baseline: lowest cosine {fmt(validation.cosine_min, '.5f')}, "
-            f"max abs diff {fmt(validation.max_abs_diff, '.3g')}."
-        )
+    judged_by_closeness = [check for check in validation.outputs if not check.class_scores]
+    if judged_by_closeness:
+        lines += ["", "Outputs vs the CPU baseline:", ""]
+        lines += [
+            f"- {check.name}: lowest cosine {fmt(check.cosine_min, '.5f')}, "
+            f"max abs diff {fmt(check.max_abs_diff, '.3g')}"
+            for check in judged_by_closeness
+        ]
     sweep = Table(["batch x streams", "samples/s", "p50 ms", "p99 ms", "stable"])
     for p in selected.benchmark.points:
         mark = " **(selected)**" if p == best else ""
@@ -96,9 +100,13 @@ def _smoke_samples(selected: ConfigOutcome, dataset: DatasetRef, directory: Path
     """The first validation samples and the compiled model's outputs on them, for the post-promotion smoke test."""
     data = load_dataset(dataset)
     count = min(count, len(data))
-    outputs = np.load(local_path(selected.validation.predictions.outputs_uri))[:count]
+    outputs = load_outputs(selected.validation.predictions.outputs_uri)
     path = directory / "samples.npz"
-    np.savez(path, outputs=outputs, **{f"input:{k}": v for k, v in data.inputs(0, count).items()})
+    np.savez(
+        path,
+        **{f"output:{k}": v[:count] for k, v in outputs.items()},
+        **{f"input:{k}": v for k, v in data.inputs(0, count).items()},
+    )
     return path
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict, example_inputs
+from tasks.core.batching import Predict, example_inputs, named_outputs
 from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
@@ -34,8 +34,10 @@ from tasks.targets.base import (
     ServingLayout,
     fixed_batch_configs,
     package_version,
+    read_signature,
     tensorflow_serving_layout,
     triton_layout,
+    write_signature,
 )
 from tasks.targets.neuron import common
 
@@ -189,6 +191,7 @@ class NeuronInf1:
                 **torch_trace_kwargs(args, workdir),
             )
         torch.jit.save(traced, str(out_dir / TORCHSCRIPT_FILE))
+        write_signature(out_dir, exported)  # the traced module takes and gives tensors by position
         counts = common.parse_torch_neuron_log(logs.getvalue())
         neffs = common.collect_workdir_neffs(workdir, out_dir)
         return report_for(config, args, counts, neffs, package_version("neuron-cc"))
@@ -201,19 +204,21 @@ class NeuronInf1:
 
             signature = tf.saved_model.load(str(directory / SAVED_MODEL_DIR)).signatures["serving_default"]
 
-            def predict_tf(inputs: dict[str, np.ndarray]) -> np.ndarray:
+            def predict_tf(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
                 result = signature(**{k: tf.constant(v) for k, v in inputs.items()})
-                return result[sorted(result)[0]].numpy()
+                return {name: value.numpy() for name, value in result.items()}
 
             return predict_tf
         import torch
         import torch_neuron  # noqa: F401
 
         module = torch.jit.load(str(directory / TORCHSCRIPT_FILE))
+        input_names, output_names = read_signature(directory)
 
-        def predict_torch(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        def predict_torch(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             with torch.inference_mode():
-                return module(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+                outputs = module(*(torch.from_numpy(inputs[name]) for name in input_names))
+            return {k: v.numpy() for k, v in named_outputs(outputs, output_names, self.name).items()}
 
         return predict_torch
 

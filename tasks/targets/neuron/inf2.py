@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict, example_inputs
+from tasks.core.batching import Predict, example_inputs, named_outputs
 from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
@@ -26,7 +26,9 @@ from tasks.targets.base import (
     ServingLayout,
     fixed_batch_configs,
     package_version,
+    read_signature,
     triton_layout,
+    write_signature,
 )
 from tasks.targets.neuron import common
 
@@ -98,6 +100,7 @@ class NeuronInf2:
             model, tuple(torch.from_numpy(example[s.name]) for s in exported.inputs), **trace_kwargs(config, workdir)
         )
         torch.jit.save(traced, str(out_dir / TORCHSCRIPT_FILE))
+        write_signature(out_dir, exported)  # the traced module takes and gives tensors by position
         neffs = common.collect_workdir_neffs(workdir, out_dir)
         return CompileReport(
             compiler=COMPILER,
@@ -112,11 +115,14 @@ class NeuronInf2:
         import torch
         import torch_neuronx  # noqa: F401  (registers the Neuron ops)
 
-        module = torch.jit.load(str(local_path(artifact.uri) / TORCHSCRIPT_FILE))
+        directory = local_path(artifact.uri)
+        module = torch.jit.load(str(directory / TORCHSCRIPT_FILE))
+        input_names, output_names = read_signature(directory)
 
-        def predict(inputs: dict[str, np.ndarray]) -> np.ndarray:
+        def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             with torch.inference_mode():
-                return module(*(torch.from_numpy(v) for v in inputs.values())).numpy()
+                outputs = module(*(torch.from_numpy(inputs[name]) for name in input_names))
+            return {k: v.numpy() for k, v in named_outputs(outputs, output_names, self.name).items()}
 
         return predict
 

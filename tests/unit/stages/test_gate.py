@@ -7,6 +7,7 @@ from tasks.core.records import (
     BenchmarkResult,
     CompileConfig,
     CompiledArtifact,
+    OutputCheck,
     PipelineParams,
     ValidationResult,
 )
@@ -15,14 +16,21 @@ from tasks.stages.compile_pipeline.gate import gate_all
 POINT = BenchmarkPoint(batch_size=4, throughput=100, latency_ms_p50=1, latency_ms_p90=1, latency_ms_p99=2, iterations=9)
 
 
+def _check(fields: dict, name: str = "logits") -> OutputCheck:
+    """One output's figures; an output with top-k figures is class scores judged on labels."""
+    fields = {("nonfinite" if k == "nonfinite_outputs" else k): v for k, v in fields.items()}
+    return OutputCheck(name=name, class_scores="top5_delta" in fields, **fields)
+
+
 def _gate(tmp_path, rows, params=None, compile_ok=True):
-    """Gate configs made from {key: ValidationResult fields}; returns {key: outcome}."""
+    """Gate configs made from {key: one output's figures, or a list of OutputChecks}; returns {key: outcome}."""
     artifacts, validations, benchmarks = [], {}, {}
     for i, (precision, fields) in enumerate(rows.items()):
         config = CompileConfig(target="openvino", precision=precision, batch_size=i + 1)
         ok = compile_ok or i > 0
         artifacts.append(CompiledArtifact(config=config, status="ok" if ok else "failed", reason="" if ok else "boom"))
-        validations[config.key] = ValidationResult(config=config, status="ok", **fields)
+        checks = fields if isinstance(fields, list) else [_check(fields)]
+        validations[config.key] = ValidationResult(config=config, status="ok", outputs=checks)
         benchmarks[config.key] = BenchmarkResult(subject=config.key, status="ok", points=[POINT])
     outcomes = gate_all(artifacts, validations, benchmarks, params or PipelineParams(), tmp_path)
     return {o.compiled.config.precision: o for o in outcomes}
@@ -92,3 +100,25 @@ def test_nan_or_inf_outputs_fail_by_count_and_a_failed_stage_fails_with_its_reas
 def test_a_retried_gate_runs_the_suite_again_in_the_same_directory(tmp_path):
     assert _gate(tmp_path, {"fp32": CLASSIFIER})["fp32"].gate == "pass"
     assert _gate(tmp_path, {"fp32": {**CLASSIFIER, "top5_delta": -3.0}})["fp32"].gate == "fail"
+
+
+def test_every_output_is_judged_and_a_failing_one_is_named(tmp_path):
+    """A classifier with a regression head: the class scores pass, the head was broken by the compile."""
+    close = {"cosine_min": 0.9999, "max_abs_diff": 1e-3, "out_of_tolerance": 0.0}
+    heads = [_check(CLASSIFIER, "class_scores"), _check(close, "box")]
+    broken = [_check(CLASSIFIER, "class_scores"), _check({**close, "cosine_min": 0.42, "out_of_tolerance": 0.3}, "box")]
+    out = _gate(tmp_path, {"fp32": heads, "int8": broken})
+    assert out["fp32"].gate == "pass", out["fp32"].gate_reasons
+    assert out["int8"].gate_reasons == [
+        "output 'box': expect_column_values_to_be_between cosine_min >= 0.99 (param min_cosine): observed 0.42",
+        "output 'box': expect_column_values_to_be_between out_of_tolerance <= 0 (param atol, rtol): observed 0.3",
+    ]
+
+
+def test_a_validation_that_judged_no_output_fails(tmp_path):
+    config = CompileConfig(target="openvino", precision="fp32")
+    artifact = CompiledArtifact(config=config, status="ok")
+    validations = {config.key: ValidationResult(config=config, status="ok")}
+    benchmarks = {config.key: BenchmarkResult(subject=config.key, status="ok", points=[POINT])}
+    (outcome,) = gate_all([artifact], validations, benchmarks, PipelineParams(), tmp_path)
+    assert outcome.gate_reasons == ["validation judged no output"]  # nothing unchecked passes

@@ -26,7 +26,9 @@ def reference_logits(exported, dataset_ref):
 
     from tasks.sources.export import load_reference
 
-    return load_reference(exported)(load(dataset_ref).inputs(0, 16))
+    outputs = load_reference(exported)(load(dataset_ref).inputs(0, 16))
+    assert list(outputs) == [s.name for s in exported.outputs]
+    return outputs["logits"]
 
 
 @pytest.mark.parametrize(("target", "precision"), CONFIGS)
@@ -44,7 +46,9 @@ def test_each_target_compiles_and_predicts_like_the_baseline(
 
     predict = targets.get(target).load(artifact, 8)
     data = load(dataset_ref)
-    logits = np.concatenate([predict(data.inputs(0, 8)), predict(data.inputs(8, 16))])
+    batches = [predict(data.inputs(0, 8)), predict(data.inputs(8, 16))]
+    assert all(list(batch) == ["logits"] for batch in batches)  # every output, by the model's own name
+    logits = np.concatenate([batch["logits"] for batch in batches])
     if precision == "fp32":
         np.testing.assert_allclose(logits, reference_logits, atol=1e-3)
     # reduced precisions may reorder close classes (three cat breeds), but keep the baseline's answer in the top 5

@@ -21,11 +21,12 @@ def test_run_batched_pads_the_last_batch_for_fixed_shape_models():
     def predict(batch):
         seen.append(len(batch["x"]))
         assert len(batch["x"]) == 4
-        return batch["x"].sum(axis=1, keepdims=True)
+        return {"sum": batch["x"].sum(axis=1, keepdims=True), "doubled": 2 * batch["x"]}
 
     out = run_batched(predict, ArrayInputs({"x": np.arange(10, dtype=np.float32).reshape(10, 1)}), 4)
     assert seen == [4, 4, 4]
-    assert out[:, 0].tolist() == list(range(10))
+    assert out["sum"][:, 0].tolist() == list(range(10))  # every output, the padding cut off each
+    assert out["doubled"][:, 0].tolist() == [2 * i for i in range(10)]
 
 
 def test_closeness_metrics_survive_zero_outputs():
