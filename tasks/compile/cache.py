@@ -3,8 +3,8 @@
 The key is a sha256 over everything the compiled files depend on: the source model and
 the exporter that made the format the target compiles from (not that format's bytes:
 tf2onnx, for one, names things differently from run to run), the input and output
-specs, the target, precision and batch size, the compiler's version and flags, and the
-calibration data. An entry is a
+specs, the target, precision and batch size, the compiler's version and flags, the
+calibration data, and the target's own code (which lays the artifact out). An entry is a
 directory of files plus ``entry.json`` (written last, the commit marker) that lists
 each file's sha256; a fetched entry whose files do not match is reported corrupt
 and compiled again, never used.
@@ -13,6 +13,7 @@ and compiled again, never used.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -20,9 +21,11 @@ import time
 import uuid
 from pathlib import Path
 
+from tasks import targets
 from tasks.core.files import local_path, sha256_file, tree_files, tree_sha256, write_json
 from tasks.core.records import CompileConfig, ExportedModel, Fingerprint
 from tasks.core.storage import error_code, s3_client, split_s3_uri
+from tasks.targets import base as targets_base
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
 
@@ -33,6 +36,16 @@ STALE_S = 3600  # a staging directory this old belongs to a worker that died whi
 
 class CorruptEntry(RuntimeError):
     """A cache entry exists but its files do not match their recorded sha256."""
+
+
+def target_code_sha256(name: str) -> str:
+    """sha256 of the code that writes and reads a target's artifacts (its module and the shared base), so an
+    entry laid out by older code is never handed to newer code."""
+    module = Path(inspect.getfile(type(targets.get(name))))
+    digest = hashlib.sha256()
+    for path in (module, Path(inspect.getfile(targets_base))):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def cache_key(
@@ -52,6 +65,7 @@ def cache_key(
         "config": config.to_json(),
         "fingerprint": fingerprint.to_json(),
         "calibration_sha256": calibration_sha256,
+        "target_code_sha256": target_code_sha256(config.target),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 

@@ -7,6 +7,7 @@ exported to ONNX with a dynamic batch axis (the other CPU and GPU targets start 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pickletools
 import zipfile
@@ -126,6 +127,18 @@ def load_state_dict_model(path: Path, architecture: str):
     return model.eval()
 
 
+def state_dict_sha256(model) -> str:
+    """sha256 over a module's parameters and buffers (name, dtype, shape, raw bytes), in state-dict order."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{value.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_callable(spec: str):
     """``module:pkg.mod:fn`` -> the nn.Module that ``fn()`` returns (the user's own, trusted code)."""
     import torch
@@ -212,7 +225,9 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     uri = BUILTIN_MODELS.get(params.model_uri, (None, params.model_uri))[1]
     if uri.startswith("module:"):
         model = load_callable(uri)
-        source_sha256 = sha256_file(Path(importlib.import_module(uri.split(":")[1]).__file__))
+        # What the model is: the factory's code and the weights it loaded (from wherever it read them).
+        code_sha256 = sha256_file(Path(importlib.import_module(uri.split(":")[1]).__file__))
+        source_sha256 = hashlib.sha256(f"{code_sha256}\0{state_dict_sha256(model)}".encode()).hexdigest()
         declared, architecture = BUILTIN_SPECS.get(uri), ""
     else:
         source = resolve_source(uri)

@@ -142,6 +142,32 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+def test_data_without_labels_is_recorded_registered_and_reported_with_accuracy_n_a(local_services):
+    """The built-in text encoder on its sentences: embeddings, no labels, judged by closeness alone."""
+    conf = {"model_name": "text-embeddings", "model_uri": "builtin:text_encoder", "dataset": "builtin:text",
+            "targets": ["onnxruntime"], "precisions": ["fp32"], "batch_sizes": [1, 8], "max_concurrency": 2,
+            "benchmark_window_s": 0.3}  # fmt: skip
+    code, report_path = run_pipeline(local_services, conf)
+    assert code == 0 and report_path is not None
+    report = json.loads(Path(report_path).read_text())
+    assert report["status"] == "success" and report["dataset"]["labelled"] is False
+    (config,) = report["configs"]
+    assert config["gate"] == "pass" and config["top1"] is None and config["cosine_min"] > 0.9999
+    assert [(o["name"], o["class_scores"]) for o in config["outputs"]] == [("logits", False)]
+    accuracy_rows = [
+        line for line in Path(report_path).with_suffix(".md").read_text().splitlines() if "| n/a |" in line
+    ]
+    assert len(accuracy_rows) == 2  # the baseline and the config: accuracy n/a, never a crash
+
+    client = mlflow.MlflowClient(local_services.mlflow_tracking_uri)
+    candidate = client.get_model_version_by_alias("text-embeddings", "candidate")
+    assert candidate.version == report["mlflow"]["version"] and candidate.tags["validation"] == "pass"
+    parent = client.get_run(report["mlflow"]["run_id"]).data
+    assert "baseline_top1" not in parent.metrics and parent.metrics["baseline_throughput"] > 0
+
+
+@pytest.mark.integration
 def test_a_missing_model_file_fails_the_run_at_export_and_nothing_is_registered_or_promoted(local_services, tmp_path):
     conf = {"model_name": "broken-model", "model_uri": str(tmp_path / "missing.pt"), "batch_sizes": [1]}
     code, report_path = run_pipeline(local_services, conf)

@@ -60,7 +60,7 @@ def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
         f"runs/{parent}/artifacts/gate" in version.description and "compile/compile_report.json" in version.description
     )
     samples = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="smoke/samples.npz")
-    assert np.load(samples)["outputs"].shape == (16, 1000)
+    assert np.load(samples)["output:logits"].shape == (16, 1000)
 
     # Loaded as serving would: a fresh interpreter whose only `tasks` is the code the registered model carries.
     np.savez(tmp_path / "inputs.npz", **load(dataset_ref).inputs(0, 3))

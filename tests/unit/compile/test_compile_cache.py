@@ -5,7 +5,8 @@ import pytest
 from tasks.compile.cache import LocalCache, S3Cache, cache_key, open_cache
 from tasks.compile.run import compile_config
 from tasks.core.files import local_path
-from tasks.core.records import CompileConfig
+from tasks.core.records import CompileConfig, PipelineParams
+from tasks.sources.export import export_model
 from tasks.targets import get
 
 
@@ -86,3 +87,34 @@ def test_the_cache_can_live_on_s3_so_workers_share_it(exported, tmp_path, local_
     assert (first.cache, second.cache) == ("miss", "hit") and first.sha256 == second.sha256
     entry = s3_client(local_services).get_object(Bucket="compile-cache", Key=f"entries/{first.cache_key}/entry.json")
     assert json.loads(entry["Body"].read())["tree_sha256"] == first.sha256
+
+
+def test_a_factory_whose_weights_change_misses_the_cache(tmp_path, monkeypatch):
+    """``module:`` sources: the key covers the weights the factory loaded, not only the factory's code."""
+    import torch
+
+    (tmp_path / "weighted_factory.py").write_text(
+        "import pathlib, torch\n"
+        "def build():\n"
+        "    model = torch.nn.Linear(4, 3)\n"
+        "    path = pathlib.Path(__file__).with_name('weights.pt')\n"
+        "    model.load_state_dict(torch.load(path, weights_only=True))\n"
+        "    return model.eval()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(4, 3).state_dict(), weights)
+    params = PipelineParams(
+        model_uri="module:weighted_factory:build",
+        input_specs=[{"name": "x", "shape": ["batch", 4], "dtype": "float32"}],
+    )
+    cache = LocalCache(tmp_path / "cache")
+    config = CompileConfig(target="onnxruntime", precision="fp32")
+    first = compile_config(export_model(params, tmp_path / "e1"), config, tmp_path / "c1", cache=cache)
+    again = compile_config(export_model(params, tmp_path / "e2"), config, tmp_path / "c2", cache=cache)
+    assert (first.cache, again.cache, again.cache_key) == ("miss", "hit", first.cache_key)
+
+    torch.save(torch.nn.Linear(4, 3).state_dict(), weights)  # new weights, the factory's code unchanged
+    changed = compile_config(export_model(params, tmp_path / "e3"), config, tmp_path / "c3", cache=cache)
+    assert changed.cache == "miss" and changed.cache_key != first.cache_key
