@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx.
+# Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx, onnxscript.
 
 
 def _shapes(model) -> dict[str, list[int]]:
@@ -26,12 +26,19 @@ def _shapes(model) -> dict[str, list[int]]:
 def count_onnx(path: str | Path) -> int:
     """FLOPs for one sample; every symbolic input dimension (the batch axis) is set to 1 first."""
     import onnx
+    import onnxscript.optimizer
 
     model = onnx.load(str(path))
     for value in model.graph.input:
         for dim in value.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
+    # With the inputs static, the optimizer folds the shape arithmetic (Shape -> Gather -> Concat -> Reshape)
+    # that exporters write for dynamic axes; without it, shape inference leaves a transformer's MatMuls unknown.
+    try:
+        model = onnxscript.optimizer.optimize(model)
+    except Exception:  # noqa: BLE001 - an optimizer that cannot fold this graph: count on the graph as written
+        pass
     model = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes = _shapes(model)
     macs = 0
