@@ -70,10 +70,11 @@ class PipelineParams(Record):
         min_length=1,
         title="Model",
         description="pytorch: a state dict (.pt/.pth, loaded weights-only) or module:pkg.mod:fn; "
-        "torchscript: a .pt file; onnx: a .onnx file; tensorflow: a SavedModel dir; "
+        "or .safetensors; torchscript: a .pt file; onnx: a .onnx file; tensorflow: a SavedModel dir; "
+        "huggingface: a model directory (config.json, model.safetensors or pytorch_model.bin, tokenizer files); "
         "each a local path or an s3:// URI (a key, or a prefix for a directory); "
         "or a registered MLflow model in the ONNX flavor, models:/<name>/<version>. "
-        "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits.",
+        "Built in: builtin:mobilenet_v2, builtin:text_encoder, builtin:keras_digits, builtin:all_minilm_l6_v2.",
         **_section(MODEL),
     )
     # Formats that carry code (TorchScript runs the program stored in the file) are refused unless the
@@ -93,6 +94,24 @@ class PipelineParams(Record):
     )
     framework: str = Field(
         "pytorch", title="Framework", description="The source format (tasks/sources).", **_section(MODEL)
+    )
+    hf_task: (
+        Literal["sentence-embedding", "feature-extraction", "sequence-classification", "image-classification"] | None
+    ) = Field(
+        None,
+        title="Hugging Face task",
+        description="What the exported graph computes; empty: from the directory (modules.json: sentence "
+        "embedding with its pooling; config.json architectures: *ForSequenceClassification, "
+        "*ForImageClassification; else the encoder's hidden states).",
+        **_section(MODEL),
+    )
+    sequence_length: int = Field(
+        128,
+        ge=1,
+        le=8192,
+        title="Sequence length",
+        description="Hugging Face text models: tokens per sample (texts are padded or truncated to it).",
+        **_section(MODEL),
     )
     input_specs: list[TensorSpec] | None = Field(
         None,
@@ -186,6 +205,16 @@ class PipelineParams(Record):
         title="Minimum cosine",
         description="For outputs that are not class scores: lowest per-sample cosine similarity to the baseline "
         "that passes the gate.",
+        **_section(GATE),
+    )
+    # all-MiniLM-L6-v2 on the built-in sentences: 1.0 for fp32 and OpenVINO bf16, 0.06 for MinMax int8.
+    min_neighbour_agreement: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        title="Minimum neighbour agreement",
+        description="For embeddings (one vector per sample, not class scores): share of samples whose 5 nearest "
+        "neighbours among the compiled model's embeddings are the baseline's.",
         **_section(GATE),
     )
     atol: float = Field(
@@ -294,7 +323,7 @@ class FileRef(Record):
 class ExportedModel(Record):
     name: str
     framework: str
-    architecture: str  # "" where the source is not rebuilt from an architecture
+    architecture: str  # "" where the source is not rebuilt from an architecture; Hugging Face: model type and task
     source_uri: str
     source_sha256: str
     parameters: int
@@ -508,6 +537,9 @@ class OutputCheck(Record):
     max_abs_diff: float | None = None
     max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
     out_of_tolerance: float | None = None  # share of values off by more than atol AND by more than rtol
+    # Embeddings (one vector per sample, not class scores): share of samples whose 5 nearest neighbours are the
+    # baseline's
+    neighbour_agreement: float | None = None
 
 
 class ValidationResult(Record):

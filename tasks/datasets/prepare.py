@@ -10,6 +10,12 @@ Built-in sets, all shipped inside packages:
   model trains on the rest), NHWC 8x8x1 in [0, 1].
 - ``builtin:text``: token ids and attention masks of short sentences, for text encoders;
   unlabelled, so outputs are compared with the baseline's by closeness.
+- ``builtin:sentences``: 48 English sentences on eight topics (pets, markets, sport, cooking,
+  computers, weather, travel, health), tokenised by the model's own tokenizer (Hugging Face
+  sources); unlabelled. Their calibration sentences are others on the same topics.
+
+A user's ``.txt`` file (one text per line) or ``.jsonl`` file (``{"text": ..., "label": <class id>}``
+per line, the label optional but all or none) is tokenised by the model's own tokenizer.
 
 A user's ``.npz`` file holds one array per model input (by input name, or one array for a
 one-input model), optionally ``labels`` (class ids, N or N x k with -1 padding) and
@@ -39,6 +45,7 @@ from tasks.core.files import file_ref, local_path, sha256_file, write_atomic
 from tasks.core.records import DatasetRef, ExportedModel, TensorSpec
 from tasks.models.keras_digits import CALIBRATION_SAMPLES, TRAIN_SAMPLES
 from tasks.models.keras_digits import digits as load_digits
+from tasks.sources import huggingface
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): skimage, sklearn.
 
@@ -223,6 +230,60 @@ def text(sequence_length: int = 32) -> Samples:
     )
 
 
+def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: list[int] | None = None,
+                 calibration: list[str] | None = None) -> Samples:  # fmt: skip
+    """Texts as the model's inputs, tokenised by the tokenizer its export carries."""
+    if not texts:
+        raise ValueError(f"dataset {name} holds no texts: nothing to validate on")
+    if huggingface.TOKENIZER_FORMAT not in exported.formats:
+        raise ValueError(
+            f"dataset {name} is text, and a {exported.framework} model carries no tokenizer to read it with; give "
+            "a Hugging Face model directory (framework huggingface) or token ids in a .npz file"
+        )
+    tokenizer_dir = local_path(exported.formats[huggingface.TOKENIZER_FORMAT].uri)
+    return Samples(
+        name=name,
+        arrays=huggingface.tokenize(tokenizer_dir, texts, exported.inputs),
+        calibration=huggingface.tokenize(tokenizer_dir, calibration, exported.inputs) if calibration else {},
+        labels=None if labels is None else np.array(labels, dtype=np.int32)[:, None],
+        sources=[Path(name).name],
+        probe_index=0,
+        probe_name=texts[0][:80],
+    )
+
+
+def sentences(exported: ExportedModel) -> Samples:
+    def read(name: str) -> list[str]:
+        return [line for line in (files("tasks.datasets") / "text" / name).read_text().splitlines() if line.strip()]
+
+    return text_samples("builtin:sentences", read("sentences.txt"), exported, calibration=read("calibration.txt"))
+
+
+def user_text(path: Path, exported: ExportedModel) -> Samples:
+    """A .txt file (one text per line) or .jsonl file (``text``, optional ``label``), tokenised for the model."""
+    if not path.is_file():
+        raise ValueError(f"dataset file {path} does not exist")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix == ".txt":
+        return text_samples(str(path), lines, exported)
+    texts, labels = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"dataset file {path} line {number} is not JSON: {exc}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f'dataset file {path} line {number} has no "text" string')
+        texts.append(row["text"])
+        if "label" in row:
+            if not isinstance(row["label"], int):
+                raise ValueError(f"dataset file {path} line {number}: label {row['label']!r} is not a class id")
+            labels.append(row["label"])
+    if labels and len(labels) != len(texts):
+        raise ValueError(f"dataset file {path}: {len(labels)} of {len(texts)} lines have a label; all or none must")
+    return text_samples(str(path), texts, exported, labels=labels or None)
+
+
 def user_file(path: Path) -> Samples:
     if not path.is_file():
         raise ValueError(f"dataset file {path} does not exist")
@@ -382,8 +443,11 @@ def _builtin(spec: str, exported: ExportedModel) -> Samples:
     if spec == "builtin:text":
         first = exported.inputs[0].shape
         return text(int(first[1]) if len(first) > 1 and isinstance(first[1], int) else 32)
+    if spec == "builtin:sentences":
+        return sentences(exported)
     raise ValueError(
-        f"unknown dataset {spec!r}; built-in: builtin:photos, builtin:digits, builtin:text, or a .npz file"
+        f"unknown dataset {spec!r}; built-in: builtin:photos, builtin:digits, builtin:text, builtin:sentences, "
+        "or a .npz, .txt or .jsonl file"
     )
 
 
@@ -399,6 +463,8 @@ def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetR
         samples = _builtin(spec, exported)
     elif local_path(spec).is_dir():
         samples = user_images(local_path(spec))
+    elif local_path(spec).suffix in (".txt", ".jsonl"):
+        samples = user_text(local_path(spec), exported)
     else:
         samples = user_file(local_path(spec))
     what = f"dataset {spec}"

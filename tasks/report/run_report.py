@@ -63,6 +63,7 @@ def _config_row(outcome: dict) -> dict:
         "max_abs_diff": primary.get("max_abs_diff"),
         "max_rel_diff": primary.get("max_rel_diff"),
         "cosine_min": primary.get("cosine_min"),
+        "neighbour_agreement": primary.get("neighbour_agreement"),
         "out_of_tolerance": primary.get("out_of_tolerance"),
         "nonfinite_outputs": sum(check.get("nonfinite", 0) for check in outputs),
         "outputs": outputs,
@@ -177,19 +178,24 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _several_outputs(report: dict) -> bool:
-    return any(len(c["outputs"]) > 1 for c in report["configs"])
+def _shows_outputs(report: dict) -> bool:
+    """Per-output figures are worth a table for several outputs, or embeddings (neighbour agreement)."""
+    return any(
+        len(c["outputs"]) > 1 or any(o.get("neighbour_agreement") is not None for o in c["outputs"])
+        for c in report["configs"]
+    )
 
 
 def _outputs_lines(report: dict) -> list[str]:
-    return [*outputs_table(report).markdown(), ""] if _several_outputs(report) else []
+    return [*outputs_table(report).markdown(), ""] if _shows_outputs(report) else []
 
 
 def outputs_table(report: dict) -> Table:
-    """Every output of every validated config against the baseline's (models with several outputs)."""
+    """Every output of every validated config against the baseline's."""
     table = Table(
-        ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-5 agreement"]
-    )
+        ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-5 agreement",
+         "neighbour agreement"]
+    )  # fmt: skip
     for c in report["configs"]:
         for check in c["outputs"]:
             judged = "top-k (labels)" if check.get("class_scores") else "closeness"
@@ -202,6 +208,7 @@ def outputs_table(report: dict) -> Table:
                     _fmt(check.get("max_abs_diff"), ".4f"),
                     _fmt(check.get("out_of_tolerance"), ".2%"),
                     _fmt(check.get("top5_agreement")),
+                    _fmt(check.get("neighbour_agreement")),
                 ]
             )
     return table
@@ -365,7 +372,7 @@ def html(report: dict, plots: list[Path]) -> str:
         model_lines=_model_lines(report),
         tables=[
             accuracy_table(report),
-            *([outputs_table(report)] if _several_outputs(report) else []),
+            *([outputs_table(report)] if _shows_outputs(report) else []),
             throughput_table(report),
             compile_table(report),
         ],  # fmt: skip

@@ -10,6 +10,7 @@ SOURCE_MODULES = {
     "torchscript": "tasks.sources.torchscript",
     "onnx": "tasks.sources.onnx_file",
     "tensorflow": "tasks.sources.tensorflow",
+    "huggingface": "tasks.sources.huggingface",
 }
 
 

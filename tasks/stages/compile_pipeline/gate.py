@@ -68,6 +68,13 @@ def checks(params: PipelineParams) -> list[Check]:
         Check("top1_delta", -params.top1_tolerance_pp, floor=True, param="top1_tolerance_pp", rows=LABELLED),
         Check("top5_agreement", params.min_top5_agreement, floor=True, param="min_top5_agreement", rows=LABELLED),
         Check("cosine_min", params.min_cosine, floor=True, param="min_cosine", rows=UNLABELLED),
+        Check(
+            "neighbour_agreement",
+            params.min_neighbour_agreement,
+            floor=True,
+            param="min_neighbour_agreement",
+            rows=UNLABELLED,
+        ),
         # the share of values off by more than atol and, relatively, by more than rtol
         Check("out_of_tolerance", 0, floor=False, param="atol, rtol", rows=UNLABELLED),
     ]
@@ -89,6 +96,7 @@ def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
                     "top5_delta": check.top5_delta,
                     "top5_agreement": check.top5_agreement,
                     "cosine_min": check.cosine_min,
+                    "neighbour_agreement": check.neighbour_agreement,
                     "out_of_tolerance": check.out_of_tolerance,
                 }
             )

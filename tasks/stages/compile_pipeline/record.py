@@ -19,7 +19,15 @@ from tasks.core.settings import Settings
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, gate_dir
 from tasks.stages.runner import progress, stage
 
-GATE_PARAMS = ("top5_tolerance_pp", "top1_tolerance_pp", "min_top5_agreement", "min_cosine", "atol", "rtol")
+GATE_PARAMS = (
+    "top5_tolerance_pp",
+    "top1_tolerance_pp",
+    "min_top5_agreement",
+    "min_cosine",
+    "min_neighbour_agreement",
+    "atol",
+    "rtol",
+)
 
 
 # mlflow is imported inside functions: heavy, and never needed to parse the DAG.
@@ -144,6 +152,7 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "top5_delta_pp": validation.top5_delta,
                 "top5_agreement": validation.top5_agreement,
                 "cosine_min": validation.cosine_min,
+                "neighbour_agreement": validation.primary.neighbour_agreement if validation.primary else None,
                 "max_abs_diff": validation.max_abs_diff,
                 "max_rel_diff": validation.max_rel_diff,
                 "out_of_tolerance": validation.out_of_tolerance,

@@ -127,3 +127,25 @@ def test_module_callable_source_and_its_errors(tmp_path):
     no_batch = [{"name": "x", "shape": [2, 4], "dtype": "float32"}]
     with pytest.raises(InputSpecError, match="no batch dimension"):
         export_model(PipelineParams(model_uri="module:torch.nn:Identity", input_specs=no_batch), tmp_path / "e3")
+
+
+def test_a_safetensors_state_dict_is_a_pytorch_source_read_without_pickle(tmp_path, exported):
+    from safetensors.torch import save_file
+
+    from tasks.sources.export import load_reference
+
+    state = torch.load(local_path(exported.formats["pytorch_state_dict"].uri), weights_only=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "mobilenet_v2.safetensors"))
+    params = PipelineParams(model_uri=str(tmp_path / "mobilenet_v2.safetensors"), architecture="mobilenet_v2")
+    again = export_model(params, tmp_path / "e1")
+    inputs = {"input": np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)}
+    np.testing.assert_allclose(
+        load_reference(again)(inputs)["logits"], load_reference(exported)(inputs)["logits"], atol=1e-5
+    )
+
+    (tmp_path / "cut.safetensors").write_bytes((tmp_path / "mobilenet_v2.safetensors").read_bytes()[:4096])
+    with pytest.raises(ModelLoadError, match=r"cut.safetensors is not a readable safetensors file"):
+        export_model(params.model_copy(update={"model_uri": str(tmp_path / "cut.safetensors")}), tmp_path / "e2")
+    save_file({"weight": torch.zeros(3, 4)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"weights in .*other.safetensors do not fit architecture 'mobilenet_v2'"):
+        export_model(params.model_copy(update={"model_uri": str(tmp_path / "other.safetensors")}), tmp_path / "e3")

@@ -61,7 +61,7 @@ def test_each_class_score_expectation_fails_with_its_name_the_observed_value_and
     ]
     # the suite's result and its Data Docs are files the record stage logs to MLflow
     result = json.loads((tmp_path / "validation_result.json").read_text())
-    assert result["success"] is False and result["statistics"]["evaluated_expectations"] == 6
+    assert result["success"] is False and result["statistics"]["evaluated_expectations"] == 7
     assert (tmp_path / "data_docs" / "index.html").is_file()
     assert list((tmp_path / "data_docs" / "validations").rglob("*.html"))
 
