@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv system demo airflow cluster test test-fast bench lint stop status clean
+.PHONY: venv system demo dag-test airflow cluster test test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ system:
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
 	$(PY) -m devtools.demo
+
+## One run of any DAG with `airflow dags test`, in the demo's environment: make dag-test DAG=promote_model CONF='{...}'
+dag-test: venv
+	$(PY) -m devtools.dag_test $(DAG) '$(CONF)'
 
 ## Airflow as a user runs it: standalone (UI, scheduler, DAG processor) with the DAGs, plugin, pool and
 ## connections, beside the local MLflow and S3 (reused if running). Prints the URL and login.

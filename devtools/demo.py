@@ -70,7 +70,8 @@ def ensure_airflow_db(settings: Settings, log_path: Path, home: Path | None = No
 
 
 # The main job on the built-in example (every target; the ones that cannot run here are listed with
-# their reason), then the Keras path: a model trained in the pipeline, judged against TensorFlow itself.
+# their reason), then the Keras path: a model trained in the pipeline, judged against TensorFlow itself;
+# then a Hugging Face sentence-embedding model, judged by closeness and neighbour agreement.
 DEMO_RUNS = [
     ("MobileNetV2 (PyTorch, ImageNet weights)", None),
     (
@@ -81,6 +82,17 @@ DEMO_RUNS = [
             "framework": "tensorflow",
             "dataset": "builtin:digits",
             "targets": ["onnxruntime", "openvino", "neuron-inf1"],
+            "batch_sizes": [1, 8, 32],
+        },
+    ),
+    (
+        "all-MiniLM-L6-v2 (a Hugging Face directory: sentence embeddings, no labels)",
+        {
+            "model_name": "all-minilm-l6-v2",
+            "model_uri": "builtin:all_minilm_l6_v2",
+            "framework": "huggingface",
+            "dataset": "builtin:sentences",
+            "targets": ["onnxruntime", "openvino", "neuron-inf2"],
             "batch_sizes": [1, 8, 32],
         },
     ),

@@ -31,6 +31,8 @@ def _nullable(schema: dict) -> dict:
     other = next(o for o in options if o != {"type": "null"})
     merged = {**{k: v for k, v in schema.items() if k != "anyOf"}, **other}
     merged["type"] = [other.get("type", "object"), "null"] if "type" in other else ["null", "object"]
+    if "enum" in merged:  # a choice that may be left empty
+        merged["enum"] = [*merged["enum"], None]
     return merged
 
 

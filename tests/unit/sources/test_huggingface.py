@@ -1,0 +1,161 @@
+"""Hugging Face model directories as a source: the task from the directory, inputs from the tokenizer, text
+validation data tokenised by it, embeddings judged by closeness and neighbour agreement; bad directories fail
+with an error that names the file and the problem."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tasks.compile.run import compile_config
+from tasks.core.files import local_path
+from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig, PipelineParams
+from tasks.core.storage import s3_client
+from tasks.datasets import prepare as datasets
+from tasks.sources.export import ModelLoadError, export_model
+from tasks.validation.predictions import baseline_predictions, validate_artifact
+
+WORDS = "the a cat dog sat ran on mat park stocks fell rose market rain sun today".split()
+SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "stocks fell today", "the market rose", "rain today"]
+
+
+def _tiny_bert(directory, head: str = "", labels: int = 3, hidden: int = 32):
+    """A small random BERT saved as transformers saves one: config.json, model.safetensors, tokenizer files."""
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(str(directory))
+    config = transformers.BertConfig(
+        vocab_size=5 + len(WORDS), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=labels,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = (transformers.BertForSequenceClassification if head == "classifier" else transformers.BertModel)(config)
+    model.save_pretrained(str(directory))
+    return directory
+
+
+def _params(uri, **extra) -> PipelineParams:
+    return PipelineParams(model_name="tiny", model_uri=str(uri), framework="huggingface", sequence_length=16, **extra)
+
+
+def _validate(exported, dataset, tmp_path, configs=(("onnxruntime", "fp32"),)):
+    ref = datasets.prepare(dataset, tmp_path / "data", exported)
+    base = baseline_predictions(exported, ref, tmp_path / "out")
+    baseline = BaselineResult(
+        framework="huggingface", predictions=base, benchmark=BenchmarkResult(subject="b", status="ok")
+    )
+    results = {}
+    for target, precision in configs:
+        artifact = compile_config(exported, CompileConfig(target=target, precision=precision), tmp_path / "compiled")
+        assert artifact.status == "ok", artifact.reason
+        results[artifact.config.key] = validate_artifact(artifact, ref, baseline, tmp_path / "out")
+    return ref, base, results
+
+
+def test_a_sentence_transformers_directory_is_an_embedding_judged_by_closeness_and_neighbours(tmp_path):
+    """all-MiniLM-L6-v2 as its package ships it, on the built-in sentences."""
+    exported = export_model(
+        PipelineParams(model_name="minilm", model_uri="builtin:all_minilm_l6_v2", framework="huggingface",
+                       sequence_length=32),
+        tmp_path / "export",
+    )  # fmt: skip
+    assert exported.architecture == "bert sentence-embedding (mean_tokens)"
+    assert [s.name for s in exported.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [(s.name, s.shape) for s in exported.outputs] == [("sentence_embedding", ["batch", 384])]
+    assert abs(exported.flops_per_sample - 0.689e9) < 0.1 * 0.689e9  # 6 layers x 32 tokens, counted by hand
+    ref, base, results = _validate(exported, "builtin:sentences", tmp_path, [("openvino", "bf16")])
+    assert ref.samples == 48 and not ref.labelled and base.top1 is None
+    embeddings = np.load(local_path(base.outputs_uri))["sentence_embedding"]
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-5)  # the directory's Normalize module
+    similarity = embeddings @ embeddings.T
+    assert similarity[0, 1] > similarity[0, 6]  # two sentences about pets are closer than pets and markets
+    (check,) = results["openvino-bf16"].outputs
+    assert check.cosine_min > 0.999 and check.neighbour_agreement == 1.0
+
+
+def test_a_sequence_classifier_on_labelled_jsonl_is_judged_by_top_k(tmp_path):
+    directory = _tiny_bert(tmp_path / "classifier", head="classifier")
+    exported = export_model(_params(directory), tmp_path / "export")
+    assert exported.architecture == "bert sequence-classification"
+    assert [(s.name, s.shape) for s in exported.outputs] == [("logits", ["batch", 3])]
+    data = tmp_path / "texts.jsonl"
+    data.write_text("\n".join(json.dumps({"text": s, "label": i % 3}) for i, s in enumerate(SENTENCES * 2)))
+    ref, base, results = _validate(exported, str(data), tmp_path)
+    assert ref.labelled and base.class_output == "logits" and base.top1 is not None
+    (check,) = results["onnxruntime-fp32"].outputs
+    assert check.class_scores and check.top1_delta == 0 and check.top5_agreement == 1.0
+
+    unlabelled = tmp_path / "texts.txt"
+    unlabelled.write_text("\n".join(SENTENCES))
+    assert datasets.prepare(str(unlabelled), tmp_path / "d2", exported).samples == 5
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": "the cat", "label": 1}\n{"text": "the dog"}\n')
+    with pytest.raises(ValueError, match="1 of 2 lines have a label; all or none must"):
+        datasets.prepare(str(mixed), tmp_path / "d3", exported)
+
+
+def test_text_data_for_a_model_without_a_tokenizer_is_refused(tmp_path, exported):
+    (tmp_path / "texts.txt").write_text("a photo of a cat\n")
+    with pytest.raises(ValueError, match="a pytorch model carries no tokenizer to read it with"):
+        datasets.prepare(str(tmp_path / "texts.txt"), tmp_path / "data", exported)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("config", r"config.json is missing: a Hugging Face model directory holds its config.json"),
+        ("weights", r"holds no weights: expected one of model.safetensors"),
+        ("tokenizer", r"has no tokenizer \(none of tokenizer.json, vocab.txt"),
+        ("other-weights", r"weights in .*model.safetensors do not fit the bert architecture config.json describes"),
+        ("bad-config", r"config.json is not readable JSON"),
+    ],
+)
+def test_bad_directories_fail_naming_the_file_and_the_problem(tmp_path, damage, message):
+    directory = _tiny_bert(tmp_path / "model")
+    if damage == "config":
+        (directory / "config.json").unlink()
+    elif damage == "bad-config":
+        (directory / "config.json").write_text("{not json")
+    elif damage == "weights":
+        (directory / "model.safetensors").unlink()
+    elif damage == "tokenizer":
+        for name in ("tokenizer.json", "vocab.txt"):
+            (directory / name).unlink()
+    else:  # another model's weights under this config
+        import transformers
+
+        other = transformers.GPT2Model(transformers.GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50))
+        other.save_pretrained(str(tmp_path / "gpt2"))
+        shutil.copy(tmp_path / "gpt2" / "model.safetensors", directory / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=message):
+        export_model(_params(directory), tmp_path / "export")
+    assert not (tmp_path / "export").exists()  # nothing half-written
+
+
+def test_a_directory_given_as_a_pytorch_state_dict_says_to_use_huggingface(tmp_path):
+    directory = _tiny_bert(tmp_path / "model")
+    with pytest.raises(ModelLoadError, match="is a directory with config.json: set framework to huggingface"):
+        export_model(PipelineParams(model_uri=str(directory)), tmp_path / "export")
+
+
+@pytest.mark.integration
+def test_a_directory_on_s3_is_read_like_a_local_one(local_services, tmp_path):
+    directory = _tiny_bert(tmp_path / "model")
+    client = s3_client(local_services)
+    bucket = local_services.serving_bucket
+    for path in directory.iterdir():
+        client.upload_file(str(path), bucket, f"hf-sources/tiny/{path.name}")
+    exported = export_model(_params(f"s3://{bucket}/hf-sources/tiny/"), tmp_path / "export")
+    local = export_model(_params(directory), tmp_path / "export-local")
+    assert exported.source_uri == f"s3://{bucket}/hf-sources/tiny/"
+    assert exported.source_sha256 == local.source_sha256  # the same files, wherever they were read from
+    assert exported.architecture == "bert feature-extraction"
+    assert [(s.name, s.shape) for s in exported.outputs] == [("last_hidden_state", ["batch", 16, 32])]
+    (tmp_path / "texts.txt").write_text("\n".join(SENTENCES * 2))
+    _, _, results = _validate(exported, str(tmp_path / "texts.txt"), tmp_path)
+    (check,) = results["onnxruntime-fp32"].outputs
+    assert check.cosine_min > 0.9999 and check.neighbour_agreement is None  # hidden states are not one vector
