@@ -93,7 +93,7 @@ DEMO_RUNS = [
             "framework": "huggingface",
             "dataset": "builtin:sentences",
             "targets": ["onnxruntime", "openvino", "neuron-inf2"],
-            "batch_sizes": [1, 8, 32],
+            "batch_sizes": [1, 8],
         },
     ),
 ]

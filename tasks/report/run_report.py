@@ -322,7 +322,7 @@ def machine_line(report: dict) -> str:
 def probe_table(report: dict) -> Table | None:
     """The probe photo's top-5 from the CPU model and each compiled config, side by side."""
     columns = []
-    if report["baseline"]:
+    if report["baseline"] and report["baseline"]["probe_top5"]:  # none on data without class names
         columns.append(("CPU baseline", report["baseline"]["probe_top5"]))
     columns += [(c["key"], c["probe_top5"]) for c in report["configs"] if c["probe_top5"]]
     if not columns:

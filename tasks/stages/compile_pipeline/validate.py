@@ -18,11 +18,20 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseli
     if result.status == Status.OK and result.nonfinite_outputs:
         progress("validate", f"{key}: {result.nonfinite_outputs} NaN or Inf output values")
     elif result.status == Status.OK:
-        progress(
-            "validate",
-            f"{key}: top-5 {fmt(result.predictions.top5)} ({fmt(result.top5_delta, '+.2f')} pp), "
-            f"top-5 agreement {fmt(result.top5_agreement)}, lowest cosine {result.cosine_min:.5f}",
-        )
+        figures = []
+        for check in result.outputs:
+            name = f"{check.name}: " if len(result.outputs) > 1 else ""
+            if check.class_scores:
+                figures.append(
+                    f"{name}top-5 {fmt(result.predictions.top5)} ({fmt(check.top5_delta, '+.2f')} pp), "
+                    f"top-5 agreement {fmt(check.top5_agreement)}"
+                )
+            else:
+                neighbours = (
+                    "" if check.neighbour_agreement is None else f", neighbours {check.neighbour_agreement:.3f}"
+                )
+                figures.append(f"{name}lowest cosine {fmt(check.cosine_min, '.5f')}{neighbours}")
+        progress("validate", f"{key}: " + "; ".join(figures))
     else:
         progress("validate", f"{key}: {result.status}, {result.reason}")
     return result
