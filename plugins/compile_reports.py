@@ -7,12 +7,20 @@ and links to the MLflow run, the registered version and the serving version on S
 
 from __future__ import annotations
 
+import os
+
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, Response
 
 from tasks.core import settings as settings_module
 from tasks.report import page as reports_page
+
+# The page is interactive: a run whose artifacts cannot be read (deleted from the store, a server error) is left
+# out after one retry, not retried with backoff for minutes (MLflow's defaults: 7 retries, 120 s timeout).
+# This process (the API server) makes no other MLflow calls; a deployment can still set its own values.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
 app = FastAPI(title="Compile reports")
 

@@ -34,6 +34,10 @@ class Settings:
     mlflow_artifacts_bucket: str
     experiment: str
     compile_cache_uri: str  # a directory or s3://bucket/prefix; empty turns the compile cache off
+    # Where serving pods read the model repository from, written into their Deployment: never the pipeline's
+    # own endpoint (a local moto or MinIO no pod can reach). None: AWS S3 itself; "": the pipeline's region.
+    serving_s3_endpoint_url: str | None = None
+    serving_region: str = ""
 
     @property
     def runs_dir(self) -> Path:
@@ -78,4 +82,6 @@ def load() -> Settings:
         mlflow_artifacts_bucket=os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts"),
         experiment=experiment,
         compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
+        serving_s3_endpoint_url=os.environ.get("SERVING_S3_ENDPOINT_URL") or None,
+        serving_region=os.environ.get("SERVING_AWS_REGION", ""),
     )

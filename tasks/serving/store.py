@@ -332,8 +332,8 @@ def point_serving(settings: Settings, model: str, number: int) -> dict:
         manifest["target"],
         pointer_uri=store.uri(layout.pointer_file),
         repository_uri=f"s3://{store.bucket}/{settings.serving_prefix}".rstrip("/"),
-        s3_endpoint_url=settings.s3_endpoint_url,
-        region=region(),
+        s3_endpoint_url=settings.serving_s3_endpoint_url,
+        region=settings.serving_region or region(),
     )
     kubernetes.validate_k8s(objects)
     k8s_key = f"{K8S_DIR}/{number}.yaml"

@@ -1,5 +1,6 @@
 """Registry review and promotion to S3, against the real local services (moto's S3 server, MLflow)."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -235,6 +236,17 @@ def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tm
     assert container["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
     assert [p["containerPort"] for p in container["ports"]] == [8500, 8501]
     assert f"--model_config_file={base}/models.config" in container["args"]
+    # the pods read S3 as serving is configured (here: AWS S3 itself), never the pipeline's local endpoint
+    assert not [e for e in container["env"] if "ENDPOINT" in e["name"]] and "127.0.0.1" not in json.dumps(deployment)
+    minio = dataclasses.replace(
+        settings, serving_s3_endpoint_url="http://minio.storage:9000", serving_region="eu-west-1"
+    )
+    point_serving(minio, exported.name, promoted.version)
+    deployment = next(yaml.safe_load_all(Store(settings, exported.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/k8s/1.yaml")["Body"].read()))  # fmt: skip
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env == {"AWS_REGION": "eu-west-1", "S3_ENDPOINT": "http://minio.storage:9000",
+                   "AWS_ENDPOINT_URL": "http://minio.storage:9000"}  # fmt: skip
     assert sha256_file(local_path(artifact.uri) / "neff/neuron_op_0.neff") == next(
         f["sha256"] for f in promoted.manifest["files"] if f["path"] == "neff/neuron_op_0.neff"
     )

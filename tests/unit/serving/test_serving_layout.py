@@ -87,3 +87,32 @@ def test_an_invalid_kubernetes_object_is_refused_with_the_schemas_message():
     deployment["spec"]["replicas"] = "two"
     with pytest.raises(ValueError, match="Deployment m-triton is not valid Kubernetes: 'two' is not of type"):
         validate_k8s([deployment])
+
+
+@pytest.mark.parametrize("model", ["mobilenet_v2", "MobileNet.V2", "9lives", "keras-digits", "x" * 120, "a_b.C-9"])
+@pytest.mark.parametrize("target", ["onnxruntime", "openvino", "neuron-inf1", "tensorrt"])
+def test_every_object_name_for_any_model_name_the_dag_accepts_is_one_a_cluster_takes(model, target):
+    from tasks.core.records import check_safe_name
+    from tasks.serving.kubernetes import DNS_1035_LABEL, check_names
+
+    check_safe_name(model, "model name")  # the DAG accepts it
+    files = {"neuron-inf1": ["saved_model/saved_model.pb"], "openvino": ["model.xml"], "tensorrt": ["model.plan"]}
+    layout = layout_for(target, files.get(target, ["model.onnx"]))
+    objects = k8s_objects(layout, model, 1, target, "s3://b/p", "s3://b", None, "us-east-1")
+    validate_k8s(objects)  # the schema and the naming rules
+    for obj in objects:
+        name = obj["metadata"]["name"]
+        assert DNS_1035_LABEL.match(name) and len(name) <= 63, name
+        assert obj["metadata"]["annotations" if obj["kind"] == "Deployment" else "labels"]
+    renamed = {"mobilenet_v2", "MobileNet.V2", "9lives", "x" * 120, "a_b.C-9"}
+    assert (objects[0]["metadata"]["name"] != f"{model}-{layout.runtime}") == (model in renamed)
+    bad = [dict(objects[0], metadata={**objects[0]["metadata"], "name": "MobileNet.V2"})]
+    with pytest.raises(ValueError, match="the name is not a DNS-1035 label"):
+        check_names(bad)
+
+
+def test_two_model_names_that_clean_to_the_same_text_get_different_object_names():
+    from tasks.serving.kubernetes import object_name
+
+    assert object_name("mobilenet_v2", "triton") != object_name("mobilenet.v2", "triton")
+    assert object_name("keras-digits", "triton") == "keras-digits-triton"  # a name that fits is kept as it is
