@@ -45,9 +45,13 @@ def collect(settings: Settings, limit: int = 20) -> list[dict]:
     rows, served = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:
+            # A run still in progress (or stopped before finalize) has no report yet: asking MLflow to download
+            # a missing artifact is a server error it retries with backoff for minutes, so look first.
+            if not any(a.path == "report.json" for a in tracking.list_artifacts(run.info.run_id)):
+                continue
             try:
                 path = tracking.download_artifacts(run.info.run_id, "report.json", tmp)
-            except Exception:  # noqa: BLE001 - a run still in progress has no report yet
+            except Exception:  # noqa: BLE001 - unreadable (the store lost it): the page shows the other runs
                 continue
             report = json.loads(Path(path).read_text())
             model = (report.get("model") or {}).get("name") or report["params"].get("model_name", "")
