@@ -18,7 +18,7 @@ from tasks.core.files import sha256_file, to_uri, verify_artifact
 from tasks.core.records import CompileConfig, CompiledArtifact, Record
 from tasks.core.settings import Settings
 from tasks.serving.store import PromotionError, Store
-from tasks.validation.metrics import closeness, top_k
+from tasks.validation.metrics import closeness, top_k_agreement
 
 SMOKE_BATCH = 8
 # The same runtime on the same files: only batch-size-dependent kernels may differ.
@@ -82,7 +82,7 @@ def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) 
         close = closeness(got, expected, SMOKE_ATOL, SMOKE_RTOL)
         agreement = None
         if got.ndim == 2 and got.shape[1] >= 5:
-            agreement = float(np.mean([set(a) == set(b) for a, b in zip(top_k(got), top_k(expected), strict=True)]))
+            agreement = top_k_agreement(got, expected)
             agreements.append(agreement)
         if close["out_of_tolerance"] > 0 or (agreement is not None and agreement < 1.0):
             raise PromotionError(

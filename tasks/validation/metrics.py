@@ -28,6 +28,18 @@ def accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 NEIGHBOURS = 5
 
 
+def same_sets(rows: np.ndarray, reference_rows: np.ndarray) -> float:
+    """Share of rows (e.g. top-k class ids, neighbour ids) holding the same set of ids as the reference's row."""
+    pairs = zip(rows.tolist(), reference_rows.tolist(), strict=True)
+    return float(np.mean([set(a) == set(b) for a, b in pairs]))
+
+
+def top_k_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = 5) -> float:
+    """Share of samples whose top-k classes are the baseline's (as sets)."""
+    k = min(k, outputs.shape[1])
+    return same_sets(top_k(outputs, k), top_k(reference, k))
+
+
 def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float | None:
     """Share of samples whose k nearest neighbours (cosine, the sample itself excluded) among the compiled
     outputs are the same set as among the baseline's: what a search index built on the embeddings would answer.
@@ -41,8 +53,7 @@ def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEI
         np.fill_diagonal(similarity, -np.inf)
         return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
-    pairs = zip(neighbours(outputs).tolist(), neighbours(reference).tolist(), strict=True)
-    return float(np.mean([set(a) == set(b) for a, b in pairs]))
+    return same_sets(neighbours(outputs), neighbours(reference))
 
 
 def closeness(outputs: np.ndarray, reference: np.ndarray, atol: float = 1e-2, rtol: float = 5e-2) -> dict[str, float]:

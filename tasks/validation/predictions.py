@@ -22,7 +22,7 @@ from tasks.core.records import (
 )
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
-from tasks.validation.metrics import accuracy, closeness, neighbour_agreement, softmax, top_k
+from tasks.validation.metrics import accuracy, closeness, neighbour_agreement, softmax, top_k_agreement
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> str:
@@ -90,9 +90,7 @@ def compare_output(
         return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite)
     agreement = neighbours = None
     if class_scores:
-        k = min(5, outputs.shape[1])
-        pairs = zip(top_k(reference, k).tolist(), top_k(outputs, k).tolist(), strict=True)
-        agreement = float(np.mean([set(a) == set(b) for a, b in pairs]))
+        agreement = top_k_agreement(outputs, reference)
     else:
         neighbours = neighbour_agreement(outputs, reference)
     return OutputCheck(
