@@ -37,10 +37,13 @@ class ReliabilityTally:
 
     def __init__(self):
         self.bad_inputs = self.faults = self.races = self.lost_or_half_visible = 0
+        self.pointer_races = self.anonymous_refused = self.load_runs_held = 0
 
     def line(self) -> str:
         return (
-            f"reliability: {self.bad_inputs} bad inputs tried, {self.faults} faults injected, {self.races} races run, "
+            f"reliability: {self.bad_inputs} bad inputs tried, {self.faults} faults injected, {self.races} races run "
+            f"({self.pointer_races} of them serving-pointer races), {self.anonymous_refused} anonymous or forged "
+            f"requests refused, {self.load_runs_held} load runs held, "
             f"{self.lost_or_half_visible} versions lost or half-visible"
         )
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -314,8 +316,13 @@ def committed_manifest(settings: Settings, model: str, number: int) -> dict:
     return Store(settings, model).manifest(number)
 
 
-def point_serving(settings: Settings, model: str, number: int) -> dict:
-    """Move the runtime's pointer to committed version ``number`` and write its Kubernetes objects."""
+def point_serving(settings: Settings, model: str, number: int, rollback: bool = False) -> dict:
+    """Move the runtime's pointer to committed version ``number`` and write its Kubernetes objects.
+
+    The pointer moves forward only: a version at or below the one already served leaves it where it is
+    (``moved`` False), so promotions finishing out of order never move serving backwards. Only
+    ``rollback`` moves it to a lower version.
+    """
     store = Store(settings, model)
     manifest = store.manifest(number)
     layout = serving_layout.layout_for(manifest["target"], [f["artifact_path"] for f in manifest["files"]])
@@ -338,12 +345,66 @@ def point_serving(settings: Settings, model: str, number: int) -> dict:
     kubernetes.validate_k8s(objects)
     k8s_key = f"{K8S_DIR}/{number}.yaml"
     store.client.put_object(Bucket=store.bucket, Key=store.root + k8s_key, Body=kubernetes.k8s_yaml(objects).encode())
-    store.client.put_object(Bucket=store.bucket, Key=store.root + layout.pointer_file, Body=pointer.encode())
+    served = _move_pointer(store, layout.pointer_file, pointer, number, rollback)
     return {
         "model": model,
         "version": number,
+        "served_version": served,
+        "moved": served == number,
         "runtime": layout.runtime,
         "pointer_uri": store.uri(layout.pointer_file),
         "k8s_uri": store.uri(k8s_key),
         "pointer": pointer,
     }
+
+
+POINTER_VERSION = "serving-version"  # object metadata of the pointer: the serving version it names
+
+
+def _read_pointer(store: Store, key: str) -> tuple[str, int] | None:
+    """(ETag, serving version) of the pointer, or None where there is none yet."""
+    from botocore.exceptions import ClientError
+
+    try:
+        head = store.client.head_object(Bucket=store.bucket, Key=key)
+    except ClientError as exc:
+        if error_code(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    # a pointer written before versions were recorded in its metadata counts as version 0: any version passes it
+    return head["ETag"], int(head.get("Metadata", {}).get(POINTER_VERSION, "0"))
+
+
+def _move_pointer(store: Store, pointer_file: str, body: str, number: int, rollback: bool) -> int:
+    """Compare-and-swap on the pointer's ETag; the serving version it names afterwards.
+
+    Each write is conditional on the ETag just read (``IfNoneMatch`` where there is no pointer yet), so a
+    promotion that read a pointer another one has since moved writes nothing and reads again. After a write
+    the pointer is read back once more and the loop goes on while it names a lower version: AWS S3 and
+    MinIO make the conditional write atomic, moto's server checks then writes without a lock.
+    """
+    from botocore.exceptions import ClientError
+
+    key = store.root + pointer_file
+    written = False
+    for attempt in range(50):
+        current = _read_pointer(store, key)
+        if current is not None:
+            if rollback and written:  # moved back; a newer promotion that landed since keeps its place
+                return current[1]
+            if current[1] == number or (not rollback and current[1] > number):
+                return current[1]
+        condition = {"IfNoneMatch": "*"} if current is None else {"IfMatch": current[0]}
+        try:
+            store.client.put_object(
+                Bucket=store.bucket, Key=key, Body=body.encode(), Metadata={POINTER_VERSION: str(number)}, **condition
+            )
+            written = True
+            time.sleep(0.05)  # then read back: a racing write that slipped past a non-atomic check shows by now
+        except ClientError as exc:
+            if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404"):
+                raise
+            time.sleep(random.uniform(0, 0.05 * min(attempt + 1, 10)))  # another promotion moved it: read again
+    raise PromotionError(
+        f"{store.uri(pointer_file)} kept changing: gave up moving it to version {number} after 50 tries"
+    )

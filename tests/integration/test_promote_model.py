@@ -205,6 +205,54 @@ def test_rollback_points_serving_back_to_a_committed_version(serving_prefix, exp
         promotion.find.run({"model_name": exported.name, "rollback_to": 9})
 
 
+@pytest.mark.reliability
+def test_promotions_at_once_leave_serving_on_the_highest_version(
+    serving_prefix, exported, compiled_outcome, reliability
+):
+    """N promotions of one model race to move its pointer; it ends on the highest committed version, every round."""
+    settings = serving_prefix
+    artifact = compiled_outcome[0].compiled
+    store = Store(settings, exported.name)
+    pointer_key = f"{settings.serving_prefix}/{exported.name}/config.pbtxt"
+    at_once = 5
+    for round_ in range(4):
+        barrier = threading.Barrier(at_once, timeout=120)
+        numbers, errors = [], []
+
+        def promote_and_serve(registry_version: str, barrier=barrier, numbers=numbers, errors=errors) -> None:
+            try:
+                number = promote(settings, _candidate(exported, artifact, registry_version)).version
+                numbers.append(number)
+                barrier.wait()  # every pointer move starts together, whatever order the commits finished in
+                point_serving(settings, exported.name, number)
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+                barrier.abort()
+
+        threads = [
+            threading.Thread(target=promote_and_serve, args=(str(round_ * at_once + i + 1),)) for i in range(at_once)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        highest = max(store.committed())
+        assert sorted(numbers) == list(range(highest - at_once + 1, highest + 1))
+        head = store.client.head_object(Bucket=settings.serving_bucket, Key=pointer_key)
+        body = store.client.get_object(Bucket=settings.serving_bucket, Key=pointer_key)["Body"].read().decode()
+        if head["Metadata"]["serving-version"] != str(highest) or f"versions: [{highest}]" not in body:
+            reliability.lost_or_half_visible += 1
+        assert head["Metadata"]["serving-version"] == str(highest) and f"versions: [{highest}]" in body
+        reliability.races += 1
+        reliability.pointer_races += 1
+    # an older version finishing late leaves serving where it is; only a rollback moves it back
+    late = point_serving(settings, exported.name, highest - 1)
+    assert not late["moved"] and late["served_version"] == highest
+    back = point_serving(settings, exported.name, highest - 1, rollback=True)
+    assert back["moved"] and back["served_version"] == highest - 1
+
+
 def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tmp_path):
     """A Neuron (inf1) TensorFlow artifact: SavedModel files at the version root, NEFFs alongside, models.config."""
     from tasks.core.records import CompileConfig, CompiledArtifact

@@ -13,11 +13,13 @@ from tasks.stages.runner import progress
 @names_unreachable
 def run(smoked: dict) -> dict:
     settings = settings_module.load()
-    serving = point_serving(settings, smoked["model"], smoked["version"])
+    serving = point_serving(settings, smoked["model"], smoked["version"], rollback="rollback_to" in smoked)
     if "promotion" in smoked:
         promotion = Promotion.model_validate(smoked["promotion"])
         review.mark_promoted(settings, smoked["model"], smoked["registry_version"], promotion, serving)
-    progress(
-        "serve", f"{serving['pointer_uri']} now serves version {smoked['version']}; Kubernetes: {serving['k8s_uri']}"
-    )
+    if serving["moved"]:
+        said = f"{serving['pointer_uri']} now serves version {smoked['version']}"
+    else:  # a promotion of a later version finished first; serving never moves backwards
+        said = f"version {smoked['version']} is committed; {serving['pointer_uri']} stays on newer version {serving['served_version']}"
+    progress("serve", f"{said}; Kubernetes: {serving['k8s_uri']}")
     return {**smoked, "serving": serving}
