@@ -3,15 +3,24 @@
 The page (tasks/report/page.py) reads MLflow and S3, not Airflow's database: recent pipeline
 runs with model, source sha256, each config's gate result and throughput, the throughput plot,
 and links to the MLflow run, the registered version and the serving version on S3.
+
+Airflow mounts a plugin app without its own authentication, so this app guards every route itself with
+Airflow's auth manager: the caller's JWT (the UI's session cookie or an ``Authorization: Bearer``
+header) must name a user allowed to read the runs of the ``compile_pipeline`` DAG. No token: 401; a
+forged or expired one: 401/403; a user without that access: 403. FastAPI's own docs routes are off.
 """
 
 from __future__ import annotations
 
 import os
 
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import requires_access_dag
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse, Response
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tasks.core import settings as settings_module
 from tasks.report import page as reports_page
@@ -22,7 +31,23 @@ from tasks.report import page as reports_page
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
 
-app = FastAPI(title="Compile reports")
+PIPELINE_DAG = "compile_pipeline"  # the reports are its runs: who may read those may read these
+
+app = FastAPI(
+    title="Compile reports",
+    dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=PIPELINE_DAG))],
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
+)
+
+
+@app.exception_handler(HTTPException)
+async def login_first(request: Request, exc: HTTPException):
+    """A browser without a session goes to Airflow's login page and comes back; an API client gets the 401."""
+    if exc.status_code == 401 and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
+    return await http_exception_handler(request, exc)
 
 
 @app.get("/", response_class=HTMLResponse)
@@ -32,7 +57,10 @@ def index(limit: int = 20) -> str:
 
 @app.get("/plot/{run_id}")
 def plot(run_id: str) -> Response:
-    return Response(reports_page.plot_png(settings_module.load(), run_id), media_type="image/png")
+    png = reports_page.plot_png(settings_module.load(), run_id)
+    if png is None:
+        raise HTTPException(404, f"no throughput plot of a pipeline run {run_id!r}")
+    return Response(png, media_type="image/png")
 
 
 class CompileReportsPlugin(AirflowPlugin):

@@ -17,6 +17,8 @@ from tasks.report.plots import THROUGHPUT_PNG
 from tasks.report.tables import render as render_template
 from tasks.serving.store import Store
 
+# Heavy, so imported inside the functions that need them (the API server imports this plugin page): mlflow.
+
 THROUGHPUT_PLOT = f"plots/{THROUGHPUT_PNG}"
 
 
@@ -76,9 +78,26 @@ def collect(settings: Settings, limit: int = 20) -> list[dict]:
     return rows
 
 
-def plot_png(settings: Settings, run_id: str) -> bytes:
+def plot_png(settings: Settings, run_id: str) -> bytes | None:
+    """The throughput plot of a pipeline run; None for any other run (the page serves no other artifact)."""
+    from mlflow.exceptions import MlflowException
+
+    tracking = client(settings)
+    experiment = tracking.get_experiment_by_name(settings.experiment)
+    try:
+        run = tracking.get_run(run_id)
+    except MlflowException:
+        return None
+    if (
+        experiment is None
+        or run.info.experiment_id != experiment.experiment_id
+        or PIPELINE_RUN_TAG not in run.data.tags
+    ):
+        return None
+    if not any(a.path == THROUGHPUT_PLOT for a in tracking.list_artifacts(run_id, "plots")):
+        return None
     with tempfile.TemporaryDirectory() as tmp:
-        return Path(client(settings).download_artifacts(run_id, THROUGHPUT_PLOT, tmp)).read_bytes()
+        return Path(tracking.download_artifacts(run_id, THROUGHPUT_PLOT, tmp)).read_bytes()
 
 
 def _cell(value, spec: str = "") -> str:

@@ -1,10 +1,14 @@
 """The DAG itself: it parses cleanly and light, and `airflow dags test` runs the whole pipeline."""
 
+import base64
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -228,17 +232,31 @@ def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_need
     assert params["dataset"] == "builtin:digits" and params["top5_tolerance_pp"] == 1.0
 
 
-@pytest.fixture
+UI_USERS = {"admin": ("admin", "admin-pw"), "reviewer": ("viewer", "reviewer-pw")}  # name: (role, password)
+JWT_SECRET = secrets.token_hex(32)  # the test API server's signing key
+
+
+@pytest.fixture(scope="module")
 def airflow_ui(local_services):
-    """Airflow's API server (UI, REST API, plugins) on a free port, with the project's plugins; stopped after."""
+    """Airflow's API server (UI, REST API, plugins) on a free port with the project's plugins and real logins
+    (the simple auth manager: an admin and a viewer); stopped after."""
     port = free_port()
-    env = {**airflow_env(local_services), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+    url = f"http://127.0.0.1:{port}"
+    home = local_services.home / "demo"
+    home.mkdir(parents=True, exist_ok=True)
+    passwords = home / "ui-passwords.json"
+    passwords.write_text(json.dumps({name: password for name, (_, password) in UI_USERS.items()}))
+    env = {**airflow_env(local_services),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{n}:{r}" for n, (r, _) in UI_USERS.items()),
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+           "AIRFLOW__API__BASE_URL": url,
+           "AIRFLOW__API_AUTH__JWT_SECRET": JWT_SECRET,
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}  # fmt: skip
-    log = local_services.home / "demo" / "api-server.log"
+    log = home / "api-server.log"
     server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "airflow"), "api-server", "--port",
                                str(port)], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
         wait_until_answering("airflow api-server", server, f"{url}/api/v2/monitor/health", log, 180)
         yield url
@@ -246,6 +264,70 @@ def airflow_ui(local_services):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+
+
+def _token(url: str, user: str) -> str:
+    body = json.dumps({"username": user, "password": UI_USERS[user][1]}).encode()
+    request = urllib.request.Request(f"{url}/auth/token", body, {"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=60).read())["access_token"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect comes back as the response itself
+
+
+def _get(url: str, headers: dict) -> tuple[int, bytes, str]:
+    """(status, body, Location) of a GET, redirects not followed."""
+    try:
+        with urllib.request.build_opener(_NoRedirect).open(
+            urllib.request.Request(url, headers=headers), timeout=120
+        ) as r:
+            return r.status, r.read(), ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("Location", "")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.reliability
+def test_every_reports_route_refuses_anonymous_and_forged_callers(e2e_run, airflow_ui, reliability):
+    import jwt
+
+    from plugins.compile_reports import app
+
+    report = json.loads(Path(e2e_run[0]).read_text())
+    run_id = report["mlflow"]["run_id"]
+    paths = [r.path.replace("{run_id}", run_id) for r in app.routes]  # every route the plugin app has
+    assert sorted(paths) == ["/", f"/plot/{run_id}"]  # no /docs or /openapi.json beside them
+    real = _token(airflow_ui, "admin")
+    claims = jwt.decode(real, options={"verify_signature": False})
+    forged = {
+        "anonymous": {},
+        "bearer signed with another key": {"Authorization": "Bearer " + jwt.encode(claims, "not-the-key", "HS512")},
+        "cookie signed with another key": {"Cookie": "_token=" + jwt.encode(claims, "not-the-key", "HS512")},
+        "unsigned (alg none)": {"Authorization": "Bearer " + jwt.encode(claims, None, "none")},
+        "expired": {"Authorization": "Bearer " + jwt.encode({**claims, "exp": 1}, JWT_SECRET, "HS512")},
+        "garbage": {"Authorization": "Bearer not.a.token"},
+        "basic auth": {"Authorization": "Basic " + base64.b64encode(b"admin:admin-pw").decode()},
+    }
+    for path in paths:
+        for why, headers in forged.items():
+            for accept in ("application/json", "text/html"):
+                code, body, location = _get(f"{airflow_ui}/compile-reports{path}", {**headers, "Accept": accept})
+                # a browser without a session is sent to the login page; nothing of the runs either way
+                to_login = accept == "text/html" and code == 303 and "/auth/login?next=" in location
+                assert code in (401, 403) or to_login, (why, path, accept, code)
+                assert run_id.encode() not in body and b"mobilenet" not in body and b"PNG" not in body, (why, path)
+                reliability.anonymous_refused += 1
+    for user in UI_USERS:  # the admin and a viewer may both read the reports
+        code, body, _ = _get(f"{airflow_ui}/compile-reports/", {"Authorization": f"Bearer {_token(airflow_ui, user)}"})
+        assert code == 200 and run_id.encode() in body, user
+    code, png, _ = _get(f"{airflow_ui}/compile-reports/plot/{run_id}", {"Authorization": f"Bearer {real}"})
+    assert code == 200 and png.startswith(b"\x89PNG")
+    # and only a pipeline run's plot: another MLflow run id gets nothing
+    code, _, _ = _get(f"{airflow_ui}/compile-reports/plot/{'0' * 32}", {"Authorization": f"Bearer {real}"})
+    assert code == 404
 
 
 @pytest.mark.integration
@@ -264,7 +346,13 @@ def test_compile_reports_page_shows_the_run_in_a_real_browser(e2e_run, airflow_u
     ARTIFACTS.mkdir(exist_ok=True)
     browser = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        browser.get(f"{airflow_ui}/compile-reports/")
+        browser.get(f"{airflow_ui}/compile-reports/")  # no session: Airflow's login page, then back
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.NAME, "username"))
+        assert "/auth/login" in browser.current_url and "mobilenet-e2e" not in browser.page_source
+        browser.find_element(By.NAME, "username").send_keys("reviewer")
+        browser.find_element(By.NAME, "password").send_keys(UI_USERS["reviewer"][1])
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, "section.run"))
         run = browser.find_element(By.CSS_SELECTOR, f"section.run[data-run-id='{report['run_id']}']")
         assert "mobilenet-e2e" in run.text and f"selected {report['selected']}" in run.text
         rows = {
