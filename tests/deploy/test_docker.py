@@ -70,6 +70,14 @@ def test_compose_config_resolves_with_health_checks_named_volumes_and_a_worker_f
     served = worker_queues(services["worker-compile"]) | worker_queues(services["worker-accelerator"])
     assert dag_queues() <= served  # no task waits on a queue nobody takes
     assert services["airflow-scheduler"]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+    # MLflow answers only logins; the pipeline has its own, made (with the reviewers) before any Airflow process starts
+    assert "--app-name=basic-auth" in services["mlflow"]["command"]
+    assert services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert services["mlflow-users"]["entrypoint"][-1] == "tasks.serving.registry_access"
+    for name in ("worker-compile", "worker-accelerator", "airflow-scheduler", "airflow-apiserver"):
+        assert services[name]["environment"]["MLFLOW_TRACKING_USERNAME"] == "pipeline", name
+        assert services[name]["environment"]["MLFLOW_TRACKING_PASSWORD"], name
+        assert services[name]["depends_on"]["mlflow-users"]["condition"] == "service_completed_successfully", name
 
 
 def test_the_neuron_override_moves_the_accelerator_worker_onto_the_device_and_keeps_every_queue_served(tmp_path):
@@ -108,3 +116,20 @@ def test_kubernetes_worker_manifests_are_valid_and_ask_the_neuron_device_plugin_
         if devices > 1:  # several devices must be contiguous: only the Neuron scheduler extension knows which are
             assert pod["schedulerName"] == "my-scheduler", name
     assert dag_queues() <= served
+
+
+def test_kubernetes_mlflow_manifest_is_valid_and_runs_with_logins_from_secrets():
+    documents = list(yaml.safe_load_all((DOCKER / "kubernetes" / "mlflow.yaml").read_text()))
+    for document in documents:
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+    by_kind = {d["kind"]: d for d in documents}
+    server = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in server["args"]
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in server["env"] if "valueFrom" in e}
+    assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow-auth"
+    users = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]
+    assert users["command"][-1] == "tasks.serving.registry_access"
+    assert not [e for e in users["env"] if "PASSWORD" in e["name"] and "value" in e]  # passwords only from the Secret
+    workers = list(yaml.safe_load_all((DOCKER / "kubernetes" / "workers.yaml").read_text()))
+    env = next(d for d in workers if d["kind"] == "ConfigMap")["data"]
+    assert env["MLFLOW_TRACKING_USERNAME"] == "pipeline" and "MLFLOW_TRACKING_PASSWORD" not in env  # in the Secret
