@@ -1,10 +1,11 @@
 """Airflow on the CeleryExecutor with a real Redis broker (`make cluster`): queues map to workers, and a
-compile worker lost in the middle of a compile is survived."""
+compile worker lost in the middle of a compile is survived; eight runs at once hold the compiler slot cap."""
 
 import json
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import psutil
 import pytest
@@ -13,11 +14,13 @@ from conftest import free_port, wait_until
 from devtools.airflow_local import ADMIN
 from devtools.cluster import WORKERS, LocalCluster
 from tasks.compile.cache import ENTRY, LocalCache
+from tasks.core.settings import PROJECT_ROOT
 from tasks.serving import review as registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 COMPILE, ACCELERATOR = WORKERS
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # the load test's figures, for the README
 COMPILE_TASKS = {"plan", "compile_config"}  # plan judges target availability where compiles run
 
 
@@ -141,5 +144,90 @@ def test_tasks_run_on_their_queues_workers_and_a_compile_worker_lost_mid_compile
         for entry in entries:
             assert (entry / ENTRY).is_file()
             assert cache.fetch(entry.name, tmp_path / "fetched" / entry.name) is not None  # every file and its sha256
+    finally:
+        cluster.stop()
+
+
+def _most_at_once(intervals: list[tuple[str, str]]) -> int:
+    """The most intervals (ISO start, end) open at one instant."""
+    instant = datetime.fromisoformat
+    events = sorted([(instant(start), 1) for start, _ in intervals] + [(instant(end), -1) for _, end in intervals])
+    most = running = 0
+    for _, step in events:  # an end sorts before a start at the same instant
+        running += step
+        most = max(most, running)
+    return most
+
+
+LOAD_RUNS = 8
+
+
+@pytest.mark.reliability
+def test_a_monday_of_retrains_at_once_all_register_within_the_compiler_slot_cap(
+    local_services, tmp_path, monkeypatch, reliability
+):
+    """Eight compile_pipeline runs triggered together through the REST API, pool compiler_slots at 1 while the
+    compile worker could take 2: every run succeeds and registers one version, compiles never overlap, the
+    cache holds only whole entries, and the API (and the scheduler behind it) keeps answering."""
+    monkeypatch.setenv("COMPILER_SLOTS", "1")  # the pool the cluster creates
+    cache_dir = tmp_path / "compile-cache"
+    cluster = LocalCluster(
+        local_services, port=free_port(), redis_port=free_port(), extra_env={"COMPILE_CACHE_URI": str(cache_dir)}
+    )
+    try:
+        cluster.start(log=lambda m: None)
+        api = Api(cluster.url)
+        _wait("compile_pipeline parsed", lambda: api.answers("GET", "/api/v2/dags/compile_pipeline"), 300, cluster)
+        api.call("PATCH", "/api/v2/dags/compile_pipeline", {"is_paused": False})
+        assert api.call("GET", "/api/v2/pools/compiler_slots")["slots"] == 1
+        started = time.monotonic()
+        runs = {}
+        for i in range(LOAD_RUNS):
+            conf = {"model_name": f"monday-{i}", "model_uri": "builtin:text_encoder", "dataset": "builtin:text",
+                    "targets": ["onnxruntime"], "precisions": ["fp32"], "batch_sizes": [1], "max_concurrency": 1,
+                    "benchmark_window_s": 0.2}  # fmt: skip
+            runs[conf["model_name"]] = api.trigger("compile_pipeline", f"monday-{i}", conf)
+        slowest_answer = 0.0
+
+        def states() -> dict[str, str] | None:
+            nonlocal slowest_answer
+            asked = time.monotonic()
+            health = api.call("GET", "/api/v2/monitor/health")
+            found = {m: api.call("GET", f"/api/v2/dags/compile_pipeline/dagRuns/{r}")["state"] for m, r in runs.items()}
+            slowest_answer = max(slowest_answer, time.monotonic() - asked)
+            assert health["scheduler"]["status"] == "healthy", health
+            return found if all(s in ("success", "failed") for s in found.values()) else None
+
+        final = _wait(f"{LOAD_RUNS} runs finishing", states, 1500, cluster, 5)
+        wall_s = time.monotonic() - started
+        instances = {
+            m: api.call("GET", f"/api/v2/dags/compile_pipeline/dagRuns/{r}/taskInstances?limit=100")["task_instances"]
+            for m, r in runs.items()
+        }
+        failed = {m: [(t["task_id"], t["state"]) for t in instances[m] if t["state"] != "success"] for m in runs}
+        assert set(final.values()) == {"success"}, failed
+
+        registry_client = registry.client(local_services)
+        for model, run_id in runs.items():
+            versions = registry_client.search_model_versions(f"name = '{model}'")
+            assert len(versions) == 1, (model, [v.version for v in versions])  # exactly one, never a duplicate
+            assert versions[0].tags["pipeline_run_id"] == run_id
+        compiles = [t for ts in instances.values() for t in ts if t["task_id"] == "compile_config"]
+        assert len(compiles) == LOAD_RUNS and {t["pool"] for t in compiles} == {"compiler_slots"}
+        most = _most_at_once([(t["start_date"], t["end_date"]) for t in compiles])
+        assert most == 1, most  # the pool's cap, although the compile worker takes two tasks at once
+
+        entries = [path for path in cache_dir.iterdir() if not path.name.startswith(".")]
+        cache = LocalCache(cache_dir)
+        for entry in entries:
+            assert (entry / ENTRY).is_file()
+            assert cache.fetch(entry.name, tmp_path / "fetched" / entry.name) is not None
+        reliability.load_runs_held += LOAD_RUNS
+        reliability.races += 1
+        summary = {"runs": LOAD_RUNS, "wall_s": round(wall_s), "compiles_at_once": most, "slots": 1,
+                   "slowest_api_answer_s": round(slowest_answer, 2), "cache_entries": len(entries)}  # fmt: skip
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "load.json").write_text(json.dumps(summary, indent=2))
+        print(f"load: {summary}")
     finally:
         cluster.stop()
