@@ -25,11 +25,18 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from tasks.core import settings as settings_module
 from tasks.report import page as reports_page
 
-# The page is interactive: a run whose artifacts cannot be read (deleted from the store, a server error) is left
-# out after one retry, not retried with backoff for minutes (MLflow's defaults: 7 retries, 120 s timeout).
-# This process (the API server) makes no other MLflow calls; a deployment can still set its own values.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
+def _interactive_mlflow() -> None:
+    """The page is interactive: a run whose artifacts cannot be read (deleted from the store, a server error) is
+    left out after one retry, not retried with backoff for minutes (MLflow's defaults: 7 retries, 120 s timeout).
+
+    Set when a page is served, not when the module is imported: Airflow imports plugins in every process, task
+    processes too, whose MLflow calls must keep their retries. The API server makes no other MLflow calls;
+    a deployment can still set its own values.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
+
 
 PIPELINE_DAG = "compile_pipeline"  # the reports are its runs: who may read those may read these
 
@@ -52,11 +59,13 @@ async def login_first(request: Request, exc: HTTPException):
 
 @app.get("/", response_class=HTMLResponse)
 def index(limit: int = 20) -> str:
+    _interactive_mlflow()
     return reports_page.render(reports_page.collect(settings_module.load(), limit))
 
 
 @app.get("/plot/{run_id}")
 def plot(run_id: str) -> Response:
+    _interactive_mlflow()
     png = reports_page.plot_png(settings_module.load(), run_id)
     if png is None:
         raise HTTPException(404, f"no throughput plot of a pipeline run {run_id!r}")
