@@ -3,9 +3,12 @@
 Per model it prints the machine (CPU, cores, measured matmul peak), the model's FLOPs per
 sample, and per config: the gate, the harness's best point, samples/s, speedup over the
 best CPU-baseline point, tuned over naive single-stream, spread of the final windows and
-the share of the machine's peak. Then it runs an exhaustive sweep of the same grid for the
-selected config and says how far the harness's pick is from that sweep's best. Figures,
-not assertions: this machine is shared and noisy, so compare ratios within one run.
+the share of the machine's peak. Each config also gets a referee measured in the same run:
+for OpenVINO, the runtime's own ``benchmark_app -hint throughput`` on the same IR, batch and
+precision; for ONNX Runtime, a plain session at its defaults driven by the harness at the same
+batch and streams. Then it runs an exhaustive sweep of the same grid for the selected config
+and says how far the harness's pick is from that sweep's best. Figures, not assertions: this
+machine is shared and noisy, so compare ratios within one run.
 
     python -m devtools.bench [--models mobilenet_v2,resnet50] [--window 1.0]
 """
@@ -13,12 +16,25 @@ not assertions: this machine is shared and noisy, so compare ratios within one r
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from tasks import targets
 from tasks.benchmark import machine as machines
-from tasks.benchmark.harness import Harness, Sweep, benchmark_artifact, benchmark_baseline
+from tasks.benchmark.harness import (
+    Harness,
+    Sweep,
+    ThreadStreams,
+    benchmark_artifact,
+    benchmark_baseline,
+    measure_streams,
+    stream_loader_for,
+)
 from tasks.compile.cache import open_cache
 from tasks.compile.run import compile_config
 from tasks.core import settings as settings_module
@@ -46,6 +62,52 @@ def _point(p: BenchmarkPoint) -> str:
     return p.shape.replace(" streams", "") + ("" if p.stable else " unstable")
 
 
+OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+REFEREE_SECONDS = 10
+
+
+def openvino_referee(artifact, exported, batch_size: int) -> tuple[float | None, str]:
+    """``benchmark_app -hint throughput`` on the config's IR at ``batch_size``: (samples/s, how it was run)."""
+    dims = {spec.name: [batch_size if i == spec.batch_axis else d for i, d in enumerate(spec.shape)]
+            for spec in exported.inputs}  # fmt: skip
+    if any(isinstance(d, str) for shape in dims.values() for d in shape):
+        return None, "benchmark_app needs static shapes beside the batch axis"
+    shapes = ",".join(f"{name}[{','.join(map(str, shape))}]" for name, shape in dims.items())
+    command = [str(Path(sys.executable).parent / "benchmark_app"), "-m", str(local_path(artifact.uri) / "model.xml"),
+               "-d", "CPU", "-hint", "throughput", "-shape", shapes, "-t", str(REFEREE_SECONDS),
+               "-infer_precision", OPENVINO_PRECISIONS[artifact.config.precision]]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # its throughput counts samples (iterations x batch) per second
+    found = re.search(r"Throughput:\s+([\d.]+)\s+FPS", done.stdout)
+    how = f"benchmark_app -hint throughput, batch {batch_size}"
+    return (float(found.group(1)), how) if found else (None, f"{how} failed: {(done.stdout + done.stderr)[-200:]}")
+
+
+def onnxruntime_referee(artifact, inputs: dict[str, np.ndarray], point: BenchmarkPoint, harness: Harness):
+    """A plain ONNX Runtime session at its defaults, one per stream, at the harness's best batch and streams."""
+    import onnxruntime as ort
+
+    batch = {k: np.ascontiguousarray(np.resize(v, (point.batch_size, *v.shape[1:]))) for k, v in inputs.items()}
+
+    def plain():
+        session = ort.InferenceSession(str(local_path(artifact.uri) / "model.onnx"))
+        return lambda feed: session.run(None, feed)
+
+    measured = measure_streams(ThreadStreams([plain() for _ in range(point.concurrency)], batch), point.batch_size,
+                               harness)  # fmt: skip
+    return measured.throughput, f"default session, batch {point.batch_size} x {point.concurrency} streams"
+
+
+def referee(artifact, exported, inputs, point: BenchmarkPoint | None, harness: Harness) -> tuple[float | None, str]:
+    if point is None:
+        return None, ""
+    if artifact.config.target == "openvino":
+        return openvino_referee(artifact, exported, point.batch_size)
+    if artifact.config.target == "onnxruntime":
+        return onnxruntime_referee(artifact, inputs, point, harness)
+    return None, ""
+
+
 def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> dict:
     params, batches = MODELS[name]
     settings = settings_module.load()
@@ -68,11 +130,17 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
         log(f"  measured {artifact.config.key}")
     outcomes = gate_all(artifacts, validations, benchmarks, params, out / "gate")
     base_best = baseline.benchmark.best
+    inputs = datasets.load(ref).inputs(0, max(batches))
+    referees = {}
+    for artifact in artifacts:
+        referees[artifact.config.key] = referee(
+            artifact, exported, inputs, benchmarks[artifact.config.key].best, harness
+        )
 
     log(f"\n== {name}: {exported.parameters:,} parameters, {exported.flops_per_sample / 1e9:.2f} GFLOPs per sample")
-    log("| config | gate | best point (batch x streams) | samples/s | p99 ms | speedup vs best CPU | tuned / naive "
-        "| spread | % of peak | utilisation |")  # fmt: skip
-    log("|---|---|---|---|---|---|---|---|---|---|")
+    log("| config | gate | best point (batch x streams) | runtime mode | samples/s | referee samples/s | harness / referee "
+        "| p99 ms | speedup vs best CPU | tuned / naive | spread | % of peak | utilisation |")  # fmt: skip
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [("CPU baseline", "fp32", "-", baseline.benchmark)] + [
         (o.compiled.config.key, o.compiled.config.precision, o.gate, o.benchmark) for o in outcomes
     ]
@@ -80,8 +148,9 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
     for key, precision, gate, bench in rows:
         best, naive = bench.best, bench.naive
         if best is None:
-            log(f"| {key} | {gate} | failed: {bench.reason[:80]} | | | | | | | |")
+            log(f"| {key} | {gate} | failed: {bench.reason[:80]} | | | | | | | | | | |")
             continue
+        judged, how = referees.get(key, (None, ""))
         share = machines.peak_share(best.throughput, exported.flops_per_sample, precision, machine)
         row = {
             "config": key,
@@ -90,11 +159,18 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
             "speedup_vs_cpu": best.throughput / base_best.throughput,
             "tuned_over_naive": best.throughput / naive.throughput if naive else None,
             "peak_share": share,
+            "referee": {"throughput": judged, "how": how},
+            "harness_over_referee": best.throughput / judged if judged else None,
         }
         table.append(row)
-        log(f"| {key} | {gate} | {_point(best)} | {best.throughput:.1f} | {best.latency_ms_p99:.1f} "
+        mode = " ".join(f"{k}={v}" for k, v in best.runtime.items() if k != "OPTIMAL_NUMBER_OF_INFER_REQUESTS") or "-"
+        log(f"| {key} | {gate} | {_point(best)} | {mode} | {best.throughput:.1f} | {_fmt(judged)} "
+            f"| {_fmt(row['harness_over_referee'], '.2f')} | {best.latency_ms_p99:.1f} "
             f"| {row['speedup_vs_cpu']:.2f}x | {_fmt(row['tuned_over_naive'], '.2f')}x | {best.spread:.1%} "
             f"| {_fmt(share and 100 * share)} | {' '.join(f'{u:.0f}' for u in best.utilisation)} |")  # fmt: skip
+    for key, (_, how) in referees.items():
+        if how:
+            log(f"referee of {key}: {how}")
     for key, why in skipped.items():
         log(f"skipped {key}: {why}")
 
@@ -105,7 +181,9 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
         artifact = selected.compiled
         target = targets.get(artifact.config.target)
         grid_batches = [artifact.config.batch_size] if artifact.config.batch_size else batches
-        sweep = Sweep(lambda bs: target.load(artifact, bs), datasets.load(ref).inputs(0, max(batches)), harness)
+        sweep = Sweep(
+            lambda bs: target.load(artifact, bs), inputs, harness, stream_loader=stream_loader_for(target, artifact)
+        )
         sweep.grid(grid_batches, GRID_STREAMS)
         grid_best = max(sweep.points, key=lambda p: p.throughput)
         gap = point.throughput / grid_best.throughput - 1

@@ -1,7 +1,10 @@
 """The benchmark harness: it sweeps batch size and concurrency until throughput stops growing.
 
 Each point runs ``concurrency`` streams (threads, each with its own predictor, as a
-serving process keeps one runtime instance per worker thread) on one batch. Warm-up
+serving process keeps one runtime instance per worker thread) on one batch; a target whose
+runtime serves many requests from one instance (OpenVINO: the THROUGHPUT hint, one infer
+request per request in flight) loads that instance per point with ``load_streams``, and the
+point records the settings it ran with. Warm-up
 is excluded; then fixed windows are measured until the last three agree within 10 %
 (up to a limit: a point that never settles is reported ``stable=False``, not hidden).
 Throughput and latency percentiles come from those last three windows, and device
@@ -47,6 +50,8 @@ from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
 
 Loader = Callable[[int], Predict]  # batch size -> a predictor (one per stream)
+# (batch size, requests in flight) -> the predictors sharing one runtime instance, and its settings
+StreamLoader = Callable[[int, int], tuple[list[Predict], dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -305,8 +310,19 @@ def measure_streams(streams: Streams, batch_size: int, harness: Harness, device:
 class Sweep:
     """Measures points of one subject, keeping one predictor per (batch size, stream) for reuse."""
 
-    def __init__(self, loader: Loader, inputs: dict[str, np.ndarray], harness: Harness, device: str = "CPU"):
+    def __init__(
+        self,
+        loader: Loader,
+        inputs: dict[str, np.ndarray],
+        harness: Harness,
+        device: str = "CPU",
+        stream_loader: StreamLoader | None = None,
+    ):
         self.loader, self.inputs, self.harness, self.device = loader, inputs, harness, device
+        # a runtime that serves many requests from one instance in a mode chosen by how many (OpenVINO's
+        # THROUGHPUT hint) is loaded per point, not per stream
+        self.stream_loader = stream_loader
+        self.runtime_settings: dict[str, str] = {}
         self.predictors: dict[int, list[Predict]] = {}
         self.points: list[BenchmarkPoint] = []
         self.notes: list[str] = []
@@ -318,6 +334,9 @@ class Sweep:
         return f"batch {step[0]} x {step[1]} streams"
 
     def streams(self, batch_size: int, concurrency: int) -> Streams:
+        if self.stream_loader is not None:
+            predictors, self.runtime_settings = self.stream_loader(batch_size, concurrency)
+            return ThreadStreams(predictors, self.batch(batch_size))
         predictors = self.predictors.setdefault(batch_size, [])
         while len(predictors) < concurrency:
             predictors.append(self.loader(batch_size))
@@ -327,6 +346,8 @@ class Sweep:
         """Measure one point; None (with a note) where the runtime fails, e.g. out of memory."""
         try:
             point = measure_streams(self.streams(batch_size, *shape), batch_size, self.harness, self.device)
+            if self.runtime_settings:
+                point = point.model_copy(update={"runtime": self.runtime_settings})
         except Exception as exc:  # MemoryError, a runtime's allocation failure, ...
             self.notes.append(f"{self.describe((batch_size, *shape))} failed: {type(exc).__name__}: {exc}"[:300])
             return None
@@ -418,8 +439,16 @@ def run_sweep(
     batch_sizes: list[int],
     harness: Harness,
     device: str = "CPU",
+    stream_loader: StreamLoader | None = None,
 ) -> BenchmarkResult:
-    return _result(subject, Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device), batch_sizes)
+    sweep = Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device, stream_loader)
+    return _result(subject, sweep, batch_sizes)
+
+
+def stream_loader_for(target, artifact: CompiledArtifact) -> StreamLoader | None:
+    """The target's own way to run several requests at once, where it has one (``load_streams``)."""
+    load_streams = getattr(target, "load_streams", None)
+    return None if load_streams is None else (lambda batch, in_flight: load_streams(artifact, batch, in_flight))
 
 
 def _result(subject: str, sweep: Sweep, batch_sizes: list[int]) -> BenchmarkResult:
@@ -449,7 +478,15 @@ def benchmark_artifact(
             inputs = _inputs(dataset_ref, max(batch_sizes))
             sweep = CopySweep(artifact, inputs, harness, device, pinning.env, pinning.groups)
             return _result(config.key, sweep, batch_sizes)
-        return run_sweep(config.key, lambda bs: target.load(artifact, bs), dataset_ref, batch_sizes, harness, device)
+        return run_sweep(
+            config.key,
+            lambda bs: target.load(artifact, bs),
+            dataset_ref,
+            batch_sizes,
+            harness,
+            device,
+            stream_loader_for(target, artifact),
+        )
     except Exception as exc:
         return BenchmarkResult(subject=config.key, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
 

@@ -474,6 +474,9 @@ class BenchmarkPoint(Record):
     device: str = "CPU"
     utilisation: list[float] = Field(default_factory=list)  # percent per CPU core, GPU or NeuronCore
     visible_cores: list[str] = Field(default_factory=list)  # per copy, as its process saw them (e.g. "0-3")
+    # the runtime's settings the point ran with, to be written into the serving config where it won
+    # (OpenVINO: PERFORMANCE_HINT, NUM_STREAMS); empty where the runtime has no such mode
+    runtime: dict[str, str] = Field(default_factory=dict)
 
     @property
     def summary(self) -> str:

@@ -48,6 +48,10 @@ def _dims(spec: TensorSpec) -> list[int]:
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
 
+# What OVMS takes from a measured point; OPTIMAL_NUMBER_OF_INFER_REQUESTS is read-only, for the report.
+OPENVINO_SERVING_SETTINGS = ("PERFORMANCE_HINT", "NUM_STREAMS")
+
+
 def pointer_text(
     layout: ServingLayout,
     model: str,
@@ -57,8 +61,13 @@ def pointer_text(
     outputs: list[TensorSpec],
     max_batch_size: int,
     precision: str = "fp32",
+    runtime_settings: dict[str, str] | None = None,
 ) -> str:
-    """The runtime's config pinning ``version`` (a committed one) under ``base_uri`` (the model's S3 prefix)."""
+    """The runtime's config pinning ``version`` (a committed one) under ``base_uri`` (the model's S3 prefix).
+
+    ``runtime_settings`` are those the benchmark's selected point ran with; where the runtime takes them
+    (OVMS ``plugin_config``: the performance hint and its number of CPU streams) serving runs what was measured.
+    """
     if layout.runtime == "tensorflow-serving":
         return (
             "model_config_list {\n  config {\n"
@@ -71,7 +80,10 @@ def pointer_text(
             "name": model,
             "base_path": base_uri,
             "model_version_policy": {"specific": {"versions": [version]}},
-            "plugin_config": {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION.get(precision, "f32")},
+            "plugin_config": {
+                "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION.get(precision, "f32"),
+                **{k: v for k, v in (runtime_settings or {}).items() if k in OPENVINO_SERVING_SETTINGS},
+            },
         }
         return json.dumps({"model_config_list": [{"config": config}]}, indent=2) + "\n"
 

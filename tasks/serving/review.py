@@ -86,6 +86,7 @@ def fetch(settings: Settings, version, dest: Path) -> Candidate:
         inputs=inputs,
         outputs=outputs,
         source_sha256=version.tags.get("source_sha256", ""),
+        runtime_settings=json.loads(version.tags.get("runtime_settings") or "{}"),
     )
 
 

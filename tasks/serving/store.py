@@ -22,7 +22,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -56,6 +56,7 @@ class Candidate:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     source_sha256: str
+    runtime_settings: dict[str, str] = field(default_factory=dict)  # what the benchmark's selected point ran with
 
 
 class Store:
@@ -227,6 +228,7 @@ def _manifest(settings: Settings, candidate: Candidate, number: int, layout, fil
         "inputs": [spec.to_json() for spec in candidate.inputs],
         "outputs": [spec.to_json() for spec in candidate.outputs],
         "source_sha256": candidate.source_sha256,
+        "runtime_settings": candidate.runtime_settings,
         "mlflow": {
             "tracking_uri": settings.mlflow_tracking_uri,
             "run_id": candidate.run_id,
@@ -330,8 +332,9 @@ def point_serving(settings: Settings, model: str, number: int, rollback: bool = 
     outputs = [TensorSpec.model_validate(s) for s in manifest["outputs"]]
     dynamic = manifest["batch_size"] is None
     pointer = serving_layout.pointer_text(
-        layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0, manifest["precision"]
-    )
+        layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0, manifest["precision"],
+        manifest.get("runtime_settings") or {},
+    )  # fmt: skip
     objects = kubernetes.k8s_objects(
         layout,
         model,

@@ -44,12 +44,12 @@ class OpenVINOCPU(SingleFormatTarget):
             return False, "OpenVINO finds no CPU device"
         return True, f"openvino {ov.__version__}"
 
-    def _device_config(self, precision: str) -> dict[str, str]:
+    def _device_config(self, precision: str, hint: str = "LATENCY") -> dict[str, str]:
         import openvino as ov
 
         if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise CompileError("this CPU has no bf16 support (OpenVINO lists no BF16 capability)")
-        return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+        return {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": hint}
 
     def _reshape(self, model, specs: list[TensorSpec], batch_size: int) -> None:
         """Fix the batch dimension: a static shape lets the CPU plugin pick its best kernels for that size."""
@@ -88,7 +88,7 @@ class OpenVINOCPU(SingleFormatTarget):
         operators = sum(1 for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result"))
         return self.report(config, ov.__version__, operators)
 
-    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+    def _compiled_model(self, artifact: CompiledArtifact, batch_size: int, hint: str):
         import openvino as ov
 
         core = ov.Core()
@@ -101,9 +101,11 @@ class OpenVINOCPU(SingleFormatTarget):
                 shapes[port] = shape
         if shapes:
             model.reshape(shapes)
-        compiled = core.compile_model(model, "CPU", self._device_config(artifact.config.precision))
-        request = compiled.create_infer_request()
+        return core.compile_model(model, "CPU", self._device_config(artifact.config.precision, hint))
 
+    @staticmethod
+    def _predictor(compiled) -> Predict:
+        request = compiled.create_infer_request()
         names = [port.get_any_name() for port in compiled.outputs]
 
         def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -111,6 +113,29 @@ class OpenVINOCPU(SingleFormatTarget):
             return {name: results[i].copy() for i, name in enumerate(names)}
 
         return predict
+
+    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+        """One request at a time (validation, the smoke test, serving's pyfunc): the LATENCY hint."""
+        return self._predictor(self._compiled_model(artifact, batch_size, "LATENCY"))
+
+    def load_streams(
+        self, artifact: CompiledArtifact, batch_size: int, in_flight: int
+    ) -> tuple[list[Predict], dict[str, str]]:
+        """``in_flight`` requests at once, in the mode OpenVINO's authors recommend for it, and the settings used.
+
+        One request: the LATENCY hint (one CPU stream with every core). More: one model compiled with the
+        THROUGHPUT hint (the plugin splits the cores into its own number of CPU streams) and one infer request
+        per request in flight, as an ``AsyncInferQueue`` of that many jobs would hold; the harness's threads
+        release the GIL inside ``infer``. Not one compiled model per request: each would take every core.
+        """
+        hint = "LATENCY" if in_flight == 1 else "THROUGHPUT"
+        compiled = self._compiled_model(artifact, batch_size, hint)
+        settings = {
+            "PERFORMANCE_HINT": hint,
+            "NUM_STREAMS": str(compiled.get_property("NUM_STREAMS")),
+            "OPTIMAL_NUMBER_OF_INFER_REQUESTS": str(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
+        }
+        return [self._predictor(compiled) for _ in range(in_flight)], settings
 
 
 TARGET = OpenVINOCPU()

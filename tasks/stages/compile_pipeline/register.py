@@ -176,6 +176,8 @@ def register(
         "source_sha256": exported.source_sha256,
         "artifact_sha256": compiled.sha256,
     }
+    if best.runtime:  # the runtime settings the selected point ran with: promotion writes them into serving's config
+        tags["runtime_settings"] = json.dumps(best.runtime, sort_keys=True)
     for key, value in tags.items():
         registry.set_model_version_tag(exported.name, version, key, value)
     registry.update_model_version(

@@ -51,6 +51,12 @@ def test_pointers_pin_one_version_in_each_runtimes_own_config():
     )
     assert ovms["model_config_list"][0]["config"]["model_version_policy"] == {"specific": {"versions": [4]}}
     assert ovms["model_config_list"][0]["config"]["plugin_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    measured = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "OPTIMAL_NUMBER_OF_INFER_REQUESTS": "2"}
+    ovms = json.loads(pointer_text(layout_for("openvino", ["model.xml", "model.bin"]), "m", base, 4, INPUTS, OUTPUTS,
+                                   64, "bf16", measured))  # fmt: skip
+    # serving runs in the mode the selected point was measured in (the read-only request count is not a setting)
+    assert ovms["model_config_list"][0]["config"]["plugin_config"] == {
+        "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}  # fmt: skip
     triton = pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64)
     assert 'platform: "onnxruntime_onnx"' in triton and "max_batch_size: 64" in triton
     assert 'name: "input" data_type: TYPE_FP32 dims: [3, 224, 224]' in triton

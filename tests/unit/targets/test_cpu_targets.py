@@ -58,6 +58,29 @@ def test_each_target_compiles_and_predicts_like_the_baseline(
     assert kept >= 0.9
 
 
+def test_openvino_runs_requests_in_flight_in_throughput_mode_on_one_compiled_model(exported, dataset_ref, tmp_path):
+    """One request: the LATENCY hint; several: the THROUGHPUT hint, one infer request each, predicting alike."""
+    from tasks.benchmark.harness import Harness, Sweep, stream_loader_for
+
+    artifact = compile_config(exported, CompileConfig(target="openvino", precision="fp32"), tmp_path)
+    target = targets.get("openvino")
+    (single,), latency = target.load_streams(artifact, 4, 1)
+    predictors, throughput = target.load_streams(artifact, 4, 3)
+    assert latency["PERFORMANCE_HINT"] == "LATENCY" and throughput["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert len(predictors) == 3 and int(throughput["NUM_STREAMS"]) >= 1
+    assert int(throughput["OPTIMAL_NUMBER_OF_INFER_REQUESTS"]) >= 1
+    batch = load(dataset_ref).inputs(0, 4)
+    expected = single(batch)["logits"]
+    for predict in predictors:
+        np.testing.assert_allclose(predict(batch)["logits"], expected, atol=1e-4)
+    # and the harness's points say which mode they ran in
+    sweep = Sweep(lambda bs: target.load(artifact, bs), batch, Harness(window_s=0.1, warmup_s=0.05, max_windows=4),
+                  stream_loader=stream_loader_for(target, artifact))  # fmt: skip
+    one, two = sweep.point(4, 1), sweep.point(4, 2)
+    assert one.runtime["PERFORMANCE_HINT"] == "LATENCY" and two.runtime["PERFORMANCE_HINT"] == "THROUGHPUT"
+    assert two.concurrency == 2 and two.throughput > 0
+
+
 def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
     artifact = compile_config(exported, CompileConfig(target="openvino", precision="int8"), tmp_path)
     assert artifact.status == "failed"
