@@ -101,4 +101,16 @@ def pointer_text(
         + tensors("input", inputs)
         + tensors("output", outputs)
         + f"version_policy: {{ specific: {{ versions: [{version}] }} }}\n"
+        + _triton_instances(layout, runtime_settings or {})
+    )
+
+
+def _triton_instances(layout: ServingLayout, runtime_settings: dict[str, str]) -> str:
+    """ONNX Runtime's measured sessions x intra-op threads as Triton's instance group and backend parameter."""
+    if layout.platform != "onnxruntime_onnx" or "sessions" not in runtime_settings:
+        return ""
+    return (
+        f"instance_group [ {{ count: {int(runtime_settings['sessions'])} kind: KIND_CPU }} ]\n"
+        'parameters { key: "intra_op_thread_count" value: { string_value: '
+        f'"{int(runtime_settings["intra_op_num_threads"])}" }} }}\n'
     )

@@ -102,12 +102,13 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             prepared.unlink()
         return self.report(config, ort.__version__, count_operators(target))
 
-    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+    @staticmethod
+    def _session(artifact: CompiledArtifact, intra_op_threads: int) -> Predict:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = intra_op_threads
         session = ort.InferenceSession(
             str(local_path(artifact.uri) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
@@ -118,6 +119,18 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             return dict(zip(names, session.run(None, inputs), strict=True))
 
         return predict
+
+    def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+        return self._session(artifact, os.cpu_count() or 1)
+
+    def load_streams(
+        self, artifact: CompiledArtifact, batch_size: int, in_flight: int
+    ) -> tuple[list[Predict], dict[str, str]]:
+        """``in_flight`` sessions, the cores shared out among them (ONNX Runtime's guidance for throughput: sessions
+        x intra-op threads, not every session spinning a thread per core), and the settings used."""
+        threads = max(1, (os.cpu_count() or 1) // in_flight)
+        settings = {"sessions": str(in_flight), "intra_op_num_threads": str(threads)}
+        return [self._session(artifact, threads) for _ in range(in_flight)], settings
 
 
 TARGET = OnnxRuntimeCPU()

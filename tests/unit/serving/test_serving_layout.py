@@ -61,6 +61,13 @@ def test_pointers_pin_one_version_in_each_runtimes_own_config():
     assert 'platform: "onnxruntime_onnx"' in triton and "max_batch_size: 64" in triton
     assert 'name: "input" data_type: TYPE_FP32 dims: [3, 224, 224]' in triton
     assert "version_policy: { specific: { versions: [5] } }" in triton
+    assert "instance_group" not in triton  # nothing measured: Triton's defaults
+    measured = {"sessions": "2", "intra_op_num_threads": "8"}
+    triton = pointer_text(
+        layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64, "fp32", measured
+    )
+    assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in triton
+    assert 'parameters { key: "intra_op_thread_count" value: { string_value: "8" } }' in triton
 
 
 def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_validate():

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -79,6 +80,15 @@ def test_openvino_runs_requests_in_flight_in_throughput_mode_on_one_compiled_mod
     one, two = sweep.point(4, 1), sweep.point(4, 2)
     assert one.runtime["PERFORMANCE_HINT"] == "LATENCY" and two.runtime["PERFORMANCE_HINT"] == "THROUGHPUT"
     assert two.concurrency == 2 and two.throughput > 0
+
+
+def test_onnxruntime_shares_the_cores_out_among_its_sessions(exported, dataset_ref, tmp_path):
+    artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path)
+    predictors, settings = targets.get("onnxruntime").load_streams(artifact, 4, 2)
+    assert len(predictors) == 2 and settings["sessions"] == "2"
+    assert int(settings["intra_op_num_threads"]) == max(1, (os.cpu_count() or 1) // 2)
+    batch = load(dataset_ref).inputs(0, 4)
+    np.testing.assert_allclose(predictors[0](batch)["logits"], predictors[1](batch)["logits"], atol=1e-5)
 
 
 def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
