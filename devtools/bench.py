@@ -44,6 +44,7 @@ from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model
 from tasks.stages.compile_pipeline.gate import gate_all, select
 from tasks.stages.compile_pipeline.plan import plan_configs
+from tasks.targets import onnxruntime_cpu, openvino_cpu  # their file names and precision hints, for the referees
 from tasks.validation.predictions import baseline_predictions, validate_artifact
 
 MODELS = {
@@ -62,7 +63,6 @@ def _point(p: BenchmarkPoint) -> str:
     return p.shape.replace(" streams", "") + ("" if p.stable else " unstable")
 
 
-OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 REFEREE_SECONDS = 10
 
 
@@ -73,9 +73,9 @@ def openvino_referee(artifact, exported, batch_size: int) -> tuple[float | None,
     if any(isinstance(d, str) for shape in dims.values() for d in shape):
         return None, "benchmark_app needs static shapes beside the batch axis"
     shapes = ",".join(f"{name}[{','.join(map(str, shape))}]" for name, shape in dims.items())
-    command = [str(Path(sys.executable).parent / "benchmark_app"), "-m", str(local_path(artifact.uri) / "model.xml"),
+    command = [str(Path(sys.executable).parent / "benchmark_app"), "-m", str(local_path(artifact.uri) / openvino_cpu.MODEL_FILE),
                "-d", "CPU", "-hint", "throughput", "-shape", shapes, "-t", str(REFEREE_SECONDS),
-               "-infer_precision", OPENVINO_PRECISIONS[artifact.config.precision]]  # fmt: skip
+               "-infer_precision", openvino_cpu.PRECISION_HINTS[artifact.config.precision]]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     # its throughput counts samples (iterations x batch) per second
     found = re.search(r"Throughput:\s+([\d.]+)\s+FPS", done.stdout)
@@ -90,7 +90,7 @@ def onnxruntime_referee(artifact, inputs: dict[str, np.ndarray], point: Benchmar
     batch = {k: np.ascontiguousarray(np.resize(v, (point.batch_size, *v.shape[1:]))) for k, v in inputs.items()}
 
     def plain():
-        session = ort.InferenceSession(str(local_path(artifact.uri) / "model.onnx"))
+        session = ort.InferenceSession(str(local_path(artifact.uri) / onnxruntime_cpu.MODEL_FILE))
         return lambda feed: session.run(None, feed)
 
     measured = measure_streams(ThreadStreams([plain() for _ in range(point.concurrency)], batch), point.batch_size,
