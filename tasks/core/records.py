@@ -190,12 +190,41 @@ class PipelineParams(Record):
         description="Largest top-1 accuracy drop vs the CPU baseline that passes the gate.",
         **_section(GATE),
     )
+    # Agreement with the CPU model where it matters. Measured on MobileNetV2 and the built-in photos (249 samples):
+    # OpenVINO bf16 0.984 / 1.0 / 0.012, NNCF int8 0.94 / 1.0 / 0.04, ONNX Runtime MinMax int8 0.79 / 0.99 / 0.15.
+    min_top1_agreement: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        title="Minimum top-1 agreement",
+        description="Share of samples whose top class is the CPU baseline's.",
+        **_section(GATE),
+    )
+    min_top1_in_top5: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        title="Minimum baseline top-1 in top-5",
+        description="Share of samples whose baseline top class is among the compiled model's top 5.",
+        **_section(GATE),
+    )
+    max_top1_probability_shift: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        title="Largest top-1 probability shift",
+        description="Mean absolute change of the probability of each sample's baseline top class: scores that "
+        "keep the ranking but flatten (a cat from 0.79 to 0.42) fail.",
+        **_section(GATE),
+    )
+    # Top-5 *set* equality measures the order of classes at 0.2 % probability, not accuracy (bf16 itself reaches
+    # only 0.88 on MobileNetV2): reported, and judged only where a run asks for it.
     min_top5_agreement: float = Field(
-        default=0.8,
+        default=0.0,
         ge=0,
         le=1,
         title="Minimum top-5 agreement",
-        description="Share of samples whose top-5 classes equal the baseline's.",
+        description="Share of samples whose top-5 classes equal the baseline's (as sets); 0: information only.",
         **_section(GATE),
     )
     min_cosine: float = Field(
@@ -534,7 +563,10 @@ class OutputCheck(Record):
     class_scores: bool = False  # judged by top-k against the labels (Predictions.class_output)
     top1_delta: float | None = None  # percentage points, compiled - baseline (class scores only)
     top5_delta: float | None = None
-    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's
+    top5_agreement: float | None = None  # share of samples whose top-5 set equals the baseline's (information)
+    top1_agreement: float | None = None  # share of samples whose top class is the baseline's
+    top1_in_top5: float | None = None  # share of samples whose baseline top class is in the compiled top 5
+    top1_probability_shift: float | None = None  # mean |change| of the baseline top class's probability
     nonfinite: int = 0  # NaN or Inf values; where > 0 the closeness figures are None
     cosine_min: float | None = None  # lowest per-sample cosine similarity to the baseline's
     max_abs_diff: float | None = None
@@ -569,6 +601,10 @@ class ValidationResult(Record):
     @property
     def top5_agreement(self) -> float | None:
         return self.primary and self.primary.top5_agreement
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return self.primary and self.primary.top1_agreement
 
     @property
     def cosine_min(self) -> float | None:

@@ -123,6 +123,7 @@ def render(rows: list[dict], plot_url: str = "plot/{run_id}") -> str:
                         "gate": c.get("gate") or "",
                         "throughput": _cell(c.get("throughput"), ".1f"),
                         "top5_delta": _cell(c.get("top5_delta"), "+.2f"),
+                        "top1_agreement": _cell(c.get("top1_agreement"), ".3f"),
                         "top5_agreement": _cell(c.get("top5_agreement"), ".3f"),
                         "reasons": _cell("; ".join(c.get("gate_reasons") or [])[:300]),
                     }

@@ -60,6 +60,9 @@ def _config_row(outcome: dict) -> dict:
         "top1_delta": primary.get("top1_delta"),
         "top5_delta": primary.get("top5_delta"),
         "top5_agreement": primary.get("top5_agreement"),
+        "top1_agreement": primary.get("top1_agreement"),
+        "top1_in_top5": primary.get("top1_in_top5"),
+        "top1_probability_shift": primary.get("top1_probability_shift"),
         "max_abs_diff": primary.get("max_abs_diff"),
         "max_rel_diff": primary.get("max_rel_diff"),
         "cosine_min": primary.get("cosine_min"),
@@ -193,8 +196,8 @@ def _outputs_lines(report: dict) -> list[str]:
 def outputs_table(report: dict) -> Table:
     """Every output of every validated config against the baseline's."""
     table = Table(
-        ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-5 agreement",
-         "neighbour agreement"]
+        ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-1 agreement",
+         "top-1 probability shift", "top-5 set agreement", "neighbour agreement"]
     )  # fmt: skip
     for c in report["configs"]:
         for check in c["outputs"]:
@@ -207,6 +210,8 @@ def outputs_table(report: dict) -> Table:
                     _fmt(check.get("cosine_min"), ".5f"),
                     _fmt(check.get("max_abs_diff"), ".4f"),
                     _fmt(check.get("out_of_tolerance"), ".2%"),
+                    _fmt(check.get("top1_agreement")),
+                    _fmt(check.get("top1_probability_shift")),
                     _fmt(check.get("top5_agreement")),
                     _fmt(check.get("neighbour_agreement")),
                 ]
@@ -219,12 +224,13 @@ def accuracy_table(report: dict) -> Table:
     labelled = bool((report.get("dataset") or {}).get("labelled"))
     accuracy = _fmt if labelled else (lambda value, spec=".3f": "n/a")  # no labels: no accuracy to show
     table = Table(
-        ["config", "top-1", "top-5", "top-5 Δ (pp)", "top-5 agreement", "lowest cosine", "max abs diff", "gate"]
-    )
+        ["config", "top-1", "top-5", "top-1 Δ (pp)", "top-5 Δ (pp)", "top-1 agreement", "baseline top-1 in top-5",
+         "top-1 probability shift", "top-5 set agreement", "lowest cosine", "max abs diff", "gate"]
+    )  # fmt: skip
     if baseline:
         table.rows.append(
             [f"CPU baseline ({baseline['framework']})", accuracy(baseline["top1"]), accuracy(baseline["top5"])]
-            + [""] * 5
+            + [""] * 9
         )
     for c in report["configs"]:
         reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
@@ -233,7 +239,11 @@ def accuracy_table(report: dict) -> Table:
                 c["key"],
                 accuracy(c["top1"]),
                 accuracy(c["top5"]),
+                accuracy(c["top1_delta"], "+.2f"),
                 accuracy(c["top5_delta"], "+.2f"),
+                accuracy(c.get("top1_agreement")),
+                accuracy(c.get("top1_in_top5")),
+                accuracy(c.get("top1_probability_shift")),
                 accuracy(c["top5_agreement"]),
                 _fmt(c.get("cosine_min"), ".5f"),
                 _fmt(c["max_abs_diff"], ".4f"),

@@ -40,6 +40,33 @@ def top_k_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = 5) -> f
     return same_sets(top_k(outputs, k), top_k(reference, k))
 
 
+def top1_agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Share of samples whose top class is the baseline's."""
+    return float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
+
+
+def top1_in_top5(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Share of samples whose baseline top class is among the compiled model's top 5."""
+    top = top_k(outputs, min(5, outputs.shape[1]))
+    return float(np.mean((top == reference.argmax(axis=1)[:, None]).any(axis=1)))
+
+
+def top1_probability_shift(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute change of the probability of each sample's baseline top class (softmax of the scores):
+    how far the scores themselves moved where it matters, e.g. a cat at 0.79 flattened to 0.42 shifts 0.37.
+    Scores that are probabilities already (each row sums to 1) are taken as they are."""
+
+    def probabilities(scores: np.ndarray) -> np.ndarray:
+        scores = scores.astype(np.float64)
+        if (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1, atol=1e-3):
+            return scores
+        return softmax(scores)
+
+    best = reference.argmax(axis=1)
+    rows = np.arange(len(reference))
+    return float(np.mean(np.abs(probabilities(outputs)[rows, best] - probabilities(reference)[rows, best])))
+
+
 def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float | None:
     """Share of samples whose k nearest neighbours (cosine, the sample itself excluded) among the compiled
     outputs are the same set as among the baseline's: what a search index built on the embeddings would answer.

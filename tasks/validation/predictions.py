@@ -22,7 +22,16 @@ from tasks.core.records import (
 )
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
-from tasks.validation.metrics import accuracy, closeness, neighbour_agreement, softmax, top_k_agreement
+from tasks.validation.metrics import (
+    accuracy,
+    closeness,
+    neighbour_agreement,
+    softmax,
+    top1_agreement,
+    top1_in_top5,
+    top1_probability_shift,
+    top_k_agreement,
+)
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> str:
@@ -82,22 +91,28 @@ def baseline_predictions(exported: ExportedModel, dataset_ref: DatasetRef, out_d
 def compare_output(
     name: str, outputs: np.ndarray, reference: np.ndarray, atol: float, rtol: float, class_scores: bool
 ) -> OutputCheck:
-    """One output against the baseline's: closeness always; top-5 set agreement for class scores."""
+    """One output against the baseline's: closeness always; for class scores, whether the top class is kept (top-1
+    agreement, the baseline's top class within the compiled top 5), how far its probability moved, and top-5 set
+    agreement (information: it measures the order of the tail)."""
     if outputs.shape != reference.shape:
         raise ValueError(f"output {name!r} is shaped {outputs.shape}, the baseline's {reference.shape}")
     nonfinite = int((~np.isfinite(outputs)).sum())
     if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
         return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite)
-    agreement = neighbours = None
+    agreement: dict[str, float | None] = {}
     if class_scores:
-        agreement = top_k_agreement(outputs, reference)
+        agreement = {
+            "top5_agreement": top_k_agreement(outputs, reference),
+            "top1_agreement": top1_agreement(outputs, reference),
+            "top1_in_top5": top1_in_top5(outputs, reference),
+            "top1_probability_shift": top1_probability_shift(outputs, reference),
+        }
     else:
-        neighbours = neighbour_agreement(outputs, reference)
+        agreement = {"neighbour_agreement": neighbour_agreement(outputs, reference)}
     return OutputCheck(
         name=name,
         class_scores=class_scores,
-        top5_agreement=agreement,
-        neighbour_agreement=neighbours,
+        **agreement,
         **closeness(outputs, reference, atol, rtol),
     )
 

@@ -50,13 +50,14 @@ def review_description(
         base_top1 = predictions.top1 - validation.top1_delta / 100
         base_top5 = predictions.top5 - validation.top5_delta / 100
         accuracy = Table(
-            ["model", "top-1", "top-5", "top-5 agreement"],
+            ["model", "top-1", "top-5", "top-1 agreement", "top-5 agreement"],
             [
-                ["CPU baseline", f"{base_top1:.3f}", f"{base_top5:.3f}", ""],
+                ["CPU baseline", f"{base_top1:.3f}", f"{base_top5:.3f}", "", ""],
                 [
                     compiled.config.key,
                     f"{predictions.top1:.3f} ({validation.top1_delta:+.2f} pp)",
                     f"{predictions.top5:.3f} ({validation.top5_delta:+.2f} pp)",
+                    f"{validation.top1_agreement:.3f}",
                     f"{validation.top5_agreement:.3f}",
                 ],
             ],
@@ -169,6 +170,7 @@ def register(
         "latency_ms_p99": f"{best.latency_ms_p99:.2f}",
         "top5_delta_pp": "n/a" if validation.top5_delta is None else f"{validation.top5_delta:.2f}",
         "top5_agreement": "n/a" if validation.top5_agreement is None else f"{validation.top5_agreement:.4f}",
+        "top1_agreement": "n/a" if validation.top1_agreement is None else f"{validation.top1_agreement:.4f}",
         "cosine_min": fmt(validation.cosine_min, ".6f"),
         "validation": selected.gate,
         "compiler": f"{compiled.compiler} {compiled.compiler_version}",

@@ -24,7 +24,8 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseli
             if check.class_scores:
                 figures.append(
                     f"{name}top-5 {fmt(result.predictions.top5)} ({fmt(check.top5_delta, '+.2f')} pp), "
-                    f"top-5 agreement {fmt(check.top5_agreement)}"
+                    f"top-1 agreement {fmt(check.top1_agreement)}, top-1 probability shift "
+                    f"{fmt(check.top1_probability_shift)}, top-5 set agreement {fmt(check.top5_agreement)}"
                 )
             else:
                 neighbours = (

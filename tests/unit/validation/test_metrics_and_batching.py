@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from tasks.core.batching import ArrayInputs, run_batched
-from tasks.validation.metrics import accuracy, closeness, top_k
+from tasks.validation.metrics import (
+    accuracy,
+    closeness,
+    softmax,
+    top1_agreement,
+    top1_in_top5,
+    top1_probability_shift,
+    top_k,
+    top_k_agreement,
+)
 
 
 def test_accuracy_counts_any_correct_class_in_top_k():
@@ -43,3 +52,19 @@ def test_a_value_is_out_of_tolerance_only_when_off_by_more_than_atol_and_more_th
     outputs = np.array([[0.005, 104.0, 1.02, 1.5]])  # within atol; within rtol; within atol; outside both
     assert closeness(outputs, reference, atol=0.05, rtol=0.05)["out_of_tolerance"] == 0.25
     assert closeness(outputs, reference, atol=0.0, rtol=0.0)["out_of_tolerance"] == 1.0
+
+
+def test_agreement_judges_the_top_class_and_its_probability_not_the_order_of_the_tail():
+    reference = np.log(np.array([[0.79, 0.13, 0.05, 0.02, 0.006, 0.004], [0.1, 0.6, 0.1, 0.1, 0.05, 0.05]]))
+    tail_swapped = reference[:, [0, 1, 2, 3, 5, 4]]  # ranks 5 and 6 trade places: another top-5 set
+    assert top_k_agreement(tail_swapped, reference) == 0.5
+    assert top1_agreement(tail_swapped, reference) == 1 and top1_in_top5(tail_swapped, reference) == 1
+    assert top1_probability_shift(tail_swapped, reference) == pytest.approx(0)
+    # the cat flattened from 0.79 to 0.42, still ranked first: agreement holds, the shift shows it
+    flattened = np.log(np.array([[0.42, 0.3, 0.15, 0.08, 0.03, 0.02], [0.1, 0.6, 0.1, 0.1, 0.05, 0.05]]))
+    assert top1_agreement(flattened, reference) == 1
+    assert top1_probability_shift(flattened, reference) == pytest.approx(0.37 / 2)
+    # scores that are probabilities already (a softmax head) are read as they are, not softmaxed twice
+    assert top1_probability_shift(softmax(flattened), softmax(reference)) == pytest.approx(0.37 / 2)
+    swapped_top = reference[:, [1, 0, 2, 3, 4, 5]]  # both rows change their top class, kept in the top 5
+    assert top1_agreement(swapped_top, reference) == 0 and top1_in_top5(swapped_top, reference) == 1
