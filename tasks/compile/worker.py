@@ -16,11 +16,10 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 from tasks import targets
 from tasks.core.files import write_json
 from tasks.core.records import CompileConfig, ExportedModel
+from tasks.datasets import calibration as calibration_file
 
 # The parent enforces the memory limit on resident memory; this address-space cap is only a
 # backstop against a spike between its polls. Runtimes reserve far more address space than they
@@ -74,10 +73,7 @@ def main(request_path: str) -> int:
         ok, why = target.available()
         if not ok:
             raise targets.CompileError(f"target {config.target} is not available here: {why}")
-        calibration = None
-        if request.get("calibration"):
-            with np.load(request["calibration"]) as data:
-                calibration = {name: data[name] for name in data.files}
+        calibration = calibration_file.load(request["calibration"]) if request.get("calibration") else None
         report = target.compile(exported, config, Path(request["out_dir"]), calibration)
     except MemoryError as exc:
         traceback.print_exc()

@@ -262,6 +262,16 @@ class PipelineParams(Record):
         "or a directory of photos with labels.csv (file, label[, label ...]).",
         **_section(DATA),
     )
+    calibration_samples: int = Field(
+        default=300,
+        ge=1,
+        le=5000,
+        title="Calibration samples",
+        description="int8 calibration inputs, never drawn from the validation samples: built-in photos from "
+        "scikit-image and scikit-learn photos not used for validation, the digits' training part, a .npz "
+        "file's calibration__<input> arrays, a text file's <name>.calibration.txt beside it.",
+        **_section(DATA),
+    )
     compile_timeout_s: int = Field(default=1800, ge=1, title="Compile time limit (s)", **_section(LIMITS))
     compile_memory_mb: int = Field(default=16384, ge=256, title="Compile memory limit (MiB)", **_section(LIMITS))
     compile_cache: bool = Field(True, title="Use the compile cache", **_section(LIMITS))
@@ -469,6 +479,8 @@ class DatasetRef(Record):
     probe: str = ""  # the sample whose top-5 the summary shows side by side
     calibration_uri: str = ""  # int8 calibration inputs, never the validation samples
     calibration_sha256: str = ""
+    calibration_samples: int = 0
+    calibration_sources: list[str] = Field(default_factory=list)  # where the calibration inputs come from
 
 
 class ClassScore(Record):

@@ -43,18 +43,20 @@ import numpy as np
 
 from tasks.core.files import file_ref, local_path, sha256_file, write_atomic
 from tasks.core.records import DatasetRef, ExportedModel, TensorSpec
-from tasks.models.keras_digits import CALIBRATION_SAMPLES, TRAIN_SAMPLES
+from tasks.datasets import calibration as calibration_file
+from tasks.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, preprocess  # noqa: F401 (the dataset API)
+from tasks.models.keras_digits import TRAIN_SAMPLES
 from tasks.models.keras_digits import digits as load_digits
 from tasks.sources import huggingface
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): skimage, sklearn.
 
 IMAGE_SIZE = 224
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 CROP_SCALES = (1.0, 0.85, 0.7)  # side of the square crop, as a share of the photo's short side
 CROP_ANCHORS = (0.0, 0.5, 1.0)  # where the crop sits in the slack along each axis
 PROBE_PHOTO = "chelsea"
+CALIBRATION_SAMPLES = 300  # int8 calibration inputs by default (NNCF's default subset size)
+BUILTIN_CALIBRATION_TEXTS = "the built-in calibration sentences (tasks/datasets/text/calibration.txt)"
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -167,16 +169,18 @@ class Samples:
     class_names: list[str] | None = None
     preprocess: str = ""  # "imagenet_nchw": arrays are uint8 NHWC images, made model input on load
     sources: list[str] = field(default_factory=list)
+    calibration_sources: list[str] = field(default_factory=list)  # where the calibration inputs come from
     probe_index: int = 0
     probe_name: str = ""
 
 
-def photos() -> Samples:
+def photos(calibration_samples: int = CALIBRATION_SAMPLES) -> Samples:
     images, labels, probe = _photo_samples()
     return Samples(
         name="builtin:photos",
         arrays={"input": images},
-        calibration={"input": calibration_inputs()},
+        calibration={"input": calibration_inputs(calibration_samples)},
+        calibration_sources=CALIBRATION_SOURCES,
         labels=labels,
         class_names=list(class_names()),
         preprocess="imagenet_nchw",
@@ -186,12 +190,14 @@ def photos() -> Samples:
     )
 
 
-def digits() -> Samples:
+def digits(calibration_samples: int = CALIBRATION_SAMPLES) -> Samples:
     images, labels = load_digits()
     return Samples(
         name="builtin:digits",
         arrays={"image": images[TRAIN_SAMPLES:]},
-        calibration={"image": images[:CALIBRATION_SAMPLES]},  # from the training part, never validation
+        # from the training part, never validation
+        calibration={"image": images[: min(calibration_samples, TRAIN_SAMPLES)]},
+        calibration_sources=["sklearn.datasets.load_digits (the training part)"],
         labels=labels[TRAIN_SAMPLES:, None].astype(np.int32),
         class_names=[str(d) for d in range(10)],
         sources=["sklearn.datasets.load_digits"],
@@ -231,7 +237,8 @@ def text(sequence_length: int = 32) -> Samples:
 
 
 def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: list[int] | None = None,
-                 calibration: list[str] | None = None) -> Samples:  # fmt: skip
+                 calibration: list[str] | None = None,
+                 calibration_source: str = BUILTIN_CALIBRATION_TEXTS) -> Samples:  # fmt: skip
     """Texts as the model's inputs, tokenised by the tokenizer its export carries."""
     if not texts:
         raise ValueError(f"dataset {name} holds no texts: nothing to validate on")
@@ -245,6 +252,7 @@ def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: l
         name=name,
         arrays=huggingface.tokenize(tokenizer_dir, texts, exported.inputs),
         calibration=huggingface.tokenize(tokenizer_dir, calibration, exported.inputs) if calibration else {},
+        calibration_sources=[calibration_source] if calibration else [],
         labels=None if labels is None else np.array(labels, dtype=np.int32)[:, None],
         sources=[Path(name).name],
         probe_index=0,
@@ -253,10 +261,9 @@ def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: l
 
 
 def sentences(exported: ExportedModel) -> Samples:
-    def read(name: str) -> list[str]:
-        return [line for line in (files("tasks.datasets") / "text" / name).read_text().splitlines() if line.strip()]
-
-    return text_samples("builtin:sentences", read("sentences.txt"), exported, calibration=read("calibration.txt"))
+    return text_samples(
+        "builtin:sentences", _builtin_texts("sentences.txt"), exported, calibration=_builtin_texts("calibration.txt")
+    )
 
 
 def user_text(path: Path, exported: ExportedModel) -> Samples:
@@ -264,8 +271,9 @@ def user_text(path: Path, exported: ExportedModel) -> Samples:
     if not path.is_file():
         raise ValueError(f"dataset file {path} does not exist")
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    calibration, calibration_source = _text_calibration(path)
     if path.suffix == ".txt":
-        return text_samples(str(path), lines, exported)
+        return text_samples(str(path), lines, exported, calibration=calibration, calibration_source=calibration_source)
     texts, labels = [], []
     for number, line in enumerate(lines, 1):
         try:
@@ -281,7 +289,30 @@ def user_text(path: Path, exported: ExportedModel) -> Samples:
             labels.append(row["label"])
     if labels and len(labels) != len(texts):
         raise ValueError(f"dataset file {path}: {len(labels)} of {len(texts)} lines have a label; all or none must")
-    return text_samples(str(path), texts, exported, labels=labels or None)
+    return text_samples(
+        str(path),
+        texts,
+        exported,
+        labels=labels or None,
+        calibration=calibration,
+        calibration_source=calibration_source,
+    )
+
+
+def _builtin_texts(name: str) -> list[str]:
+    return [line for line in (files("tasks.datasets") / "text" / name).read_text().splitlines() if line.strip()]
+
+
+def _text_calibration(path: Path) -> tuple[list[str], str]:
+    """int8 calibration texts for a user's text file: ``<name>.calibration.txt`` beside it (one text per line),
+    else the built-in calibration sentences; never the validation texts themselves."""
+    beside = path.with_name(f"{path.stem}.calibration.txt")
+    if beside.is_file():
+        texts = [line for line in beside.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not texts:
+            raise ValueError(f"calibration file {beside} holds no texts")
+        return texts, str(beside)
+    return _builtin_texts("calibration.txt"), BUILTIN_CALIBRATION_TEXTS
 
 
 def user_file(path: Path) -> Samples:
@@ -330,7 +361,7 @@ def _label_id(text: str, names: dict[str, int], where: str) -> int:
     raise ValueError(f"{where}: label {text!r} is neither a class id nor an ImageNet class name")
 
 
-def user_images(directory: Path) -> Samples:
+def user_images(directory: Path, calibration_samples: int = CALIBRATION_SAMPLES) -> Samples:
     """A directory of photos with ``labels.csv`` (rows: file, label[, label ...]; a label is a class id
     or an ImageNet class name). Centre-cropped and resized to 224x224 like the built-in photos."""
 
@@ -368,7 +399,8 @@ def user_images(directory: Path) -> Samples:
     return Samples(
         name=str(directory),
         arrays={"input": np.stack(images)},
-        calibration={"input": calibration_inputs()},  # never the validation images themselves
+        calibration={"input": calibration_inputs(calibration_samples)},  # never the validation images themselves
+        calibration_sources=CALIBRATION_SOURCES,
         labels=labels,
         class_names=list(class_names()),
         preprocess="imagenet_nchw",
@@ -435,11 +467,11 @@ def _bind(arrays: dict[str, np.ndarray], specs: list[TensorSpec], what: str, pre
     return bound
 
 
-def _builtin(spec: str, exported: ExportedModel) -> Samples:
+def _builtin(spec: str, exported: ExportedModel, calibration_samples: int) -> Samples:
     if spec == "builtin:photos":
-        return photos()
+        return photos(calibration_samples)
     if spec == "builtin:digits":
-        return digits()
+        return digits(calibration_samples)
     if spec == "builtin:text":
         first = exported.inputs[0].shape
         return text(int(first[1]) if len(first) > 1 and isinstance(first[1], int) else 32)
@@ -457,12 +489,15 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
     return write_atomic(path, buffer.getvalue())
 
 
-def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetRef:
-    """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz."""
+def prepare(
+    spec: str, out_dir: str | Path, exported: ExportedModel, calibration_samples: int = CALIBRATION_SAMPLES
+) -> DatasetRef:
+    """Build or read the dataset, bind it to the model's inputs, write dataset.npz and calibration.npz (at most
+    ``calibration_samples`` int8 calibration inputs, never validation samples)."""
     if spec.startswith("builtin:"):
-        samples = _builtin(spec, exported)
+        samples = _builtin(spec, exported, calibration_samples)
     elif local_path(spec).is_dir():
-        samples = user_images(local_path(spec))
+        samples = user_images(local_path(spec), calibration_samples)
     elif local_path(spec).suffix in (".txt", ".jsonl"):
         samples = user_text(local_path(spec), exported)
     else:
@@ -486,11 +521,12 @@ def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetR
     )
     ref = file_ref(out)
     calibration_uri = calibration_sha = ""
+    calibration_count = 0
     if samples.calibration:
         calibration = _bind(samples.calibration, exported.inputs, f"{what} (calibration)", samples.preprocess)
-        if samples.preprocess == "imagenet_nchw":
-            calibration = {k: preprocess(v) for k, v in calibration.items()}
-        cal_ref = file_ref(_save_npz(out_dir / "calibration.npz", **calibration))
+        calibration = {name: array[:calibration_samples] for name, array in calibration.items()}
+        calibration_count = len(next(iter(calibration.values())))
+        cal_ref = file_ref(calibration_file.save(out_dir / "calibration.npz", calibration, samples.preprocess))
         calibration_uri, calibration_sha = cal_ref.uri, cal_ref.sha256
     return DatasetRef(
         uri=ref.uri,
@@ -503,6 +539,8 @@ def prepare(spec: str, out_dir: str | Path, exported: ExportedModel) -> DatasetR
         probe=samples.probe_name,
         calibration_uri=calibration_uri,
         calibration_sha256=calibration_sha,
+        calibration_samples=calibration_count,
+        calibration_sources=samples.calibration_sources if calibration_count else [],
     )
 
 
@@ -539,26 +577,29 @@ def load(ref: DatasetRef) -> LoadedDataset:
         )
 
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 NHWC RGB -> float32 NCHW normalised with ImageNet mean and std."""
-    x = images.astype(np.float32) / 255.0
-    x = (x - IMAGENET_MEAN) / IMAGENET_STD
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+# Every photo scikit-image and scikit-learn ship offline except the validation ones (PHOTOS): int8 calibration
+# never sees a validation image. 19 crops each (scales, positions, flips) make the default 300.
+CALIBRATION_PHOTO_NAMES = (
+    "astronaut", "flower.jpg", "immunohistochemistry", "hubble_deep_field", "colorwheel", "retina", "logo", "coins",
+    "moon", "page", "brick", "clock", "grass", "gravel", "cell", "text",
+)  # fmt: skip
+CALIBRATION_SOURCES = [f"scikit-image / scikit-learn sample photos: {', '.join(CALIBRATION_PHOTO_NAMES)}"]
 
 
-CALIBRATION_PHOTOS: tuple[Callable[[], np.ndarray], ...] = (
-    _skimage("astronaut"),
-    _sklearn("flower.jpg"),
-    _skimage("immunohistochemistry"),
-    _skimage("hubble_deep_field"),
-    _skimage("colorwheel"),
-    _gray_to_rgb(_skimage("coins")),
-    _gray_to_rgb(_skimage("moon")),
-    _gray_to_rgb(_skimage("page")),
-)
+def _calibration_photo(name: str) -> Callable[[], np.ndarray]:
+    load = _sklearn(name) if name.endswith(".jpg") else _skimage(name)
+
+    def rgb() -> np.ndarray:
+        image = load()
+        return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image[..., :3]  # gray; RGBA (logo)
+
+    return rgb
 
 
-def calibration_inputs(samples: int = 32) -> np.ndarray:
+CALIBRATION_PHOTOS: tuple[Callable[[], np.ndarray], ...] = tuple(_calibration_photo(n) for n in CALIBRATION_PHOTO_NAMES)
+
+
+def calibration_inputs(samples: int = CALIBRATION_SAMPLES) -> np.ndarray:
     """uint8 calibration images from :data:`CALIBRATION_PHOTOS`, deterministic crops (preprocess them to use)."""
     crops = []
     for load in CALIBRATION_PHOTOS:

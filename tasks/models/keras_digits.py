@@ -18,7 +18,6 @@ IMAGE_SHAPE = (8, 8, 1)
 CLASSES = 10
 TRAIN_SAMPLES = 1400  # the rest of the 1797 digits are the validation set (tasks.datasets.prepare, builtin:digits)
 EPOCHS = 12
-CALIBRATION_SAMPLES = 64  # int8 calibration images, taken from the training part
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.datasets import calibration as calibration_file
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import resolve_source
 from tasks.sources.pytorch import load_state_dict_model
@@ -35,8 +36,10 @@ def test_calibration_photos_are_not_validation_photos(dataset_ref):
     validation_images = {datasets.PHOTOS[i].load().tobytes()[:4096] for i in range(len(datasets.PHOTOS))}
     calibration_images = {load()[..., :3].tobytes()[:4096] for load in datasets.CALIBRATION_PHOTOS}
     assert not validation_images & calibration_images
-    with np.load(datasets.local_path(dataset_ref.calibration_uri)) as stored:
-        assert stored["input"].shape[1:] == (3, 224, 224) and stored["input"].dtype == np.float32
+    # stored as uint8 photos, handed to quantisers as model input
+    stored = calibration_file.load(datasets.local_path(dataset_ref.calibration_uri))
+    assert stored["input"].shape == (300, 3, 224, 224) and stored["input"].dtype == np.float32
+    assert dataset_ref.calibration_samples == 300 and "astronaut" in dataset_ref.calibration_sources[0]
 
 
 def test_dataset_that_does_not_fit_the_model_is_refused_before_any_compile(tmp_path, exported):

@@ -91,7 +91,12 @@ def test_a_sequence_classifier_on_labelled_jsonl_is_judged_by_top_k(tmp_path):
 
     unlabelled = tmp_path / "texts.txt"
     unlabelled.write_text("\n".join(SENTENCES))
-    assert datasets.prepare(str(unlabelled), tmp_path / "d2", exported).samples == 5
+    plain = datasets.prepare(str(unlabelled), tmp_path / "d2", exported)
+    # int8 calibration: the built-in calibration sentences, or a file beside the data; never the texts themselves
+    assert plain.samples == 5 and plain.calibration_samples == 16 and "built-in" in plain.calibration_sources[0]
+    (tmp_path / "texts.calibration.txt").write_text("calibrate on this\nand on this\nand this too\n")
+    beside = datasets.prepare(str(unlabelled), tmp_path / "d4", exported, calibration_samples=2)
+    assert beside.calibration_samples == 2 and beside.calibration_sources == [str(tmp_path / "texts.calibration.txt")]
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"text": "the cat", "label": 1}\n{"text": "the dog"}\n')
     with pytest.raises(ValueError, match="1 of 2 lines have a label; all or none must"):
