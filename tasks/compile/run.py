@@ -28,6 +28,7 @@ from tasks.compile.worker import PARENT_PID_ENV
 from tasks.core.files import sha256_file, to_uri, tree_files
 from tasks.core.records import CacheStatus, CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.core.settings import PROJECT_ROOT
+from tasks.targets.base import CompileError
 
 DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
@@ -175,7 +176,7 @@ def compile_config(
         fingerprint = target.fingerprint(exported, config)
         needs_calibration = config.precision in NEEDS_CALIBRATION
         if needs_calibration and calibration is None:
-            raise targets.CompileError(f"{config.key} needs calibration data and none was given")
+            raise CompileError(f"{config.key} needs calibration data and none was given")
         key = cache_key(exported, config, fingerprint, sha256_file(calibration) if needs_calibration else "")
     except Exception as exc:  # an unknown target or format fails this config, with its reason
         return failed(f"{type(exc).__name__}: {exc}")

@@ -20,6 +20,7 @@ from tasks import targets
 from tasks.core.files import write_json
 from tasks.core.records import CompileConfig, ExportedModel
 from tasks.datasets import calibration as calibration_file
+from tasks.targets.base import CompileError
 
 # The parent enforces the memory limit on resident memory; this address-space cap is only a
 # backstop against a spike between its polls. Runtimes reserve far more address space than they
@@ -72,7 +73,7 @@ def main(request_path: str) -> int:
         target = targets.get(config.target)
         ok, why = target.available()
         if not ok:
-            raise targets.CompileError(f"target {config.target} is not available here: {why}")
+            raise CompileError(f"target {config.target} is not available here: {why}")
         calibration = calibration_file.load(request["calibration"]) if request.get("calibration") else None
         report = target.compile(exported, config, Path(request["out_dir"]), calibration)
     except MemoryError as exc:

@@ -418,10 +418,11 @@ def class_output(widths: dict[str, int | None], class_count: int | None) -> str 
     return next((name for name in scores if widths[name] == class_count), None)
 
 
-def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
-    """Label range and class count against the model's class-score output, before any model runs."""
+def check_labels(samples: Samples, exported: ExportedModel, what: str) -> str | None:
+    """Label range and class count against the model's class-score output, before any model runs; the name of
+    that output (None for unlabelled data)."""
     if samples.labels is None:
-        return
+        return None
     widths = {
         s.name: s.shape[-1] if len(s.shape) == 2 and isinstance(s.shape[-1], int) else None for s in exported.outputs
     }
@@ -438,6 +439,7 @@ def check_labels(samples: Samples, exported: ExportedModel, what: str) -> None:
         raise ValueError(f"{what}: labels must be class ids 0..{classes - 1} (-1 pads label sets); found {bad}")
     if (samples.labels.max(axis=1) < 0).any():
         raise ValueError(f"{what}: {int((samples.labels.max(axis=1) < 0).sum())} samples have no label")
+    return judged
 
 
 def _bind(arrays: dict[str, np.ndarray], specs: list[TensorSpec], what: str, preprocess_kind: str) -> dict:
@@ -504,7 +506,7 @@ def prepare(
         samples = user_file(local_path(spec))
     what = f"dataset {spec}"
     arrays = _bind(samples.arrays, exported.inputs, what, samples.preprocess)
-    check_labels(samples, exported, what)
+    judged_output = check_labels(samples, exported, what)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     extra = {}
@@ -540,6 +542,7 @@ def prepare(
         calibration_uri=calibration_uri,
         calibration_sha256=calibration_sha,
         calibration_samples=calibration_count,
+        class_output=judged_output,
         calibration_sources=samples.calibration_sources if calibration_count else [],
     )
 

@@ -254,10 +254,12 @@ def accuracy_table(report: dict) -> Table:
 
 
 def compile_table(report: dict) -> Table:
-    """Per config: compiler and flags, operators on the device, seconds, peak memory, cache use, NEFFs."""
+    """Per config: compiler and flags, operators on the device, seconds, peak memory, cache use, NEFFs, and the
+    compiler's notes (e.g. which layers int8 left in float)."""
     table = Table(
-        ["config", "compiler", "flags", "ops on device", "compile s", "stage s", "peak MiB", "cache", "device binaries"]
-    )
+        ["config", "compiler", "flags", "ops on device", "compile s", "stage s", "peak MiB", "cache", "device binaries",
+         "notes"]
+    )  # fmt: skip
     for c in report["configs"]:
         r = c.get("compile_report") or {}
         ops = "-"
@@ -274,6 +276,7 @@ def compile_table(report: dict) -> Table:
                 _fmt(c.get("compile_peak_memory_mb"), ".0f"),
                 c.get("compile_cache", "off"),
                 str(len(r.get("device_binaries", []))),
+                "; ".join(r.get("notes", [])) or "-",
             ]
         )
     return table

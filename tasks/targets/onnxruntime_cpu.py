@@ -1,4 +1,9 @@
-"""ONNX Runtime on CPU: fp32 with offline graph optimisation, int8 by static QDQ quantisation."""
+"""ONNX Runtime on CPU: fp32 with offline graph optimisation, int8 by static QDQ quantisation.
+
+int8 follows ONNX Runtime's quantisation guide: QDQ format, signed 8-bit activations and weights (S8S8), weights per
+channel, and ``reduce_range`` (7-bit weights) on x86 CPUs without VNNI, where 8-bit multiplies can saturate; the
+calibration method (MinMax, Entropy, Percentile) is a run param.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from tasks.core.batching import Predict
 from tasks.core.files import local_path
-from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
 
 # Imported inside the methods that need them, so that only a worker that compiles or runs this target
@@ -20,24 +25,37 @@ MODEL_FILE = "model.onnx"
 FLAGS = {
     # EXTENDED, not ALL: fusions saved at ALL are specific to the compiling machine's CPU.
     "fp32": ["graph_optimization_level=ORT_ENABLE_EXTENDED"],
-    "int8": ["quant_format=QDQ", "per_channel", "activation_type=QUInt8", "weight_type=QInt8", "calibrate=MinMax"],
+    "int8": ["quant_format=QDQ", "per_channel", "activation_type=QInt8", "weight_type=QInt8"],
 }
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+def has_vnni() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions (AVX512-VNNI or AVX-VNNI); non-x86 CPUs count as yes."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    if "avx2" not in text:
+        return True  # not an x86 CPU with AVX2: reduce_range is about x86's saturating u8 x s8 multiplies
+    return "avx512_vnni" in text or "avx_vnni" in text
 
 
 class _Calibration:
     """Feeds calibration batches to ONNX Runtime's quantiser (its CalibrationDataReader protocol)."""
 
-    def __init__(self, samples: dict[str, np.ndarray], batch_size: int = 8):
+    def __init__(self, samples: dict[str, np.ndarray], most: int = 16):
         count = len(next(iter(samples.values())))
-        self._batches = iter(
-            [{name: array[i : i + batch_size] for name, array in samples.items()} for i in range(0, count, batch_size)]
-        )
+        # equal batches: the histogram calibrators (Entropy, Percentile) stack them and fail on a shorter last one
+        size = max(d for d in range(1, most + 1) if count % d == 0)
+        self._batches = [{name: array[i : i + size] for name, array in samples.items()} for i in range(0, count, size)]
+        self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
+        return next(self._iterator, None)
 
-    def rewind(self) -> None:  # not needed by MinMax calibration
-        pass
+    def rewind(self) -> None:
+        self._iterator = iter(self._batches)
 
 
 def count_operators(path: Path) -> int:
@@ -52,6 +70,21 @@ class OnnxRuntimeCPU(SingleFormatTarget):
     device = "CPU"
     flags_by_precision = FLAGS
     runtime_requirements = ("onnxruntime",)
+
+    def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
+        method = params.calibration_method if precision == "int8" else None
+        return [CompileConfig(target=self.name, precision=precision, calibration_method=method)]
+
+    def flags(self, config: CompileConfig) -> list[str]:
+        flags = super().flags(config)
+        if config.precision != "int8":
+            return flags
+        method = config.calibration_method or "MinMax"
+        if method not in CALIBRATION_METHODS:
+            raise CompileError(
+                f"unknown calibration method {method!r}; ONNX Runtime has {', '.join(CALIBRATION_METHODS)}"
+            )
+        return [*flags, f"calibrate={method}"] + ([] if has_vnni() else ["reduce_range"])
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -86,7 +119,12 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
             if not calibration:
-                raise CompileError("int8 quantisation needs calibration data")
+                raise CompileError(
+                    "int8 quantisation needs calibration data (the dataset's calibration inputs, never its "
+                    "validation samples), and none was given"
+                )
+            flags = self.flags(config)
+            method = next(f.removeprefix("calibrate=") for f in flags if f.startswith("calibrate="))
             prepared = out_dir / "prepared.onnx"
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
@@ -95,9 +133,10 @@ class OnnxRuntimeCPU(SingleFormatTarget):
                 _Calibration(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QUInt8,
+                activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
+                reduce_range="reduce_range" in flags,
+                calibrate_method=getattr(CalibrationMethod, method),
             )
             prepared.unlink()
         return self.report(config, ort.__version__, count_operators(target))

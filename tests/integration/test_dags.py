@@ -100,7 +100,7 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     report = json.loads(Path(report_path).read_text())
     assert report["status"] == "success"
     assert [c["key"] for c in report["configs"]] == [
-        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16"
+        "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8"
     ]  # fmt: skip
     for config in report["configs"]:
         assert config["gate"] in ("pass", "fail")
@@ -113,11 +113,15 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
-    # int8 MobileNetV2 keeps top-5 accuracy but not the baseline's top-5 sets: the GX suite stops it
+    # ONNX Runtime's own int8 of MobileNetV2 changes the top class of a fifth of the photos and flattens the scores:
+    # the GX suite stops it; NNCF's int8 in OpenVINO keeps both and passes
     int8 = next(c for c in report["configs"] if c["key"] == "onnxruntime-int8")
     assert int8["gate"] == "fail" and any(
-        "top5_agreement >= 0.8 (param min_top5_agreement): observed 0.6" in r for r in int8["gate_reasons"]
+        "top1_agreement >= 0.9 (param min_top1_agreement): observed 0." in r for r in int8["gate_reasons"]
     ), int8["gate_reasons"]
+    nncf = next(c for c in report["configs"] if c["key"] == "openvino-int8")
+    assert nncf["gate"] == "pass" and nncf["top1_agreement"] >= 0.9 and nncf["top1_in_top5"] == 1.0, nncf
+    assert "convolutions and matmuls quantised (NNCF)" in nncf["compile_report"]["notes"][0]
     assert report["selected"] != "onnxruntime-int8" and report["selected_point"]["concurrency"] >= 1
     assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544
     assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}

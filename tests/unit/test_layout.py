@@ -21,7 +21,7 @@ TASKS = PROJECT_ROOT / "tasks"
 HEAVY = {
     "torch", "tensorflow", "mlflow", "onnx", "onnxruntime", "openvino", "great_expectations", "pandas", "matplotlib",
     "skimage", "sklearn", "keras", "tf2onnx", "tensorrt", "torch_neuron", "torch_neuronx", "boto3", "botocore",
-    "redis", "cuda", "onnxscript", "transformers", "tokenizers", "safetensors",
+    "redis", "cuda", "onnxscript", "transformers", "tokenizers", "safetensors", "nncf",
 }  # fmt: skip
 
 

@@ -17,6 +17,8 @@ CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was c
 @stage("compile_config", key=lambda config, **_: config.key)
 def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: CompileConfig) -> CompiledArtifact:
     settings = settings_module.load()
+    if config.quantiser_tolerance:  # an accuracy-aware quantiser judges the output the labels judge, as the gate
+        config = config.model_copy(update={"judged_output": dataset.class_output})
     artifact = compile_config(
         exported,
         config,

@@ -16,6 +16,7 @@ def test_plan_crosses_targets_with_the_precisions_each_supports():
         "onnxruntime-int8",
         "openvino-fp32",
         "openvino-bf16",
+        "openvino-int8",
         "inductor-fp32",
         "inductor-bf16",
     ]

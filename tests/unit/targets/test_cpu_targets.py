@@ -10,6 +10,7 @@ from tasks.compile.run import compile_config
 from tasks.core.files import local_path, tree_sha256
 from tasks.core.records import CompileConfig
 from tasks.datasets.prepare import load
+from tasks.targets.base import CompileError
 from tasks.validation.metrics import top_k
 
 CONFIGS = [
@@ -92,10 +93,10 @@ def test_onnxruntime_shares_the_cores_out_among_its_sessions(exported, dataset_r
 
 
 def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
-    artifact = compile_config(exported, CompileConfig(target="openvino", precision="int8"), tmp_path)
+    artifact = compile_config(exported, CompileConfig(target="inductor", precision="int8"), tmp_path)
     assert artifact.status == "failed"
-    assert "openvino cannot compile precision 'int8'" in artifact.reason
-    assert not (tmp_path / "openvino-int8").exists()
+    assert "inductor cannot compile precision 'int8'" in artifact.reason
+    assert not (tmp_path / "inductor-int8").exists()
     assert local_path(artifact.log_uri).exists()
 
 
@@ -165,3 +166,41 @@ def test_peak_memory_is_the_compilers_own_not_the_calling_workers(exported, tmp_
     assert held.sum() == held.size
     assert artifact.status == "ok", artifact.reason
     assert 0 < artifact.peak_memory_mb < 1024
+
+
+def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_without_calibration(
+    exported, dataset_ref, reference_logits, tmp_path, monkeypatch
+):
+    from tasks.core.records import PipelineParams
+    from tasks.datasets import calibration as calibration_file
+    from tasks.targets import openvino_cpu
+
+    target = targets.get("openvino")
+    (config,) = target.configs("int8", PipelineParams())
+    assert config.quantiser_tolerance == {"top1_probability_shift": 0.05, "cosine": 0.005}
+    config = config.model_copy(update={"judged_output": "logits"})  # the compile stage sets it from the dataset
+    with pytest.raises(CompileError, match=r"int8 quantisation needs calibration data \(the dataset's"):
+        target.compile(exported, config, tmp_path, None)
+    onnxruntime = targets.get("onnxruntime")
+    with pytest.raises(CompileError, match="int8 quantisation needs calibration data"):
+        onnxruntime.compile(exported, CompileConfig(target="onnxruntime", precision="int8"), tmp_path, {})
+
+    artifact = compile_config(exported, config, tmp_path / "a", calibration=local_path(dataset_ref.calibration_uri))
+    assert artifact.status == "ok", artifact.reason
+    assert artifact.report.notes == ["int8: 53 of 53 convolutions and matmuls quantised (NNCF)"]
+    import openvino as ov
+
+    model = ov.Core().read_model(str(local_path(artifact.uri) / "model.xml"))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 50
+    logits = target.load(artifact, 16)(load(dataset_ref).inputs(0, 16))["logits"]
+    assert np.mean(logits.argmax(1) == reference_logits.argmax(1)) >= 0.8
+
+    # Accuracy control: asked for scores within 0.0001 of the float model, NNCF keeps the layers that cost most in
+    # float (two rounds here, for time), and the report names them.
+    monkeypatch.setattr(openvino_cpu, "MAX_RESTORE_ITERATIONS", 2)
+    calibration = {k: v[:24] for k, v in calibration_file.load(local_path(dataset_ref.calibration_uri)).items()}
+    strict = config.model_copy(update={"quantiser_tolerance": {"top1_probability_shift": 0.0001}})
+    (tmp_path / "strict").mkdir()
+    quantised, kept = target.compile(exported, strict, tmp_path / "strict", calibration).notes
+    assert quantised in (f"int8: {n} of 53 convolutions and matmuls quantised (NNCF)" for n in (51, 52))
+    assert kept.startswith("kept in float: node_")
