@@ -1,8 +1,9 @@
 """ONNX Runtime on CPU: fp32 with offline graph optimisation, int8 by static QDQ quantisation.
 
-int8 follows ONNX Runtime's quantisation guide: QDQ format, signed 8-bit activations and weights (S8S8), weights per
-channel, and ``reduce_range`` (7-bit weights) on x86 CPUs without VNNI, where 8-bit multiplies can saturate; the
-calibration method (MinMax, Entropy, Percentile) is a run param.
+int8 follows ONNX Runtime's quantisation guide: QDQ format, unsigned 8-bit activations and signed weights (U8S8,
+the x86 kernels' fast path: S8S8 ran MobileNetV2 at 347 samples/s here against U8S8's 565, with the same accuracy),
+weights per channel, and ``reduce_range`` (7-bit weights) on x86 CPUs without VNNI, where U8S8 multiplies can
+saturate; the calibration method (MinMax, Entropy, Percentile) is a run param.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ MODEL_FILE = "model.onnx"
 FLAGS = {
     # EXTENDED, not ALL: fusions saved at ALL are specific to the compiling machine's CPU.
     "fp32": ["graph_optimization_level=ORT_ENABLE_EXTENDED"],
-    "int8": ["quant_format=QDQ", "per_channel", "activation_type=QInt8", "weight_type=QInt8"],
+    "int8": ["quant_format=QDQ", "per_channel", "activation_type=QUInt8", "weight_type=QInt8"],
 }
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
 
@@ -133,7 +134,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
                 _Calibration(calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 reduce_range="reduce_range" in flags,
                 calibrate_method=getattr(CalibrationMethod, method),

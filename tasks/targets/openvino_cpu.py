@@ -199,6 +199,7 @@ def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileCo
     if importlib.util.find_spec("nncf") is None:
         raise CompileError("OpenVINO int8 needs NNCF (pip install nncf), which is not installed")
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     if not calibration:
         raise CompileError(
@@ -230,8 +231,6 @@ def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileCo
         expected = {name: np.concatenate([reference[id(item)][i] for item in data]) for i, name in
                     enumerate(output_names)}  # fmt: skip
         return quality(outputs_of(compiled, data), expected, judged)
-
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
     try:
