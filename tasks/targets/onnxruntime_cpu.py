@@ -8,6 +8,7 @@ saturate; the calibration method (MinMax, Entropy, Percentile) is a run param.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -31,6 +32,7 @@ FLAGS = {
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
 
 
+@functools.cache  # the CPU does not change under a process; fingerprints ask per config
 def has_vnni() -> bool:
     """Whether this CPU has 8-bit dot-product instructions (AVX512-VNNI or AVX-VNNI); non-x86 CPUs count as yes."""
     try:

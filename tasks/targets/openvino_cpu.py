@@ -26,7 +26,7 @@ from tasks.core.records import (
     TensorSpec,
 )
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, openvino_server_layout
-from tasks.validation.metrics import top1_probability_shift
+from tasks.validation.metrics import cosines, top1_probability_shift
 
 # Imported inside the functions that need them, so that only a worker that compiles or runs this target
 # loads them: openvino, nncf.
@@ -177,19 +177,13 @@ class OpenVINOCPU(SingleFormatTarget):
         return [self._predictor(compiled) for _ in range(in_flight)], settings
 
 
-def mean_cosine(outputs: np.ndarray, reference: np.ndarray) -> float:
-    a, b = outputs.reshape(len(outputs), -1), reference.reshape(len(reference), -1)
-    norms = np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(np.mean((a * b).sum(axis=1) / norms))
-
-
 def quality(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], judged_output: str | None) -> float:
     """What the accuracy-aware quantiser keeps high, 1 at best: for class scores judged by labels, one minus the
     gate's top-1 probability shift (the top-1 agreement itself is too coarse on calibration photos whose top class
     is uncertain: bf16 agrees on only 0.91 of them); for other outputs, the lowest of their mean cosines."""
     if judged_output:
         return 1 - top1_probability_shift(outputs[judged_output], reference[judged_output])
-    return min(mean_cosine(outputs[name], reference[name]) for name in reference)
+    return min(float(np.mean(cosines(outputs[name], reference[name]))) for name in reference)
 
 
 def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileConfig, transformer: bool):

@@ -83,15 +83,22 @@ def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEI
     return same_sets(neighbours(outputs), neighbours(reference))
 
 
+def cosines(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-sample cosine similarity of flattened outputs; two all-zero outputs agree exactly, one zero and one
+    not do not."""
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = reference.reshape(len(reference), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.abs(a - b).max(axis=1) == 0, 1, 0))
+
+
 def closeness(outputs: np.ndarray, reference: np.ndarray, atol: float = 1e-2, rtol: float = 5e-2) -> dict[str, float]:
     """Lowest per-sample cosine similarity, largest absolute and relative differences, and the share
     of values off by more than ``atol`` and, relatively, by more than ``rtol``."""
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     b = reference.reshape(len(reference), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    dots = (a * b).sum(axis=1)
-    # two all-zero outputs agree exactly; one zero and one not do not
-    cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1), np.where(np.abs(a - b).max(axis=1) == 0, 1, 0))
+    cosine = cosines(outputs, reference)
     diff = np.abs(a - b)
     relative = diff / (np.abs(b) + RELATIVE_EPS)
     return {
