@@ -59,14 +59,17 @@ def configure(settings: Settings, log_path: Path, home: Path | None = None) -> N
 MARK = "COMPILE_PIPELINE_STANDALONE"  # in the environment of everything this standalone starts
 
 
-def stop_leftover_tasks(mark: str) -> None:
-    """Task processes the LocalExecutor started in sessions of their own and left running: they carry ``mark``."""
+def stop_leftover_tasks(mark: str, session: int) -> None:
+    """Task processes the LocalExecutor started in process groups of their own and left running.
 
+    They are in standalone's ``session``, or carry ``mark`` in their environment; a task process renames itself
+    (setproctitle), which can blank what /proc shows of its environment, so the session is what finds them.
+    """
     for process in psutil.process_iter():
         try:
-            if process.environ().get(MARK) == mark:
+            if os.getsid(process.pid) == session or process.environ().get(MARK) == mark:
                 process.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, ProcessLookupError, PermissionError):
             continue
 
 
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     finally:
         services.stop_child(process, grace_s=60)
-        stop_leftover_tasks(env[MARK])
+        stop_leftover_tasks(env[MARK], process.pid)  # started with a session of its own
         pid_file(settings).unlink(missing_ok=True)
 
 

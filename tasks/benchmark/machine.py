@@ -5,11 +5,16 @@ of square matmuls of a few sizes on all cores, through PyTorch (oneDNN) and, for
 ONNX Runtime (MLAS). A model's throughput x FLOPs per sample over it says how much of the
 machine the compiled model uses. It is a measured figure, not the datasheet's: a fused
 convolution kernel can beat a plain GEMM by a few percent, and on a shared machine a
-neighbour lowers it. Measured once per host and CPU and kept under the pipeline home.
+neighbour lowers it. Measured once per host and CPU and kept under the pipeline home; tasks
+that start together on a new host wait for one measurement (a file lock) instead of each
+running their own on the same cores. Only precisions the CPU runs in hardware are measured
+(bf16 emulated on AVX2 runs at about 1 GFLOP/s: minutes per matmul, and no peak worth the name),
+and each size stops repeating after a time budget.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import socket
@@ -19,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from tasks.core import cpu
 from tasks.core.files import write_json
 from tasks.core.records import MachineContext
 
@@ -26,6 +32,7 @@ from tasks.core.records import MachineContext
 
 MATMUL_SIZES = (1024, 2048)
 REPEATS = 8
+BUDGET_S = 2.0  # per size and library: enough for the repeats at any real peak, bounded where the CPU is slow
 
 
 def cpu_model() -> str:
@@ -38,13 +45,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _best_gflops(matmul, size: int, repeats: int) -> float:
+def _best_gflops(matmul, size: int, repeats: int, budget_s: float = BUDGET_S) -> float:
+    began = time.perf_counter()
     matmul()  # warm-up: thread pool, kernel selection
     best = 0.0
     for _ in range(repeats):
         started = time.perf_counter()
         matmul()
         best = max(best, 2 * size**3 / (time.perf_counter() - started) / 1e9)
+        if time.perf_counter() - began > budget_s:
+            break
     return best
 
 
@@ -88,22 +98,36 @@ def matmul_peak_gflops(dtype: str, sizes: tuple[int, ...] = MATMUL_SIZES, repeat
 def context(cache_dir: str | Path | None = None, refresh: bool = False) -> MachineContext:
     """This machine's context; the peak comes from ``cache_dir`` where it was measured before."""
 
-    host, model = socket.gethostname(), cpu_model()
-    cached_path = Path(cache_dir) / f"{host}.json" if cache_dir else None
-    if cached_path and cached_path.exists() and not refresh:
-        cached = MachineContext.model_validate(json.loads(cached_path.read_text()))
-        if cached.cpu_model == model:
-            return cached
+    host = socket.gethostname()
+    if not cache_dir:
+        return _measure(host, None)
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache_dir) / f"{host}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # whoever measures first, the others read what it wrote
+        cached_path = Path(cache_dir) / f"{host}.json"
+        if cached_path.exists() and not refresh:
+            cached = MachineContext.model_validate(json.loads(cached_path.read_text()))
+            if cached.cpu_model == cpu_model():
+                return cached
+        return _measure(host, cached_path)
+
+
+def _measure(host: str, cached_path: Path | None) -> MachineContext:
+    model = cpu_model()
     measured = MachineContext(
         host=host,
         cpu_model=model,
         cores_physical=psutil.cpu_count(logical=False) or 1,
         cores_logical=psutil.cpu_count(logical=True) or 1,
-        peak_gflops={dtype: matmul_peak_gflops(dtype) for dtype in ("fp32", "bf16")},
+        peak_gflops={dtype: matmul_peak_gflops(dtype) for dtype in measured_precisions()},
     )
     if cached_path:
         write_json(cached_path, measured.to_json())
     return measured
+
+
+def measured_precisions() -> tuple[str, ...]:
+    return ("fp32", "bf16") if cpu.has_native_bf16() else ("fp32",)
 
 
 def peak_share(

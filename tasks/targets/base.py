@@ -86,6 +86,9 @@ class Target(Protocol):
     def accepts(self, exported: ExportedModel) -> str:
         """Why this target cannot compile ``exported`` (e.g. a source format it does not read), or ""."""
 
+    def precision_missing(self, precision: str) -> str:
+        """Why ``precision`` would not run in hardware here (e.g. bf16 on a CPU without bf16 instructions), or ""."""
+
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         """The configs of one precision: one for any batch size, or one per batch size (like Neuron)."""
 
@@ -160,6 +163,9 @@ class SingleFormatTarget:
 
     def accepts(self, exported: ExportedModel) -> str:
         return needs_format(exported, self.source_format, self.name)
+
+    def precision_missing(self, precision: str) -> str:
+        return ""
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         return [CompileConfig(target=self.name, precision=precision)]  # the artifact takes any batch size

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict, named_outputs
+from tasks.core.cpu import bf16_missing
 from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.sources.pytorch import export_args
@@ -65,6 +66,10 @@ class InductorCPU(SingleFormatTarget):
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
         return triton_layout(files, PACKAGE_FILE, "pytorch")
+
+    def precision_missing(self, precision: str) -> str:
+        # PyTorch emulates bf16 where the CPU lacks it: about 1 GFLOP/s, a hundredth of fp32
+        return bf16_missing() if precision == "bf16" else ""
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("torch") is None:

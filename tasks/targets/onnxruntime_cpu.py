@@ -8,7 +8,6 @@ saturate; the calibration method (MinMax, Entropy, Percentile) is a run param.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict
+from tasks.core.cpu import has_vnni
 from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
@@ -30,18 +30,6 @@ FLAGS = {
     "int8": ["quant_format=QDQ", "per_channel", "activation_type=QUInt8", "weight_type=QInt8"],
 }
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
-
-
-@functools.cache  # the CPU does not change under a process; fingerprints ask per config
-def has_vnni() -> bool:
-    """Whether this CPU has 8-bit dot-product instructions (AVX512-VNNI or AVX-VNNI); non-x86 CPUs count as yes."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return True
-    if "avx2" not in text:
-        return True  # not an x86 CPU with AVX2: reduce_range is about x86's saturating u8 x s8 multiplies
-    return "avx512_vnni" in text or "avx_vnni" in text
 
 
 class _Calibration:

@@ -69,6 +69,17 @@ class OpenVINOCPU(SingleFormatTarget):
         }
         return [CompileConfig(target=self.name, precision=precision, quantiser_tolerance=tolerance)]
 
+    def precision_missing(self, precision: str) -> str:
+        if precision != "bf16":
+            return ""
+        import openvino as ov
+
+        # the CPU plugin would run f32 under the bf16 hint: the same model as openvino-fp32, measured twice
+        capabilities = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return (
+            "" if "BF16" in capabilities else f"this CPU has no bf16 support (OpenVINO lists {', '.join(capabilities)})"
+        )
+
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("openvino") is None:
             return False, "openvino is not installed"

@@ -17,6 +17,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from devtools.services import LOCAL_CREDENTIALS
 from tasks.compile.cache import LocalCache
 from tasks.compile.run import compile_config
 from tasks.core.faults import ServiceUnreachable, named_unreachable
@@ -378,6 +379,8 @@ def test_unreachable_mlflow_and_s3_are_retried_with_backoff_then_named(monkeypat
         reliability.faults += 1
 
         before = hole.connections
+        for name, value in LOCAL_CREDENTIALS.items():  # any will do; without them boto3 stops before connecting
+            monkeypatch.setenv(name, os.environ.get(name, value))
         monkeypatch.setenv("S3_ENDPOINT_URL", url)
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
         with pytest.raises(ServiceUnreachable, match=f"S3 endpoint {url} is unreachable"):

@@ -27,8 +27,8 @@ def check_params(params: PipelineParams) -> None:
 def plan_configs(
     params: PipelineParams, exported: ExportedModel | None = None
 ) -> tuple[list[CompileConfig], dict[str, str]]:
-    """Configs to compile, and the targets skipped with their reason (an SDK that is not installed,
-    a model format the target cannot read)."""
+    """Configs to compile, and the targets (or a target's precision) skipped with their reason: an SDK that is
+    not installed, a model format the target cannot read, a precision this machine has no instructions for."""
     check_params(params)
     configs: list[CompileConfig] = []
     skipped: dict[str, str] = {}
@@ -48,6 +48,10 @@ def plan_configs(
                 skipped[name] = why_not
                 continue
         for precision in precisions:
+            missing = target.precision_missing(precision)
+            if missing:
+                skipped[f"{name}-{precision}"] = missing
+                continue
             configs += target.configs(precision, params)
     if not configs:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())

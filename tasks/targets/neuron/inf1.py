@@ -126,6 +126,9 @@ class NeuronInf1:
             return True, "; ".join(why for ok, why in statuses if ok)
         return False, "; ".join(why for _, why in statuses)
 
+    def precision_missing(self, precision: str) -> str:
+        return ""  # the NeuronCores run every precision the compiler casts to
+
     def accepts(self, exported: ExportedModel) -> str:
         if exported.framework == "tensorflow":
             ok, why = common.sdk_status(*TF_SDK)

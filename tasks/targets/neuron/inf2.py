@@ -63,6 +63,9 @@ class NeuronInf2:
     def available(self) -> tuple[bool, str]:
         return common.sdk_status(*SDK)
 
+    def precision_missing(self, precision: str) -> str:
+        return ""  # the NeuronCores run every precision the compiler casts to
+
     def accepts(self, exported: ExportedModel) -> str:
         if exported.framework not in ("pytorch", "torchscript"):
             return f"{self.name} compiles PyTorch models (torch_neuronx.trace), not {exported.framework}"
