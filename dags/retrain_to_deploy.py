@@ -8,7 +8,8 @@ to use. `compile_pipeline` is scheduled on that Asset, so every retrain is compi
 validated, benchmarked and registered as a candidate; once a reviewer moves alias `champion`,
 `promote_model` ships it.
 
-The schedule is a deployment setting: `RETRAIN_SCHEDULE` (cron, default weekly on Monday 03:00 UTC).
+The schedule is a deployment setting: `RETRAIN_SCHEDULE` (cron, default weekly on Monday 03:00 UTC;
+`none`: only when triggered). Unpausing it with a cron starts the latest interval's retrain at once.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from tasks.stages import MODEL_EXPORTED
 from tasks.stages.retrain_to_deploy import train_and_export as stage
 
 model_exported = Asset(MODEL_EXPORTED)
+RETRAIN_SCHEDULE = os.environ.get("RETRAIN_SCHEDULE", "0 3 * * 1")
 
 
 @dag(
     dag_id="retrain_to_deploy",
-    schedule=os.environ.get("RETRAIN_SCHEDULE", "0 3 * * 1"),
+    schedule=None if RETRAIN_SCHEDULE.strip().lower() in ("", "none") else RETRAIN_SCHEDULE,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -118,16 +118,21 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
     cache = open_cache(settings.compile_cache_uri, settings.s3_endpoint_url)
     calibration = local_path(ref.calibration_uri)
     artifacts = [compile_config(exported, c, out / "compiled", cache=cache, calibration=calibration) for c in configs]
+    predictions = baseline_predictions(exported, ref, out / "outputs")
+    stage_started = time.monotonic()  # the pipeline's baseline benchmark and benchmark tasks, one after another
     baseline = BaselineResult(
         framework=exported.framework,
-        predictions=baseline_predictions(exported, ref, out / "outputs"),
+        predictions=predictions,
         benchmark=benchmark_baseline(exported, ref, batches, harness),
     )
-    validations = {a.config.key: validate_artifact(a, ref, baseline, out / "outputs") for a in artifacts}
     benchmarks = {}
     for artifact in artifacts:
         benchmarks[artifact.config.key] = benchmark_artifact(artifact, ref, batches, harness)
         log(f"  measured {artifact.config.key}")
+    stage_s = time.monotonic() - stage_started
+    points = sum(len(b.points) for b in [baseline.benchmark, *benchmarks.values()])
+    early = sum(p.stopped_early for b in [baseline.benchmark, *benchmarks.values()] for p in b.points)
+    validations = {a.config.key: validate_artifact(a, ref, baseline, out / "outputs") for a in artifacts}
     outcomes = gate_all(artifacts, validations, benchmarks, params, out / "gate")
     base_best = baseline.benchmark.best
     inputs = datasets.load(ref).inputs(0, max(batches))
@@ -192,6 +197,9 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
             f"{grid_best.throughput:.1f}; harness pick / exhaustive best = {gap:+.1%}")  # fmt: skip
         result["selected"] = {"config": artifact.config.key, "point": point.to_json()}
         result["exhaustive"] = {"best": grid_best.to_json(), "gap": gap, "points": [p.to_json() for p in sweep.points]}
+    log(f"benchmarks (baseline and every config, as the pipeline's tasks run them): {stage_s:.0f} s, {points} points, "
+        f"{early} of them stopped early under the best")  # fmt: skip
+    result["benchmark_stage_s"] = round(stage_s, 1)
     log(f"({name} took {time.monotonic() - started:.0f} s)")
     return result
 
@@ -200,13 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--window", type=float, default=1.0, help="measurement window, seconds")
+    parser.add_argument(
+        "--no-race", action="store_true", help="measure every point in full (the harness before racing)"
+    )
     args = parser.parse_args(argv)
     settings = settings_module.load()
     out = settings.home / "bench" / time.strftime("%Y%m%dT%H%M%S")
     machine = machines.context(settings.home / "machine", refresh=True)
     print(f"machine: {machine.cpu_model}, {machine.cores_physical} cores ({machine.cores_logical} threads), "
           f"measured matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in machine.peak_gflops.items()))  # fmt: skip
-    harness = Harness(window_s=args.window)
+    harness = Harness(window_s=args.window, race_windows=0 if args.no_race else Harness.race_windows)
     results = [bench_model(name, out / name, harness, machine) for name in args.models.split(",")]
     write_json(out / "bench.json", {"machine": machine.to_json(), "results": results})
     print(f"\nfigures: {out / 'bench.json'}")

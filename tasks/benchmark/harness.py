@@ -14,6 +14,12 @@ The sweep doubles the batch size (from the params' grid) at one stream until the
 falls under 5 % or the runtime fails (memory), then doubles the number of streams at
 the best batch while throughput still grows by 5 %. The CPU baseline is measured by the
 same harness in the same run.
+
+Where the most samples/s is what is picked, a point races the sweep's best so far: once its
+first two windows are both more than the stable spread (10 %) under that best, it cannot
+become the best, and it stops there (``stopped_early``) instead of waiting for three windows
+to agree, which on a noisy machine a losing point (too many streams fighting for the cores)
+takes longest to do. The best point itself is always measured in full.
 """
 
 from __future__ import annotations
@@ -65,11 +71,16 @@ class Harness:
     patience: int = 2  # ... or the sweep stops after this many such steps in a row (one noisy dip does not end it)
     max_concurrency: int = 16
     load_timeout_s: float = 600.0  # until every stream has made its first call (a Neuron copy loads first)
+    race_windows: int = 2  # windows a point runs before it may stop as a clear loser; 0: every point in full
 
 
 def harness_for(params: PipelineParams) -> Harness:
-    """The harness as the run's params set it, for the baseline and every config alike."""
-    return Harness(window_s=params.benchmark_window_s, max_concurrency=params.max_concurrency)
+    """The harness as the run's params set it, for the baseline and every config alike.
+
+    Points race the best so far only where the most samples/s is picked: under a latency budget a slower
+    point can be the pick, so each is measured in full."""
+    race = Harness.race_windows if params.selection == "max_throughput" else 0
+    return Harness(window_s=params.benchmark_window_s, max_concurrency=params.max_concurrency, race_windows=race)
 
 
 def machine_context() -> MachineContext:
@@ -237,14 +248,29 @@ Streams = ThreadStreams | CopyProcesses
 
 
 def measure(
-    predictors: list[Predict], batch: dict[str, np.ndarray], batch_size: int, harness: Harness, device: str = "CPU"
+    predictors: list[Predict],
+    batch: dict[str, np.ndarray],
+    batch_size: int,
+    harness: Harness,
+    device: str = "CPU",
+    to_beat: float | None = None,
 ) -> BenchmarkPoint:
     """One point: ``len(predictors)`` threads calling predict on ``batch`` until the windows settle."""
-    return measure_streams(ThreadStreams(predictors, batch), batch_size, harness, device)
+    return measure_streams(ThreadStreams(predictors, batch), batch_size, harness, device, to_beat)
 
 
-def measure_streams(streams: Streams, batch_size: int, harness: Harness, device: str = "CPU") -> BenchmarkPoint:
-    """One point: ``streams`` running until the windows settle (see the module's docstring)."""
+def _clear_loss(windows: list[tuple[int, int, float]], harness: Harness, to_beat: float | None) -> bool:
+    """Whether the last ``race_windows`` windows are all beyond the noise under ``to_beat`` (the best so far)."""
+    if not to_beat or not harness.race_windows or len(windows) < harness.race_windows:
+        return False
+    return max(w[2] for w in windows[-harness.race_windows :]) < to_beat * (1 - harness.stable_spread)
+
+
+def measure_streams(
+    streams: Streams, batch_size: int, harness: Harness, device: str = "CPU", to_beat: float | None = None
+) -> BenchmarkPoint:
+    """One point: ``streams`` running until the windows settle, or until it is clearly under ``to_beat`` (see the
+    module's docstring)."""
     latencies, errors = streams.latencies, streams.errors
     started = time.perf_counter()
     streams.start()
@@ -266,7 +292,7 @@ def measure_streams(streams: Streams, batch_size: int, harness: Harness, device:
         window = max(harness.window_s, 4 * float(np.median(latencies)))
         windows: list[tuple[int, int, float]] = []  # (first call, end call, throughput)
         samples: list[list[float]] = []
-        stable = False
+        stable = stopped_early = False
         w_start, first = time.perf_counter(), len(latencies)
         probe.start()
         while len(windows) < harness.max_windows:
@@ -281,10 +307,13 @@ def measure_streams(streams: Streams, batch_size: int, harness: Harness, device:
             if len(last) == harness.stable_windows and min(last) > 0 and _spread(last) <= harness.stable_spread:
                 stable = True
                 break
+            if _clear_loss(windows, harness, to_beat):
+                stopped_early = True
+                break
     finally:
         streams.stop()
         probe.stop()
-    final = windows[-harness.stable_windows :]
+    final = windows[-(harness.race_windows if stopped_early else harness.stable_windows) :]
     in_final = latencies[final[0][0] : final[-1][1]] or latencies
     rates = [w[2] for w in final]
     ms = np.array(in_final) * 1000
@@ -300,7 +329,9 @@ def measure_streams(streams: Streams, batch_size: int, harness: Harness, device:
         iterations=len(in_final),
         windows=len(windows),
         spread=round(_spread(rates), 4),
-        stable=stable,
+        # a point stopped as a clear loser is as stable as its windows say
+        stable=stable or (stopped_early and _spread(rates) <= harness.stable_spread),
+        stopped_early=stopped_early,
         device=probe.device,
         utilisation=[round(u, 1) for u in utilisation],
         visible_cores=sorted(streams.visible_cores),
@@ -342,10 +373,11 @@ class Sweep:
             predictors.append(self.loader(batch_size))
         return ThreadStreams(predictors[:concurrency], self.batch(batch_size))
 
-    def point(self, batch_size: int, *shape: int) -> BenchmarkPoint | None:
+    def point(self, batch_size: int, *shape: int, to_beat: float | None = None) -> BenchmarkPoint | None:
         """Measure one point; None (with a note) where the runtime fails, e.g. out of memory."""
         try:
-            point = measure_streams(self.streams(batch_size, *shape), batch_size, self.harness, self.device)
+            streams = self.streams(batch_size, *shape)
+            point = measure_streams(streams, batch_size, self.harness, self.device, to_beat)
             if self.runtime_settings:
                 point = point.model_copy(update={"runtime": self.runtime_settings})
         except Exception as exc:  # MemoryError, a runtime's allocation failure, ...
@@ -358,7 +390,7 @@ class Sweep:
         """Measure steps in order until ``patience`` steps in a row gain under min_gain."""
         misses = 0
         for step in steps:
-            point = self.point(*step)
+            point = self.point(*step, to_beat=best.throughput if best else None)
             if point is None:
                 break
             if best is None or point.throughput >= best.throughput * (1 + self.harness.min_gain):

@@ -526,6 +526,7 @@ class BenchmarkPoint(Record):
     windows: int = 0  # measurement windows run, warm-up excluded
     spread: float = 0.0  # (max - min) / mean throughput of the final windows
     stable: bool = True  # False: the windows never agreed within the harness's limit
+    stopped_early: bool = False  # its first windows were clearly under the sweep's best: measured no further
     device: str = "CPU"
     utilisation: list[float] = Field(default_factory=list)  # percent per CPU core, GPU or NeuronCore
     visible_cores: list[str] = Field(default_factory=list)  # per copy, as its process saw them (e.g. "0-3")
@@ -537,6 +538,7 @@ class BenchmarkPoint(Record):
     def summary(self) -> str:
         """e.g. ``812.3 samples/s at batch 8 x 4 streams, p99 12.1 ms``."""
         stability = "" if self.stable else f", unstable (spread {self.spread:.0%})"
+        stability += ", stopped early under the best" if self.stopped_early else ""
         return f"{self.throughput:.1f} samples/s at batch {self.shape}, p99 {self.latency_ms_p99:.1f} ms{stability}"
 
     @property

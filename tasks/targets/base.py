@@ -137,6 +137,15 @@ def fixed_batch_configs(name: str, precision: str, params: PipelineParams, **ext
     return [CompileConfig(target=name, precision=precision, batch_size=b, **extra) for b in params.batch_sizes]
 
 
+def quantiser_tolerance(params: PipelineParams) -> dict[str, float]:
+    """How far an accuracy-aware quantiser may move the gate's figures on the calibration inputs: half of what the
+    gate allows, so that the gate then judges the int8 model on validation samples the quantiser never saw."""
+    return {
+        "top1_probability_shift": round(params.max_top1_probability_shift / 2, 6),
+        "cosine": round((1 - params.min_cosine) / 2, 6),
+    }
+
+
 def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:
     if fmt in exported.formats:
         return ""

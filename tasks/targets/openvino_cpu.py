@@ -25,8 +25,14 @@ from tasks.core.records import (
     PipelineParams,
     TensorSpec,
 )
-from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, openvino_server_layout
-from tasks.validation.metrics import cosines, top1_probability_shift
+from tasks.targets.base import (
+    CompileError,
+    ServingLayout,
+    SingleFormatTarget,
+    openvino_server_layout,
+    quantiser_tolerance,
+)
+from tasks.validation.metrics import quantiser_quality
 
 # Imported inside the functions that need them, so that only a worker that compiles or runs this target
 # loads them: openvino, nncf.
@@ -61,12 +67,7 @@ class OpenVINOCPU(SingleFormatTarget):
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         if precision != "int8":
             return super().configs(precision, params)
-        # Half of what the gate allows, on the calibration inputs: the gate then judges the int8 model on validation
-        # samples the quantiser never saw.
-        tolerance = {
-            "top1_probability_shift": round(params.max_top1_probability_shift / 2, 6),
-            "cosine": round((1 - params.min_cosine) / 2, 6),
-        }
+        tolerance = quantiser_tolerance(params)
         return [CompileConfig(target=self.name, precision=precision, quantiser_tolerance=tolerance)]
 
     def precision_missing(self, precision: str) -> str:
@@ -188,15 +189,6 @@ class OpenVINOCPU(SingleFormatTarget):
         return [self._predictor(compiled) for _ in range(in_flight)], settings
 
 
-def quality(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], judged_output: str | None) -> float:
-    """What the accuracy-aware quantiser keeps high, 1 at best: for class scores judged by labels, one minus the
-    gate's top-1 probability shift (the top-1 agreement itself is too coarse on calibration photos whose top class
-    is uncertain: bf16 agrees on only 0.91 of them); for other outputs, the lowest of their mean cosines."""
-    if judged_output:
-        return 1 - top1_probability_shift(outputs[judged_output], reference[judged_output])
-    return min(float(np.mean(cosines(outputs[name], reference[name]))) for name in reference)
-
-
 def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileConfig, transformer: bool):
     """NNCF accuracy-aware int8 on the calibration inputs, one sample per item (see the module docstring)."""
     import openvino as ov
@@ -235,7 +227,7 @@ def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileCo
         data = list(data)
         expected = {name: np.concatenate([reference[id(item)][i] for item in data]) for i, name in
                     enumerate(output_names)}  # fmt: skip
-        return quality(outputs_of(compiled, data), expected, judged)
+        return quantiser_quality(outputs_of(compiled, data), expected, judged)
 
     options = {"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}
     try:

@@ -36,12 +36,15 @@ def _last_run_state(settings, env, dag_id: str, run_id_prefix: str = "") -> str 
 
 def test_a_retrain_is_compiled_through_the_asset_and_the_champion_promoted_by_the_schedule(local_services):
     port = free_port()
-    env = {**os.environ, "PROMOTE_SCHEDULE": "* * * * *"}  # poll every minute instead of every 10
+    # promote polls every minute instead of every 10; retrain runs only when triggered (with its weekly cron, the
+    # unpause would start last Monday's retrain at once: a second, full compile beside the one this test waits for)
+    schedules = {"PROMOTE_SCHEDULE": "* * * * *", "RETRAIN_SCHEDULE": "none"}
+    env = {**os.environ, **schedules}
     log = local_services.home / "airflow" / "standalone-test.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     server = subprocess.Popen([sys.executable, "-m", "devtools.airflow_local", "--port", str(port)], env=env,
                               stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    cli_env = {**standalone_env(local_services, port), "PROMOTE_SCHEDULE": "* * * * *"}
+    cli_env = {**standalone_env(local_services, port), **schedules}
     try:
         _wait("Airflow coming up", lambda: "Airflow: http" in log.read_text(), 300, log)
         for dag_id in ("retrain_to_deploy", "compile_pipeline", "promote_model"):

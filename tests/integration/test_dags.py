@@ -124,7 +124,7 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
         "top1_agreement >= 0.9 (param min_top1_agreement): observed 0." in r for r in int8["gate_reasons"]
     ), int8["gate_reasons"]
     nncf = next(c for c in report["configs"] if c["key"] == "openvino-int8")
-    assert nncf["gate"] == "pass" and nncf["top1_agreement"] >= 0.9 and nncf["top1_in_top5"] == 1.0, nncf
+    assert nncf["gate"] == "pass" and nncf["top1_agreement"] >= 0.9 and nncf["top1_in_top5"] >= 0.99, nncf
     assert "convolutions and matmuls quantised (NNCF)" in nncf["compile_report"]["notes"][0]
     assert report["selected"] != "onnxruntime-int8" and report["selected_point"]["concurrency"] >= 1
     assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544

@@ -80,7 +80,7 @@ def review_description(
                 f"{p.throughput:.1f}",
                 f"{p.latency_ms_p50:.1f}",
                 f"{p.latency_ms_p99:.1f}",
-                "yes" if p.stable else "no",
+                ("yes" if p.stable else "no") + (", stopped early under the best" if p.stopped_early else ""),
             ]
         )
     lines += ["", "Throughput sweep:", "", *sweep.markdown()]

@@ -87,3 +87,35 @@ def test_a_batch_that_runs_out_of_memory_ends_the_batch_sweep_with_a_note():
     sweep.adaptive([1, 2, 4, 8])
     assert [p.batch_size for p in sweep.points if p.concurrency == 1] == [1, 2]
     assert "batch 4 x 1 streams failed: MemoryError: cannot allocate 4 GiB" in sweep.notes
+
+
+def test_a_point_clearly_under_the_best_so_far_stops_after_two_windows_and_the_best_is_measured_in_full():
+    def slow(batch):
+        time.sleep(0.01)
+
+    full = measure([slow], {"x": np.zeros(1)}, 1, FAST)
+    raced = measure([slow], {"x": np.zeros(1)}, 1, FAST, to_beat=full.throughput * 2)
+    assert raced.stopped_early and raced.windows == 2 and raced.throughput < full.throughput * 2 * 0.9
+    assert "stopped early under the best" in raced.summary
+    near = measure([slow], {"x": np.zeros(1)}, 1, FAST, to_beat=full.throughput * 1.02)  # within the noise: in full
+    assert not near.stopped_early and near.windows >= 3
+    off = Harness(window_s=0.1, warmup_s=0.05, max_windows=8, race_windows=0)
+    assert not measure([slow], {"x": np.zeros(1)}, 1, off, to_beat=full.throughput * 2).stopped_early
+
+
+def test_the_sweep_races_its_losing_points_but_stops_where_it_did_and_picks_the_same_best():
+    sweep = Sweep(Device().loader, {"x": np.zeros((64, 3))}, FAST)
+    sweep.adaptive([1, 2, 4, 8, 16, 32, 64, 128, 256])
+    best = max(sweep.points, key=lambda p: p.throughput)
+    assert best.batch_size in (16, 32, 64) and not best.stopped_early
+    # the rising batch points each beat the best so far; only streams on the one-request device lose clearly
+    assert all(not p.stopped_early for p in sweep.points if p.concurrency == 1 and p.batch_size <= 16)
+
+
+def test_the_harness_races_only_where_the_most_samples_per_second_is_picked():
+    from tasks.benchmark.harness import harness_for
+    from tasks.core.records import PipelineParams
+
+    assert harness_for(PipelineParams()).race_windows == 2
+    budget = PipelineParams(selection="max_throughput_under_latency", latency_budget_ms=50)
+    assert harness_for(budget).race_windows == 0

@@ -64,3 +64,13 @@ def test_plan_refuses_unknown_targets_and_precisions(params, message):
 def test_bad_params_are_refused_with_the_reason(params, message):
     with pytest.raises(ValidationError, match=message):
         PipelineParams(**params)
+
+
+def test_on_a_cpu_without_bf16_the_plan_skips_bf16_configs_and_says_why(monkeypatch):
+    from tasks.core import cpu
+
+    monkeypatch.setattr(cpu, "flags", lambda: frozenset({"avx2", "fma"}))  # an AVX2 EPYC, wherever this runs
+    monkeypatch.setattr(cpu.platform, "machine", lambda: "x86_64")
+    configs, skipped = plan_configs(PipelineParams(targets=["inductor"]))
+    assert [c.key for c in configs] == ["inductor-fp32"]
+    assert skipped == {"inductor-bf16": "this CPU has no bf16 instructions (AVX512-BF16 or AMX)"}

@@ -188,33 +188,23 @@ def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_withou
     with pytest.raises(CompileError, match="int8 quantisation needs calibration data"):
         onnxruntime.compile(exported, CompileConfig(target="onnxruntime", precision="int8"), tmp_path, {})
 
-    # 96 of the 300 calibration inputs: the same code path at a third of the time (accuracy control ranks layers
-    # by running the model on each of them)
-    calibration = calibration_file.load(local_path(dataset_ref.calibration_uri))
-    subset = calibration_file.save(tmp_path / "calibration.npz", {k: v[:96] for k, v in calibration.items()})
-    artifact = compile_config(exported, config, tmp_path / "a", calibration=subset)
-    assert artifact.status == "ok", artifact.reason
-    # all 53 on a CPU with VNNI; on AVX2, int8 rounds differently and accuracy control keeps a few in float
-    quantised_first = _quantised(artifact.report.notes[0])
-    assert 45 <= quantised_first <= 53
-    assert artifact.report.notes[1:] == ([] if quantised_first == 53 else [artifact.report.notes[1]])
-    assert quantised_first == 53 or artifact.report.notes[1].startswith("kept in float: ")
-    import openvino as ov
-
-    model = ov.Core().read_model(str(local_path(artifact.uri) / "model.xml"))
-    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 50
-    logits = target.load(artifact, 16)(load(dataset_ref).inputs(0, 16))["logits"]
-    assert np.mean(logits.argmax(1) == reference_logits.argmax(1)) >= 0.8
-
-    # Accuracy control: asked for scores within 0.0001 of the float model, NNCF keeps the layers that cost most in
-    # float (one round here, for time), and the report names them.
+    # Accuracy control: asked for scores within 0.0001 of the float model, NNCF quantises every convolution and
+    # matmul, then keeps the ones that cost most in float (one round, on 24 calibration inputs, for time) and the
+    # report names them. The default tolerance end to end (all or nearly all int8, and the gate passes it) is in
+    # the DAG test.
     monkeypatch.setattr(openvino_cpu, "MAX_RESTORE_ITERATIONS", 1)
-    calibration = {k: v[:24] for k, v in calibration.items()}
+    calibration = {k: v[:24] for k, v in calibration_file.load(local_path(dataset_ref.calibration_uri)).items()}
     strict = config.model_copy(update={"quantiser_tolerance": {"top1_probability_shift": 0.0001}})
     (tmp_path / "strict").mkdir()
     quantised, kept = target.compile(exported, strict, tmp_path / "strict", calibration).notes
-    assert _quantised(quantised) < 53
+    assert 40 <= _quantised(quantised) < 53
     assert kept.startswith("kept in float: node_")
+    import openvino as ov
+
+    model = ov.Core().read_model(str(tmp_path / "strict" / "model.xml"))
+    assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops()) > 40
+    logits = ov.Core().compile_model(model, "CPU")(load(dataset_ref).inputs(0, 16))[0]
+    assert np.mean(logits.argmax(1) == reference_logits.argmax(1)) >= 0.8
 
 
 def _quantised(note: str) -> int:
