@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv system demo dag-test airflow cluster test test-fast bench lint stop status clean
+.PHONY: venv system demo dag-test airflow cluster test test-scenarios test-fast bench lint stop status clean
 
 venv: $(STAMP)
 
@@ -44,7 +44,12 @@ cluster: venv system
 
 ## The whole test suite (unit, integration against real local services, airflow dags test).
 test: venv system
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not scenario"
+
+## The deployment scenarios: Airflow standalone's Asset chain and schedule, the Celery cluster (worker loss, 8 runs
+## at once). Each boots a whole Airflow; together about 13 minutes on 2 cores, so CI's `make test` leaves them out.
+test-scenarios: venv system
+	$(PY) -m pytest -m scenario
 
 ## Only the tests that need no services and no DAG run.
 test-fast: venv

@@ -13,7 +13,7 @@ from devtools.airflow_local import pid_file, standalone_env
 from devtools.services import stop_group
 from tasks.serving import review as registry
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 
 def _cli(settings, env, *args: str) -> subprocess.CompletedProcess:

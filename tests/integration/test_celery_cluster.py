@@ -17,7 +17,7 @@ from tasks.compile.cache import ENTRY, LocalCache
 from tasks.core.settings import PROJECT_ROOT
 from tasks.serving import review as registry
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
 COMPILE, ACCELERATOR = WORKERS
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"  # the load test's figures, for the README
