@@ -36,12 +36,9 @@ BUDGET_S = 2.0  # per size and library: enough for the repeats at any real peak,
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in cpu.cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -113,7 +110,7 @@ def context(cache_dir: str | Path | None = None, refresh: bool = False) -> Machi
 
 
 def _measure(host: str, cached_path: Path | None) -> MachineContext:
-    model = cpu_model()
+    model = cpu_model()  # cpuinfo is read once per process
     measured = MachineContext(
         host=host,
         cpu_model=model,

@@ -16,13 +16,17 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
 @functools.cache  # the CPU does not change under a process
+def cpuinfo() -> str:
+    """``/proc/cpuinfo``, read once per process; empty where it cannot be read (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def flags() -> frozenset[str]:
     """The first processor's flags (x86) or features (aarch64); empty where /proc/cpuinfo cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+    for line in cpuinfo().splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
