@@ -459,8 +459,13 @@ def copy_counts(max_copies: int) -> list[int]:
     return counts + [max_copies] if max_copies > 1 else counts
 
 
-def _inputs(dataset_ref: DatasetRef, largest_batch: int) -> dict[str, np.ndarray]:
+def _inputs(dataset_ref: DatasetRef, largest_batch: int, sequence_length: int | None = None) -> dict[str, np.ndarray]:
+    """Samples to time; for a static-shape bucket, those that fit it, cut to its length."""
     data = datasets.load(dataset_ref)
+    if sequence_length:
+        data = data.fitting(sequence_length)[0]
+        if not len(data):
+            raise ValueError(f"no sample fits the {sequence_length}-token bucket")
     return data.inputs(0, min(len(data), largest_batch))
 
 
@@ -472,8 +477,10 @@ def run_sweep(
     harness: Harness,
     device: str = "CPU",
     stream_loader: StreamLoader | None = None,
+    sequence_length: int | None = None,
 ) -> BenchmarkResult:
-    sweep = Sweep(loader, _inputs(dataset_ref, max(batch_sizes)), harness, device, stream_loader)
+    inputs = _inputs(dataset_ref, max(batch_sizes), sequence_length)
+    sweep = Sweep(loader, inputs, harness, device, stream_loader)
     return _result(subject, sweep, batch_sizes)
 
 
@@ -507,7 +514,7 @@ def benchmark_artifact(
         harness = harness or Harness()
         pinning = target.copy_pinning(artifact)
         if pinning:
-            inputs = _inputs(dataset_ref, max(batch_sizes))
+            inputs = _inputs(dataset_ref, max(batch_sizes), config.sequence_length)
             sweep = CopySweep(artifact, inputs, harness, device, pinning.env, pinning.groups)
             return _result(config.key, sweep, batch_sizes)
         return run_sweep(
@@ -518,6 +525,7 @@ def benchmark_artifact(
             harness,
             device,
             stream_loader_for(target, artifact),
+            config.sequence_length,
         )
     except Exception as exc:
         return BenchmarkResult(subject=config.key, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")

@@ -72,6 +72,18 @@ def run_batched(predict: Predict, data: BatchSource, batch_size: int) -> dict[st
     return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
+def is_token_input(spec: TensorSpec) -> bool:
+    """Token ids, attention mask and token type ids: integer inputs shaped [batch, sequence]."""
+    return len(spec.shape) == 2 and not spec.dtype.startswith("float") and spec.dtype != "bool"
+
+
+def at_sequence_length(specs: list[TensorSpec], length: int | None) -> list[TensorSpec]:
+    """``specs`` with their token inputs ``length`` tokens long (a static-shape bucket); unchanged for None."""
+    if not length:
+        return specs
+    return [s.model_copy(update={"shape": [s.shape[0], length]}) if is_token_input(s) else s for s in specs]
+
+
 def example_inputs(specs: list[TensorSpec], batch_size: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs that fit ``specs``; integer inputs get 0/1 (valid token ids and attention masks)."""
     rng = np.random.default_rng(seed)

@@ -113,6 +113,16 @@ class PipelineParams(Record):
         description="Hugging Face text models: tokens per sample (texts are padded or truncated to it).",
         **_section(MODEL),
     )
+    # Static-shape compilers (Neuron) fix the sequence length into the NEFF: as optimum-neuron does, one artifact
+    # per length, and serving pads a request to the smallest bucket that holds it. Dynamic-shape targets compile once.
+    sequence_buckets: list[int] = Field(
+        default_factory=list,
+        title="Sequence-length buckets",
+        description="Hugging Face text models on static-shape targets (Neuron): shorter lengths that also get an "
+        "artifact each, validated on the samples that fit; the sequence length is always the longest. Empty: the "
+        "sequence length only.",
+        **_section(MODEL),
+    )
     input_specs: list[TensorSpec] | None = Field(
         None,
         title="Input specs",
@@ -302,6 +312,21 @@ class PipelineParams(Record):
             raise ValueError("selection max_throughput_under_latency needs latency_budget_ms (p99 per request, ms)")
         return self
 
+    @model_validator(mode="after")
+    def _buckets_within_the_sequence_length(self) -> PipelineParams:
+        bad = [b for b in self.sequence_buckets if b < 1 or b > self.sequence_length]
+        if bad:
+            raise ValueError(
+                f"sequence_buckets {bad} must be between 1 and sequence_length {self.sequence_length} (the longest "
+                "bucket)"
+            )
+        return self
+
+    @property
+    def buckets(self) -> list[int]:
+        """Sequence lengths a static-shape target compiles, shortest first; empty without buckets."""
+        return sorted({*self.sequence_buckets, self.sequence_length}) if self.sequence_buckets else []
+
     @field_validator("batch_sizes")
     @classmethod
     def _positive_batches(cls, value: list[int]) -> list[int]:
@@ -396,11 +421,13 @@ class CompileConfig(Record):
     quantiser_tolerance: dict[str, float] = Field(default_factory=dict)
     judged_output: str | None = None
     calibration_method: str | None = None  # ONNX Runtime int8: MinMax, Entropy or Percentile
+    sequence_length: int | None = None  # a static-shape target's bucket; None: the export's own length
 
     @property
     def key(self) -> str:
         """Readable, unique name of the config, e.g. ``openvino-bf16`` or ``neuron-inf1-fp32-bs8``."""
         suffix = f"-bs{self.batch_size}" if self.batch_size else ""
+        suffix += f"-seq{self.sequence_length}" if self.sequence_length else ""
         suffix += f"-pc{self.pipeline_cores}" if self.pipeline_cores is not None else ""
         return f"{self.target}-{self.precision}{suffix}"
 

@@ -57,6 +57,7 @@ CROP_ANCHORS = (0.0, 0.5, 1.0)  # where the crop sits in the slack along each ax
 PROBE_PHOTO = "chelsea"
 CALIBRATION_SAMPLES = 300  # int8 calibration inputs by default (NNCF's default subset size)
 BUILTIN_CALIBRATION_TEXTS = "the built-in calibration sentences (tasks/datasets/text/calibration.txt)"
+ATTENTION_MASK = "attention_mask"  # which tokens of a padded text sample are real
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:
@@ -564,6 +565,37 @@ class LoadedDataset:
         if self.preprocess == "imagenet_nchw":
             out = {name: preprocess(array) for name, array in out.items()}
         return {name: np.ascontiguousarray(array) for name, array in out.items()}
+
+    @property
+    def sequence_length(self) -> int | None:
+        """Tokens per stored text sample (what they were padded to); None for data without token inputs."""
+        mask = self.arrays.get(ATTENTION_MASK)
+        return None if mask is None else mask.shape[1]
+
+    def fitting(self, length: int) -> tuple[LoadedDataset, np.ndarray]:
+        """The text samples whose tokens fit a ``length``-token bucket, their token inputs cut to it (what the
+        tokenizer gives at that length), and their indices here. The attention mask says which tokens are real."""
+        stored = self.sequence_length
+        if stored is None:
+            raise ValueError(f"a {length}-token bucket needs text samples with an {ATTENTION_MASK!r} input")
+        if length >= stored:
+            return self, np.arange(len(self))
+        indices = np.flatnonzero(self.arrays[ATTENTION_MASK].sum(axis=1) <= length)
+        arrays = {
+            name: array[indices][:, :length] if array.ndim == 2 and array.shape[1] == stored else array[indices]
+            for name, array in self.arrays.items()
+        }
+        probe = np.flatnonzero(indices == self.probe_index)
+        return (
+            LoadedDataset(
+                arrays=arrays,
+                labels=None if self.labels is None else self.labels[indices],
+                class_names=self.class_names,
+                preprocess=self.preprocess,
+                probe_index=int(probe[0]) if len(probe) else 0,
+            ),
+            indices,
+        )
 
 
 def load(ref: DatasetRef) -> LoadedDataset:

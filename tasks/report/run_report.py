@@ -57,6 +57,8 @@ def _config_row(outcome: dict) -> dict:
         "artifact_uri": compiled["uri"],
         "top1": predictions.get("top1"),
         "top5": predictions.get("top5"),
+        "samples": predictions.get("samples"),  # fewer than the dataset's: a bucket's samples that fit it
+        "sequence_length": config.sequence_length,
         "top1_delta": primary.get("top1_delta"),
         "top5_delta": primary.get("top5_delta"),
         "top5_agreement": primary.get("top5_agreement"),
@@ -119,6 +121,7 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
             "framework": baseline["framework"],
             "top1": baseline["predictions"]["top1"],
             "top5": baseline["predictions"]["top5"],
+            "samples": baseline["predictions"].get("samples"),
             "probe_top5": baseline["predictions"]["probe_top5"],
             "throughput": base_best["throughput"] if base_best else None,
             "batch_size": base_best["batch_size"] if base_best else None,
@@ -234,9 +237,10 @@ def accuracy_table(report: dict) -> Table:
         )
     for c in report["configs"]:
         reasons = f" ({'; '.join(c['gate_reasons'])})" if c["gate_reasons"] else ""
+        fewer = baseline and c.get("samples") and c["samples"] != baseline.get("samples")
         table.rows.append(
             [
-                c["key"],
+                c["key"] + (f" ({c['samples']} samples fit {c['sequence_length']} tokens)" if fewer else ""),
                 accuracy(c["top1"]),
                 accuracy(c["top5"]),
                 accuracy(c["top1_delta"], "+.2f"),

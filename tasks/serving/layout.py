@@ -105,12 +105,19 @@ def pointer_text(
     )
 
 
+# Triton's backend parameter for intra-op threads, and the setting that counts the instances, per platform.
+TRITON_THREAD_PARAMETER = {"onnxruntime_onnx": ("intra_op_thread_count", "sessions"),
+                           "pytorch": ("INTRA_OP_THREAD_COUNT", "runners")}  # fmt: skip
+
+
 def _triton_instances(layout: ServingLayout, runtime_settings: dict[str, str]) -> str:
-    """ONNX Runtime's measured sessions x intra-op threads as Triton's instance group and backend parameter."""
-    if layout.platform != "onnxruntime_onnx" or "sessions" not in runtime_settings:
+    """The measured instances x intra-op threads (ONNX Runtime sessions, Inductor runners) as Triton's instance
+    group and backend parameter."""
+    parameter, instances = TRITON_THREAD_PARAMETER.get(layout.platform, ("", ""))
+    if not parameter or instances not in runtime_settings:
         return ""
     return (
-        f"instance_group [ {{ count: {int(runtime_settings['sessions'])} kind: KIND_CPU }} ]\n"
-        'parameters { key: "intra_op_thread_count" value: { string_value: '
+        f"instance_group [ {{ count: {int(runtime_settings[instances])} kind: KIND_CPU }} ]\n"
+        f'parameters {{ key: "{parameter}" value: {{ string_value: '
         f'"{int(runtime_settings["intra_op_num_threads"])}" }} }}\n'
     )

@@ -248,6 +248,21 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     )
 
 
+def rebuilt_module(exported: ExportedModel):
+    """The module the export captured, built again from its source directory, for tracers that fix every shape at
+    trace time (Neuron traces it once per sequence-length bucket; the ExportedProgram holds one length). A
+    directory that changed since the export is refused: the artifact would hold other weights than the export."""
+    directory = resolve_source(exported.source_uri)
+    if tree_sha256(directory) != exported.source_sha256:
+        raise ModelLoadError(f"{exported.source_uri} changed since it was exported (digest differs): export it again")
+    task = next((t for t in OUTPUT_NAMES if t in exported.architecture.split()), None)
+    if exported.framework != "huggingface" or task is None:
+        raise ModelLoadError(f"{exported.name} is not a Hugging Face export ({exported.architecture})")
+    config = read_config(directory)
+    pooling = pooling_of(directory) if task == "sentence-embedding" else None
+    return wrapped(load_model(directory, config, task), task, [s.name for s in exported.inputs], pooling)
+
+
 def load_reference(exported: ExportedModel):
     """The exported program (the transformers model and its pooling head), run by PyTorch eagerly on CPU."""
     return pytorch.load_reference(exported)

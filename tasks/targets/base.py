@@ -137,6 +137,15 @@ def fixed_batch_configs(name: str, precision: str, params: PipelineParams, **ext
     return [CompileConfig(target=name, precision=precision, batch_size=b, **extra) for b in params.batch_sizes]
 
 
+def static_shape_configs(name: str, precision: str, params: PipelineParams, **extra) -> list[CompileConfig]:
+    """One config per batch size and sequence-length bucket, for targets whose artifact fixes every dimension
+    (Neuron): without buckets, the export's own sequence length."""
+    batches = fixed_batch_configs(name, precision, params, **extra)
+    if not params.buckets:
+        return batches
+    return [c.model_copy(update={"sequence_length": length}) for c in batches for length in params.buckets]
+
+
 def quantiser_tolerance(params: PipelineParams) -> dict[str, float]:
     """How far an accuracy-aware quantiser may move the gate's figures on the calibration inputs: half of what the
     gate allows, so that the gate then judges the int8 model on validation samples the quantiser never saw."""

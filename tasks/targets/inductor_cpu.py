@@ -7,7 +7,9 @@ graph, so callers still pass and receive float32.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +61,11 @@ class InductorCPU(SingleFormatTarget):
     compiler_package = "torch"
     source_format = "exported_program"
     device = "CPU"
+    # dynamic_threads: the C++ asks OpenMP for its thread count at each call; by default Inductor writes the
+    # compiling process's count into every parallel loop, and streams running at once would oversubscribe the cores.
     flags_by_precision = {
-        precision: ["aoti_compile_and_package", f"dtype={dtype}"] for precision, dtype in DTYPES.items()
+        precision: ["aoti_compile_and_package", f"dtype={dtype}", "cpp.dynamic_threads"]
+        for precision, dtype in DTYPES.items()
     }
     runtime_requirements = ("torch",)
 
@@ -98,19 +103,38 @@ class InductorCPU(SingleFormatTarget):
                 dynamic_shapes=(dynamic_shapes,),  # the wrapper takes one *inputs parameter
             )
         operators = sum(1 for node in program.graph.nodes if node.op == "call_function")
-        torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))
+        with torch._inductor.config.patch({"cpp.dynamic_threads": True}):
+            torch._inductor.aoti_compile_and_package(program, package_path=str(out_dir / PACKAGE_FILE))
         # The package takes inputs and gives outputs by position; keep their names' order beside it.
         write_signature(out_dir, exported)
         return self.report(config, torch.__version__, operators)
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
+        return self._runner(artifact, runners=1, threads=None)
+
+    def load_streams(
+        self, artifact: CompiledArtifact, batch_size: int, in_flight: int
+    ) -> tuple[list[Predict], dict[str, str]]:
+        """``in_flight`` model runners in one package loader (one runner serialises concurrent calls), the cores
+        shared out among them as OpenMP threads, and the settings used (Triton's instance count and
+        INTRA_OP_THREAD_COUNT)."""
+        threads = max(1, (os.cpu_count() or 1) // in_flight)
+        predict = self._runner(artifact, runners=in_flight, threads=threads)
+        return [predict] * in_flight, {"runners": str(in_flight), "intra_op_num_threads": str(threads)}
+
+    def _runner(self, artifact: CompiledArtifact, runners: int, threads: int | None) -> Predict:
         import torch
+        from torch._inductor.package import load_package
 
         directory = local_path(artifact.uri)
-        runner = torch._inductor.aoti_load_package(str(directory / PACKAGE_FILE))
+        runner = load_package(str(directory / PACKAGE_FILE), num_runners=runners)
         input_names, output_names = read_signature(directory)
+        calling = threading.local()  # OpenMP's thread count is per calling thread: set it once in each stream
 
         def predict(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if threads and getattr(calling, "threads", None) != threads:
+                torch.set_num_threads(threads)
+                calling.threads = threads
             with torch.inference_mode():
                 outputs = runner(*(torch.from_numpy(inputs[name]) for name in input_names))
             return {k: v.numpy() for k, v in named_outputs(outputs, output_names, self.name).items()}

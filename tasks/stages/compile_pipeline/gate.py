@@ -234,9 +234,12 @@ def select(
     max_throughput: the most samples/s; min_latency: the lowest p99 per request (ties: more
     samples/s); max_throughput_under_latency: the most samples/s with p99 within the budget.
     """
-    candidates = [
-        (o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points if p.stable
-    ] or [(o, p) for o in outcomes if o.gate == "pass" and o.benchmark for p in o.benchmark.points]
+    # A shorter sequence-length bucket runs faster on shorter texts only: configs compete at the full length.
+    longest = max((o.compiled.config.sequence_length or 0 for o in outcomes), default=0)
+    full = [o for o in outcomes if o.compiled.config.sequence_length in (None, longest)]
+    candidates = [(o, p) for o in full if o.gate == "pass" and o.benchmark for p in o.benchmark.points if p.stable] or [
+        (o, p) for o in full if o.gate == "pass" and o.benchmark for p in o.benchmark.points
+    ]
     if strategy == "max_throughput_under_latency":
         if latency_budget_ms is None:
             raise ValueError("max_throughput_under_latency needs a latency budget (ms)")

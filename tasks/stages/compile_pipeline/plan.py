@@ -6,6 +6,7 @@ Runs on the compile fleet: which targets can compile is judged where compiles ru
 from __future__ import annotations
 
 from tasks import sources, targets
+from tasks.core.batching import is_token_input
 from tasks.core.records import CompileConfig, ExportedModel, Outcome, PipelineParams, Plan, RunContext, Status
 from tasks.stages.runner import progress, stage
 
@@ -30,6 +31,11 @@ def plan_configs(
     """Configs to compile, and the targets (or a target's precision) skipped with their reason: an SDK that is
     not installed, a model format the target cannot read, a precision this machine has no instructions for."""
     check_params(params)
+    if exported is not None and params.sequence_buckets and not any(map(is_token_input, exported.inputs)):
+        raise ValueError(
+            f"sequence_buckets {params.sequence_buckets} are lengths of token inputs, and model "
+            f"{exported.name} takes none ({', '.join(f'{s.name} {s.shape}' for s in exported.inputs)})"
+        )
     configs: list[CompileConfig] = []
     skipped: dict[str, str] = {}
     for name in params.targets:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tasks.core.files import local_path, sha256_file
 from tasks.core.records import NamedFile
+from tasks.sources import huggingface
 from tasks.sources.pytorch import load_state_dict_model
 from tasks.targets.base import CopyPinning, package_version
 
@@ -141,15 +142,21 @@ def collect_workdir_neffs(workdir: Path, out_dir: Path) -> list[NamedFile]:
 
 
 def torch_source_format(exported) -> str | None:
-    """The format the Neuron tracers read: architecture + state dict, else TorchScript, else none."""
+    """The format the Neuron tracers read: architecture + state dict, else TorchScript, else none. A Hugging Face
+    export is traced from its source directory, as the module its ExportedProgram captured."""
+    if exported.framework == "huggingface":
+        return "exported_program" if "exported_program" in exported.formats else None
     return next((f for f in ("pytorch_state_dict", "torchscript") if f in exported.formats), None)
 
 
 def traceable_module(exported):
-    """The model as the Neuron tracers take it: rebuilt from architecture + state dict, or TorchScript."""
+    """The model as the Neuron tracers take it: rebuilt from architecture + state dict, or from a Hugging Face
+    directory, or TorchScript."""
     import torch
 
     fmt = torch_source_format(exported)
+    if exported.framework == "huggingface":
+        return huggingface.rebuilt_module(exported)
     if fmt == "pytorch_state_dict":
         return load_state_dict_model(local_path(exported.formats[fmt].uri), exported.architecture)
     return torch.jit.load(str(local_path(exported.formats["torchscript"].uri)))

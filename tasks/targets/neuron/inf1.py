@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict, example_inputs, named_outputs
+from tasks.core.batching import Predict, at_sequence_length, example_inputs, named_outputs
 from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
@@ -32,9 +32,9 @@ from tasks.targets.base import (
     CompileError,
     CopyPinning,
     ServingLayout,
-    fixed_batch_configs,
     package_version,
     read_signature,
+    static_shape_configs,
     tensorflow_serving_layout,
     triton_layout,
     write_signature,
@@ -108,7 +108,7 @@ class NeuronInf1:
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         """One per batch size (a NEFF is compiled for one), pipelined over the params' NeuronCores."""
-        return fixed_batch_configs(self.name, precision, params, pipeline_cores=params.neuron_pipeline_cores)
+        return static_shape_configs(self.name, precision, params, pipeline_cores=params.neuron_pipeline_cores)
 
     def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning:
         """A copy spans its pipeline's NeuronCores (``--neuroncore-pipeline-cores``), each copy in its own process."""
@@ -133,14 +133,14 @@ class NeuronInf1:
         if exported.framework == "tensorflow":
             ok, why = common.sdk_status(*TF_SDK)
             return "" if ok else why
-        if exported.framework in ("pytorch", "torchscript"):
+        if exported.framework in ("pytorch", "torchscript", "huggingface"):
             ok, why = common.sdk_status(*TORCH_SDK)
             if not ok:
                 return why
             if common.torch_source_format(exported):
                 return ""
-            return "torch.neuron.trace needs the model as an architecture + state dict or TorchScript"
-        return f"{self.name} compiles TensorFlow and PyTorch models, not {exported.framework}"
+            return "torch.neuron.trace needs the model as an architecture + state dict, TorchScript or Hugging Face"
+        return f"{self.name} compiles TensorFlow, PyTorch and Hugging Face models, not {exported.framework}"
 
     def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
         if config.precision not in common.NEURON_CC_CAST:
@@ -185,7 +185,7 @@ class NeuronInf1:
         import torch_neuron  # noqa: F401  (registers torch.neuron)
 
         model = common.traceable_module(exported)
-        example = example_inputs(exported.inputs, batch_size=config.batch_size)
+        example = example_inputs(at_sequence_length(exported.inputs, config.sequence_length), config.batch_size)
         workdir = out_dir.parent / f".{config.key}.neuron-workdir"
         with captured_logs("Neuron") as logs:
             traced = torch.neuron.trace(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict, example_inputs, named_outputs
+from tasks.core.batching import Predict, at_sequence_length, example_inputs, named_outputs
 from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
@@ -24,9 +24,9 @@ from tasks.targets.base import (
     CompileError,
     CopyPinning,
     ServingLayout,
-    fixed_batch_configs,
     package_version,
     read_signature,
+    static_shape_configs,
     triton_layout,
     write_signature,
 )
@@ -52,7 +52,7 @@ class NeuronInf2:
     serving_device = "neuron"
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
-        return fixed_batch_configs(self.name, precision, params)  # a NEFF is compiled for one batch size
+        return static_shape_configs(self.name, precision, params)  # a NEFF fixes the batch size and sequence length
 
     def copy_pinning(self, artifact: CompiledArtifact) -> CopyPinning:
         return common.copy_pinning(1)  # torch_neuronx.trace compiles for one NeuronCore
@@ -67,11 +67,11 @@ class NeuronInf2:
         return ""  # the NeuronCores run every precision the compiler casts to
 
     def accepts(self, exported: ExportedModel) -> str:
-        if exported.framework not in ("pytorch", "torchscript"):
+        if exported.framework not in ("pytorch", "torchscript", "huggingface"):
             return f"{self.name} compiles PyTorch models (torch_neuronx.trace), not {exported.framework}"
         if common.torch_source_format(exported):
             return ""
-        return "torch_neuronx.trace needs the model as an architecture + state dict or TorchScript"
+        return "torch_neuronx.trace needs the model as an architecture + state dict, TorchScript or Hugging Face"
 
     def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
         if config.precision not in common.NEURONX_CC_CAST:
@@ -97,7 +97,7 @@ class NeuronInf2:
 
         fingerprint = self.fingerprint(exported, config)
         model = common.traceable_module(exported)
-        example = example_inputs(exported.inputs, batch_size=config.batch_size)
+        example = example_inputs(at_sequence_length(exported.inputs, config.sequence_length), config.batch_size)
         workdir = out_dir.parent / f".{config.key}.neuronx-workdir"
         traced = torch_neuronx.trace(
             model, tuple(torch.from_numpy(example[s.name]) for s in exported.inputs), **trace_kwargs(config, workdir)

@@ -68,6 +68,10 @@ def test_pointers_pin_one_version_in_each_runtimes_own_config():
     )
     assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in triton
     assert 'parameters { key: "intra_op_thread_count" value: { string_value: "8" } }' in triton
+    inductor = pointer_text(layout_for("inductor", ["model.pt2"]), "m", base, 6, INPUTS, OUTPUTS, 64, "fp32",
+                            {"runners": "2", "intra_op_num_threads": "4"})  # fmt: skip
+    assert 'backend: "pytorch"' in inductor and "instance_group [ { count: 2 kind: KIND_CPU } ]" in inductor
+    assert 'parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "4" } }' in inductor
 
 
 def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_validate():

@@ -2,6 +2,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -93,6 +94,23 @@ def test_onnxruntime_shares_the_cores_out_among_its_sessions(exported, dataset_r
     assert int(settings["intra_op_num_threads"]) == max(1, (os.cpu_count() or 1) // 2)
     batch = load(dataset_ref).inputs(0, 4)
     np.testing.assert_allclose(predictors[0](batch)["logits"], predictors[1](batch)["logits"], atol=1e-5)
+
+
+def test_inductor_runs_streams_on_their_own_runners_with_the_cores_shared_out(exported, dataset_ref, tmp_path):
+    """One package runner serialises concurrent calls; streams get a runner each and OpenMP threads that add up to
+    the cores (the package reads its thread count at each call: compiled with cpp.dynamic_threads)."""
+    artifact = compile_config(exported, CompileConfig(target="inductor", precision="fp32"), tmp_path)
+    assert "cpp.dynamic_threads" in artifact.report.flags
+    target = targets.get("inductor")
+    predictors, settings = target.load_streams(artifact, 4, 2)
+    assert len(predictors) == 2 and settings["runners"] == "2"
+    assert int(settings["intra_op_num_threads"]) == max(1, (os.cpu_count() or 1) // 2)
+    batch = load(dataset_ref).inputs(0, 4)
+    expected = target.load(artifact, 4)(batch)["logits"]
+    with ThreadPoolExecutor(2) as pool:  # both streams at once, each in its own thread, as the harness runs them
+        results = list(pool.map(lambda predict: predict(batch)["logits"], predictors))
+    for logits in results:
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
 
 
 def test_unsupported_precision_fails_that_config_with_a_reason(exported, tmp_path):
