@@ -174,7 +174,8 @@ def compile_config(
     try:
         target = targets.get(config.target)
         fingerprint = target.fingerprint(exported, config)
-        needs_calibration = config.precision in NEEDS_CALIBRATION
+        # dynamic int8 (ONNX Runtime on transformers) scales activations at run time: no calibration data
+        needs_calibration = config.precision in NEEDS_CALIBRATION and "quantize_dynamic" not in fingerprint.flags
         if needs_calibration and calibration is None:
             raise CompileError(f"{config.key} needs calibration data and none was given")
         key = cache_key(exported, config, fingerprint, sha256_file(calibration) if needs_calibration else "")
