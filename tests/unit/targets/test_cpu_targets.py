@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tasks import targets
+from tasks.compile.cache import LocalCache
 from tasks.compile.run import compile_config
 from tasks.core.cpu import has_native_bf16
 from tasks.core.files import local_path, tree_sha256
@@ -28,6 +29,12 @@ CONFIGS = [
 
 
 @pytest.fixture(scope="module")
+def compile_cache(tmp_path_factory):
+    """One compile cache for the module: a test that needs a config another test compiled reuses it."""
+    return LocalCache(tmp_path_factory.mktemp("compile-cache"))
+
+
+@pytest.fixture(scope="module")
 def reference_logits(exported, dataset_ref):
 
     from tasks.sources.export import load_reference
@@ -39,10 +46,12 @@ def reference_logits(exported, dataset_ref):
 
 @pytest.mark.parametrize(("target", "precision"), CONFIGS)
 def test_each_target_compiles_and_predicts_like_the_baseline(
-    target, precision, exported, dataset_ref, reference_logits, tmp_path
+    target, precision, exported, dataset_ref, reference_logits, tmp_path, compile_cache
 ):
     config = CompileConfig(target=target, precision=precision)
-    artifact = compile_config(exported, config, tmp_path, calibration=local_path(dataset_ref.calibration_uri))
+    artifact = compile_config(
+        exported, config, tmp_path, calibration=local_path(dataset_ref.calibration_uri), cache=compile_cache
+    )
     assert artifact.status == "ok", artifact.reason
     assert artifact.sha256 == tree_sha256(local_path(artifact.uri))
     assert artifact.compiler_version and artifact.report.compiler == artifact.compiler
@@ -96,10 +105,13 @@ def test_onnxruntime_shares_the_cores_out_among_its_sessions(exported, dataset_r
     np.testing.assert_allclose(predictors[0](batch)["logits"], predictors[1](batch)["logits"], atol=1e-5)
 
 
-def test_inductor_runs_streams_on_their_own_runners_with_the_cores_shared_out(exported, dataset_ref, tmp_path):
+def test_inductor_runs_streams_on_their_own_runners_with_the_cores_shared_out(
+    exported, dataset_ref, tmp_path, compile_cache
+):
     """One package runner serialises concurrent calls; streams get a runner each and OpenMP threads that add up to
     the cores (the package reads its thread count at each call: compiled with cpp.dynamic_threads)."""
-    artifact = compile_config(exported, CompileConfig(target="inductor", precision="fp32"), tmp_path)
+    config = CompileConfig(target="inductor", precision="fp32")
+    artifact = compile_config(exported, config, tmp_path, cache=compile_cache)
     assert "cpp.dynamic_threads" in artifact.report.flags
     target = targets.get("inductor")
     predictors, settings = target.load_streams(artifact, 4, 2)
