@@ -33,6 +33,15 @@ from tasks.targets.base import CompileError
 DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
 NEEDS_CALIBRATION = {"int8"}
+
+
+def calibration_needed(target, exported: ExportedModel, config: CompileConfig) -> bool:
+    """int8 needs calibration inputs, unless the target quantises this model without them (its optional
+    ``calibration_free``, e.g. ONNX Runtime's dynamic int8 for transformers)."""
+    free = getattr(target, "calibration_free", None)
+    return config.precision in NEEDS_CALIBRATION and not (free is not None and free(exported, config))
+
+
 POLL_S = 0.1
 # Less free space than this when a compile fails means the disk filled up: the reason says so first.
 DISK_HEADROOM_BYTES = 64 * 2**20
@@ -174,8 +183,7 @@ def compile_config(
     try:
         target = targets.get(config.target)
         fingerprint = target.fingerprint(exported, config)
-        # dynamic int8 (ONNX Runtime on transformers) scales activations at run time: no calibration data
-        needs_calibration = config.precision in NEEDS_CALIBRATION and "quantize_dynamic" not in fingerprint.flags
+        needs_calibration = calibration_needed(target, exported, config)
         if needs_calibration and calibration is None:
             raise CompileError(f"{config.key} needs calibration data and none was given")
         key = cache_key(exported, config, fingerprint, sha256_file(calibration) if needs_calibration else "")

@@ -202,11 +202,15 @@ class SingleFormatTarget:
             raise CompileError(f"{self.name} cannot compile precision {config.precision!r}")
         return self.flags_by_precision[config.precision]
 
+    def flags_for(self, exported: ExportedModel, config: CompileConfig) -> list[str]:
+        """The flags of ``config`` for this model; by default the precision's, whatever the model."""
+        return self.flags(config)
+
     def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
         return Fingerprint(
             compiler=self.compiler,
             compiler_version=package_version(self.compiler_package),
-            flags=self.flags(config),
+            flags=self.flags_for(exported, config),
             source_format=self.source_format,
         )
 

@@ -20,14 +20,7 @@ import numpy as np
 from tasks.core.batching import Predict, is_token_input
 from tasks.core.cpu import has_vnni
 from tasks.core.files import local_path
-from tasks.core.records import (
-    CompileConfig,
-    CompiledArtifact,
-    CompileReport,
-    ExportedModel,
-    Fingerprint,
-    PipelineParams,
-)
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
 
 # Imported inside the methods that need them, so that only a worker that compiles or runs this target
@@ -99,8 +92,9 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             return DYNAMIC_INT8 + ([] if has_vnni() else ["reduce_range"])
         return self.flags(config)
 
-    def fingerprint(self, exported: ExportedModel, config: CompileConfig) -> Fingerprint:
-        return super().fingerprint(exported, config).model_copy(update={"flags": self.flags_for(exported, config)})
+    def calibration_free(self, exported: ExportedModel, config: CompileConfig) -> bool:
+        """Dynamic int8 scales activations at run time: it needs no calibration inputs."""
+        return config.precision == "int8" and quantised_dynamically(exported)
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("onnxruntime") is None:
@@ -130,7 +124,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             options.optimized_model_filepath = str(target)
             ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
-        elif quantised_dynamically(exported):
+        elif self.calibration_free(exported, config):
             from onnxruntime.quantization import QuantType, quantize_dynamic
             from onnxruntime.quantization.shape_inference import quant_pre_process
 

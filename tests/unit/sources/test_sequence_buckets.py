@@ -38,8 +38,6 @@ LONG = "the cat sat on the mat in the park and the dog ran on the mat today"  # 
 class TracedOnCpu:
     """Loads what the Neuron targets write (TorchScript + signature) with plain torch: the CPU side of the test."""
 
-    name = "neuron-inf2"
-
     def load(self, artifact, batch_size):
         directory = local_path(artifact.uri)
         module = torch.jit.load(str(directory / inf2.TORCHSCRIPT_FILE))
@@ -108,8 +106,7 @@ def test_a_bucket_is_traced_from_the_directory_validated_on_the_samples_that_fit
     baseline = BaselineResult(
         framework="huggingface", predictions=base, benchmark=BenchmarkResult(subject="b", status="ok")
     )
-    monkeypatch.setattr(predictions.targets, "get", lambda name: TracedOnCpu())
-    monkeypatch.setattr("tasks.benchmark.harness.targets.get", lambda name: TracedOnCpu())
+    monkeypatch.setattr(predictions.targets, "get", lambda name: TracedOnCpu())  # the one registry module
 
     short, full = inf2.TARGET.configs("fp32", params)
     assert (short.sequence_length, full.sequence_length) == (8, 24)
