@@ -1,12 +1,21 @@
 """ONNX Runtime on CPU: fp32 with offline graph optimisation, int8 by static QDQ quantisation.
 
-int8 follows ONNX Runtime's quantisation guide: QDQ format, unsigned 8-bit activations and signed weights (U8S8,
-the x86 kernels' fast path: S8S8 ran MobileNetV2 at 347 samples/s here against U8S8's 565, with the same accuracy),
-weights per channel, and ``reduce_range`` (7-bit weights) on x86 CPUs without VNNI, where U8S8 multiplies can
-saturate; the calibration method (MinMax, Entropy, Percentile) is a run param. Models that take tokens
-(transformers) are quantised dynamically instead, as the guide recommends for them: int8 weights, activations
-scaled per batch at run time, so softmax, GELU and layer norms keep their range (static QDQ took all-MiniLM-L6-v2's
-embeddings to a lowest cosine of 0.27).
+int8 is a QDQ model in the form ONNX Runtime's quantisation guide asks for: unsigned 8-bit activations and signed
+weights (U8S8, the x86 kernels' fast path: S8S8 ran MobileNetV2 at 347 samples/s here against U8S8's 565, with the
+same accuracy), weights per channel, activations per tensor (what QLinearConv takes), and 7-bit weights on x86 CPUs
+without VNNI, where U8S8 multiplies can saturate.
+
+By default NNCF's post-training quantisation writes it (``calibration_method`` NNCF): its fast bias correction
+undoes the shift that quantised depthwise convolutions put on their outputs, which ONNX Runtime's own quantiser
+does not (on MobileNetV2 the latter changed the top class of a quarter of the photos, whatever its calibration
+method; excluding the noisiest operators found by its QDQ debugging did not mend it). NNCF writes signed
+activations where a range goes below zero and keeps clips before their quantisers, as OpenVINO wants them; the
+same values are then written as ONNX Runtime's kernels take them (see :func:`for_onnxruntime_kernels`). ONNX
+Runtime's own static quantiser stays a run param (calibration MinMax, Entropy or Percentile).
+
+Models that take tokens (transformers) are quantised dynamically instead, as the guide recommends for them: int8
+weights, activations scaled per batch at run time, so softmax, GELU and layer norms keep their range (static QDQ took
+all-MiniLM-L6-v2's embeddings to a lowest cosine of 0.27).
 """
 
 from __future__ import annotations
@@ -23,8 +32,8 @@ from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
 
-# Imported inside the methods that need them, so that only a worker that compiles or runs this target
-# loads them: onnx, onnxruntime.
+# Imported inside the functions that need them, so that only a worker that compiles or runs this target
+# loads them: onnx, onnxruntime, nncf.
 
 MODEL_FILE = "model.onnx"
 FLAGS = {
@@ -33,7 +42,11 @@ FLAGS = {
     "int8": ["quant_format=QDQ", "per_channel", "activation_type=QUInt8", "weight_type=QInt8"],
 }
 DYNAMIC_INT8 = ["quantize_dynamic", "per_channel", "weight_type=QInt8"]
-CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile")
+NNCF_INT8 = ["nncf.quantize", "preset=performance", "fast_bias_correction", "activations_per_tensor"]
+NNCF = "NNCF"
+CALIBRATION_METHODS = (NNCF, "MinMax", "Entropy", "Percentile")  # NNCF's, then ONNX Runtime's own quantiser's
+# Activations whose lower and upper bounds are known, for folding into the quantiser that reads them
+BOUNDED_ACTIVATIONS = ("Relu", "Clip")
 
 
 def quantised_dynamically(exported: ExportedModel) -> bool:
@@ -58,6 +71,147 @@ class _Calibration:
         self._iterator = iter(self._batches)
 
 
+def for_onnxruntime_kernels(model) -> list[str]:
+    """Rewrites NNCF's QDQ ``model`` in place into the form ONNX Runtime's CPU kernels fuse, with the same values:
+    signed activation quantisers become unsigned ones on the same grid, and a Relu or Clip that its quantiser
+    saturates within anyway is dropped (as ONNX Runtime's own quantiser drops it), so that each convolution sits
+    between its quantisers and runs as QLinearConv. The report's notes."""
+    constants = {tensor.name: tensor for tensor in model.graph.initializer}
+    quantisers = [
+        n
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in constants and n.input[2:3] and n.input[2] in constants
+    ]
+    shifted = _unsigned_activations(model, quantisers, constants)
+    folded = _fold_bounded_activations(model, quantisers, constants)
+    return [f"{shifted} signed activation quantisers written unsigned, {folded} Relu/Clip folded into the "
+            "quantiser after them (same values, ONNX Runtime's fused int8 kernels)"]  # fmt: skip
+
+
+def _unsigned_activations(model, quantisers: list, constants: dict) -> int:
+    """int8 activation quantisers as uint8 ones with zero point + 128: the same grid of values, U8 for the x86
+    kernels. A zero point a weight's DequantizeLinear shares stays signed. How many were shifted."""
+    import onnx
+    from onnx import numpy_helper
+
+    weight_zero_points = {
+        n.input[2] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants
+    }
+    shifted, outputs = set(), set()
+    for quantiser in quantisers:
+        zero_point = constants[quantiser.input[2]]
+        if zero_point.name in weight_zero_points:
+            continue
+        if zero_point.data_type == onnx.TensorProto.INT8 and zero_point.name not in shifted:
+            unsigned = (numpy_helper.to_array(zero_point).astype(np.int16) + 128).astype(np.uint8)
+            zero_point.CopyFrom(numpy_helper.from_array(unsigned, zero_point.name))  # the DequantizeLinear's too
+            shifted.add(zero_point.name)
+        if zero_point.name in shifted:
+            outputs.add(quantiser.output[0])
+    for info in model.graph.value_info:
+        if info.name in outputs:
+            info.type.tensor_type.elem_type = onnx.TensorProto.UINT8
+    return len(shifted)
+
+
+def _activation_bounds(node, constants: dict) -> tuple[float, float] | None:
+    """A Relu's or Clip's output range; None for other operators and bounds computed at run time."""
+    from onnx import numpy_helper
+
+    if node.op_type == "Relu":
+        return 0.0, np.inf
+    if node.op_type != "Clip":
+        return None
+    limits = [-np.inf, np.inf]  # Clip's min and max inputs are optional
+    for i, name in enumerate(node.input[1:3]):
+        if name and name not in constants:
+            return None
+        if name:
+            limits[i] = float(numpy_helper.to_array(constants[name]).item())
+    return limits[0], limits[1]
+
+
+def _fold_bounded_activations(model, quantisers: list, constants: dict) -> int:
+    """Drops each Relu or Clip read only by a per-tensor quantiser whose range lies within its bounds: the
+    quantiser's saturation clips the same. How many were dropped."""
+    from onnx import numpy_helper
+
+    producers = {output: node for node in model.graph.node for output in node.output}
+    readers: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    graph_outputs = {output.name for output in model.graph.output}
+    folded = 0
+    for quantiser in quantisers:
+        activation = producers.get(quantiser.input[0])
+        limits = _activation_bounds(activation, constants) if activation is not None else None
+        if limits is None or readers[activation.output[0]] > 1 or activation.output[0] in graph_outputs:
+            continue
+        scale = float(numpy_helper.to_array(constants[quantiser.input[1]]).max())
+        zero_point = numpy_helper.to_array(constants[quantiser.input[2]])
+        if zero_point.size != 1:
+            continue
+        levels = np.iinfo(zero_point.dtype)
+        lowest = (levels.min - float(zero_point.item())) * scale
+        highest = (levels.max - float(zero_point.item())) * scale
+        slack = 1e-6 * max(1.0, abs(highest))  # float rounding: a 6 / 255 scale times 255 is not exactly 6
+        if lowest >= limits[0] - slack and highest <= limits[1] + slack:
+            quantiser.input[0] = activation.input[0]
+            model.graph.node.remove(activation)
+            folded += 1
+    read = {name for node in model.graph.node for name in node.input}
+    for unread in [t for t in model.graph.initializer if t.name not in read and t.name not in graph_outputs]:
+        model.graph.initializer.remove(unread)  # a dropped Clip's bounds
+    return folded
+
+
+def nncf_quantise(source: Path, target: Path, calibration: dict[str, np.ndarray]) -> list[str]:
+    """NNCF post-training int8 of the ONNX model at ``source`` into ``target``, one calibration sample per item, in
+    the form ONNX Runtime runs fast (see the module docstring). The report's notes."""
+    import onnx
+
+    if importlib.util.find_spec("nncf") is None:
+        raise CompileError("ONNX Runtime int8 by NNCF needs NNCF (pip install nncf), which is not installed; "
+                           "calibration_method MinMax uses ONNX Runtime's own quantiser")  # fmt: skip
+    import nncf
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
+
+    model = onnx.load(str(source))
+    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    missing = sorted(set(names) - set(calibration))
+    if missing:
+        raise CompileError(f"calibration data has no inputs {missing}; it holds {sorted(calibration)}")
+    count = len(calibration[names[0]])
+    items = [{name: calibration[name][i : i + 1] for name in names} for i in range(count)]
+    advanced = AdvancedQuantizationParameters(
+        activations_quantization_params=QuantizationParameters(per_channel=False),
+        # NNCF's fix for U8S8 saturation: 7-bit weights everywhere where there is no VNNI (reduce_range's role)
+        overflow_fix=OverflowFix.FIRST_LAYER if has_vnni() else OverflowFix.ENABLE,
+    )
+    try:
+        quantised = nncf.quantize(
+            model,
+            nncf.Dataset(items),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=count,
+            advanced_parameters=advanced,
+        )
+    except nncf.ValidationError as exc:  # e.g. calibration inputs the model cannot take
+        raise CompileError(f"NNCF cannot quantise this model: {exc}") from exc
+    notes = for_onnxruntime_kernels(quantised)
+    onnx.save(quantised, str(target))
+    convolutions = [n for n in quantised.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    quantised_inputs = {n.output[0] for n in quantised.graph.node if n.op_type == "DequantizeLinear"}
+    int8 = [n for n in convolutions if n.input[0] in quantised_inputs]
+    return [f"int8: {len(int8)} of {len(convolutions)} convolutions and matmuls quantised (NNCF, fast bias "
+            f"correction, {count} calibration inputs)", *notes]  # fmt: skip
+
+
 def count_operators(path: Path) -> int:
     import onnx
 
@@ -79,12 +233,18 @@ class OnnxRuntimeCPU(SingleFormatTarget):
         flags = super().flags(config)
         if config.precision != "int8":
             return flags
-        method = config.calibration_method or "MinMax"
+        method = self.calibration_method(config)
         if method not in CALIBRATION_METHODS:
             raise CompileError(
-                f"unknown calibration method {method!r}; ONNX Runtime has {', '.join(CALIBRATION_METHODS)}"
+                f"unknown calibration method {method!r}; ONNX Runtime int8 has {', '.join(CALIBRATION_METHODS)}"
             )
+        if method == NNCF:
+            return NNCF_INT8 + ([] if has_vnni() else ["overflow_fix=enable"])
         return [*flags, f"calibrate={method}"] + ([] if has_vnni() else ["reduce_range"])
+
+    @staticmethod
+    def calibration_method(config: CompileConfig) -> str:
+        return config.calibration_method or NNCF
 
     def flags_for(self, exported: ExportedModel, config: CompileConfig) -> list[str]:
         """The flags of ``config`` for this model: int8 is dynamic for a transformer, static otherwise."""
@@ -119,6 +279,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
 
         source = self.source(exported, config)
         target = out_dir / MODEL_FILE
+        notes: list[str] = []
         if config.precision == "fp32":
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -138,17 +299,18 @@ class OnnxRuntimeCPU(SingleFormatTarget):
                 reduce_range="reduce_range" in self.flags_for(exported, config),
             )
             prepared.unlink()
+        elif not calibration:
+            raise CompileError(
+                "int8 quantisation needs calibration data (the dataset's calibration inputs, never its "
+                "validation samples), and none was given"
+            )
+        elif self.calibration_method(config) == NNCF:
+            notes = nncf_quantise(source, target, calibration)
         else:
             from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
-            if not calibration:
-                raise CompileError(
-                    "int8 quantisation needs calibration data (the dataset's calibration inputs, never its "
-                    "validation samples), and none was given"
-                )
             flags = self.flags(config)
-            method = next(f.removeprefix("calibrate=") for f in flags if f.startswith("calibrate="))
             prepared = out_dir / "prepared.onnx"
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(
@@ -160,11 +322,11 @@ class OnnxRuntimeCPU(SingleFormatTarget):
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 reduce_range="reduce_range" in flags,
-                calibrate_method=getattr(CalibrationMethod, method),
+                calibrate_method=getattr(CalibrationMethod, self.calibration_method(config)),
             )
             prepared.unlink()
         report = self.report(config, ort.__version__, count_operators(target))
-        return report.model_copy(update={"flags": self.flags_for(exported, config)})
+        return report.model_copy(update={"flags": self.flags_for(exported, config), "notes": notes})
 
     @staticmethod
     def _session(artifact: CompiledArtifact, intra_op_threads: int) -> Predict:

@@ -117,16 +117,13 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
-    # ONNX Runtime's own int8 of MobileNetV2 changes the top class of a fifth of the photos and flattens the scores:
-    # the GX suite stops it; NNCF's int8 in OpenVINO keeps both and passes
-    int8 = next(c for c in report["configs"] if c["key"] == "onnxruntime-int8")
-    assert int8["gate"] == "fail" and any(
-        "top1_agreement >= 0.9 (param min_top1_agreement): observed 0." in r for r in int8["gate_reasons"]
-    ), int8["gate_reasons"]
-    nncf = next(c for c in report["configs"] if c["key"] == "openvino-int8")
-    assert nncf["gate"] == "pass" and nncf["top1_agreement"] >= 0.9 and nncf["top1_in_top5"] >= 0.99, nncf
-    assert "convolutions and matmuls quantised (NNCF)" in nncf["compile_report"]["notes"][0]
-    assert report["selected"] != "onnxruntime-int8" and report["selected_point"]["concurrency"] >= 1
+    # NNCF's int8, with its bias correction, keeps the top class and the scores in ONNX Runtime as in OpenVINO (ONNX
+    # Runtime's own quantiser changed the top class of a quarter of the photos: calibration_method MinMax)
+    for key in ("onnxruntime-int8", "openvino-int8"):
+        int8 = next(c for c in report["configs"] if c["key"] == key)
+        assert int8["gate"] == "pass" and int8["top1_agreement"] >= 0.9 and int8["top1_in_top5"] >= 0.99, int8
+        assert "convolutions and matmuls quantised (NNCF" in int8["compile_report"]["notes"][0]
+    assert report["selected_point"]["concurrency"] >= 1
     assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544
     assert report["baseline"]["top5"] > 0.8 and report["baseline"]["probe_top5"][0]["class_id"] in {281, 282, 285}
 
@@ -370,7 +367,8 @@ def test_compile_reports_page_shows_the_run_in_a_real_browser(e2e_run, airflow_u
         rows = {
             r.find_elements(By.TAG_NAME, "td")[0].text: r.text for r in run.find_elements(By.CSS_SELECTOR, "tr")[1:]
         }
-        assert set(rows) == {c["key"] for c in report["configs"]} and "fail" in rows["onnxruntime-int8"]
+        assert set(rows) == {c["key"] for c in report["configs"]}
+        assert all(c["gate"] in rows[c["key"]] for c in report["configs"])  # each config's verdict
         plot = run.find_element(By.TAG_NAME, "img")  # the throughput plot, fetched from MLflow through the plugin
         WebDriverWait(browser, 30).until(lambda _: browser.execute_script("return arguments[0].naturalWidth", plot) > 0)
         links = [a.get_attribute("href") for a in run.find_elements(By.TAG_NAME, "a")]

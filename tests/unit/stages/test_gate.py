@@ -54,7 +54,7 @@ def test_each_class_score_expectation_fails_with_its_name_the_observed_value_and
         {
             "fp32": CLASSIFIER,
             "bf16": {**CLASSIFIER, "top5_delta": -1.5},
-            # today's MinMax int8 on MobileNetV2: the ranking mostly kept, the scores flattened
+            # ONNX Runtime's own MinMax int8 on MobileNetV2: the ranking mostly kept, the scores flattened
             "int8": {**CLASSIFIER, "top1_agreement": 0.795, "top1_probability_shift": 0.143, "cosine_min": 0.5},
             # NNCF int8: the top-5 *set* differs on a third of the samples (tail order), the top class is kept
             "int8-nncf": {**CLASSIFIER, "top5_agreement": 0.675, "top1_agreement": 0.944, "top1_in_top5": 1.0},
