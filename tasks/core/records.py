@@ -594,6 +594,7 @@ class BenchmarkResult(Record):
     points: list[BenchmarkPoint] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # why each sweep stopped, points that failed
     machine: MachineContext | None = None
+    seconds: float = 0.0  # wall time of the whole sweep, loading and racing included
 
     @property
     def best(self) -> BenchmarkPoint | None:

@@ -76,6 +76,7 @@ def _config_row(outcome: dict) -> dict:
         "throughput": best["throughput"] if best else None,
         "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
         "benchmark": points,
+        "benchmark_seconds": bench.get("seconds"),
         "gate": outcome["gate"],
         "gate_reasons": outcome["gate_reasons"],
         "mlflow_run_id": outcome.get("mlflow_run_id", ""),
@@ -126,6 +127,7 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
             "throughput": base_best["throughput"] if base_best else None,
             "batch_size": base_best["batch_size"] if base_best else None,
             "benchmark": base_points,
+            "benchmark_seconds": (baseline.get("benchmark") or {}).get("seconds"),
         },
         "configs": [_config_row(o) for o in outcomes],
         "skipped_targets": {s["subject"]: s["reason"] for s in plan.get("skipped", [])},
@@ -367,6 +369,11 @@ def summary(report: dict, report_path: Path) -> str:
     lines.append(
         f"compile cache: {hits} of {len(report['configs'])} configs reused; compile stages {stage_seconds:.1f} s"
     )
+    # the stage make bench times and racing shortens: the baseline's sweep and every config's
+    swept = [report["baseline"] or {}, *report["configs"]]
+    seconds = sum(s.get("benchmark_seconds") or 0 for s in swept)
+    points = sum(len(s.get("benchmark") or []) for s in swept)
+    lines.append(f"benchmark stages (baseline and every config): {seconds:.1f} s, {points} points")
     for name, why in report["skipped_targets"].items():
         lines.append(f"skipped target {name}: {why}")
     mlflow = report["mlflow"]

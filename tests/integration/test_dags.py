@@ -21,6 +21,7 @@ from tasks.core.cpu import has_native_bf16
 from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.core.storage import s3_client
+from tasks.report.run_report import summary
 from tasks.serving.store import Store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's, installed by make test
@@ -109,12 +110,15 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     for config in report["configs"]:
         assert config["gate"] in ("pass", "fail")
         assert config["throughput"] > 0 and config["latency_ms"]["p99"] >= config["latency_ms"]["p50"]
+        assert config["benchmark_seconds"] > 0  # its sweep's wall time, summed in the demo summary
         assert {p["batch_size"] for p in config["benchmark"]} == {1, 4}
         assert config["top5_agreement"] is not None and len(config["artifact_sha256"]) == 64
         assert config["compile_report"]["operators_total"] > 0 and config["compile_peak_memory_mb"] > 0
     assert "tensorflow-neuron is not installed" in report["skipped_targets"]["neuron-inf1"]
     assert report["model"]["model_code"] == ""  # a state dict: weights only, and the report says so
     assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
+    swept = report["baseline"]["benchmark_seconds"] + sum(c["benchmark_seconds"] for c in report["configs"])
+    assert f"benchmark stages (baseline and every config): {swept:.1f} s" in summary(report, Path(report_path))
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
     # NNCF's int8, with its bias correction, keeps the top class and the scores in ONNX Runtime as in OpenVINO (ONNX
