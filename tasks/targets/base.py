@@ -146,6 +146,24 @@ def static_shape_configs(name: str, precision: str, params: PipelineParams, **ex
     return [c.model_copy(update={"sequence_length": length}) for c in batches for length in params.buckets]
 
 
+NO_CALIBRATION = (
+    "int8 quantisation needs calibration data (the dataset's calibration inputs, never its validation samples), "
+    "and none was given"
+)
+
+
+def calibration_items(calibration: dict[str, np.ndarray] | None, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """The calibration inputs ``names``, one sample per item, as NNCF's Dataset takes them; refuses no calibration
+    data and data without one of the model's inputs, naming them."""
+    if not calibration:
+        raise CompileError(NO_CALIBRATION)
+    missing = sorted(set(names) - set(calibration))
+    if missing:
+        raise CompileError(f"calibration data has no inputs {missing}; it holds {sorted(calibration)}")
+    count = len(calibration[names[0]])
+    return [{name: calibration[name][i : i + 1] for name in names} for i in range(count)]
+
+
 def quantiser_tolerance(params: PipelineParams) -> dict[str, float]:
     """How far an accuracy-aware quantiser may move the gate's figures on the calibration inputs: half of what the
     gate allows, so that the gate then judges the int8 model on validation samples the quantiser never saw."""

@@ -30,7 +30,14 @@ from tasks.core.batching import Predict, is_token_input
 from tasks.core.cpu import has_vnni
 from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
-from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, triton_layout
+from tasks.targets.base import (
+    NO_CALIBRATION,
+    CompileError,
+    ServingLayout,
+    SingleFormatTarget,
+    calibration_items,
+    triton_layout,
+)
 
 # Imported inside the functions that need them, so that only a worker that compiles or runs this target
 # loads them: onnx, onnxruntime, nncf.
@@ -45,8 +52,6 @@ DYNAMIC_INT8 = ["quantize_dynamic", "per_channel", "weight_type=QInt8"]
 NNCF_INT8 = ["nncf.quantize", "preset=performance", "fast_bias_correction", "activations_per_tensor"]
 NNCF = "NNCF"
 CALIBRATION_METHODS = (NNCF, "MinMax", "Entropy", "Percentile")  # NNCF's, then ONNX Runtime's own quantiser's
-# Activations whose lower and upper bounds are known, for folding into the quantiser that reads them
-BOUNDED_ACTIVATIONS = ("Relu", "Clip")
 
 
 def quantised_dynamically(exported: ExportedModel) -> bool:
@@ -182,12 +187,9 @@ def nncf_quantise(source: Path, target: Path, calibration: dict[str, np.ndarray]
     )
 
     model = onnx.load(str(source))
-    names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    missing = sorted(set(names) - set(calibration))
-    if missing:
-        raise CompileError(f"calibration data has no inputs {missing}; it holds {sorted(calibration)}")
-    count = len(calibration[names[0]])
-    items = [{name: calibration[name][i : i + 1] for name in names} for i in range(count)]
+    constants = {t.name for t in model.graph.initializer}
+    items = calibration_items(calibration, [i.name for i in model.graph.input if i.name not in constants])
+    count = len(items)
     advanced = AdvancedQuantizationParameters(
         activations_quantization_params=QuantizationParameters(per_channel=False),
         # NNCF's fix for U8S8 saturation: 7-bit weights everywhere where there is no VNNI (reduce_range's role)
@@ -300,10 +302,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
             )
             prepared.unlink()
         elif not calibration:
-            raise CompileError(
-                "int8 quantisation needs calibration data (the dataset's calibration inputs, never its "
-                "validation samples), and none was given"
-            )
+            raise CompileError(NO_CALIBRATION)
         elif self.calibration_method(config) == NNCF:
             notes = nncf_quantise(source, target, calibration)
         else:

@@ -29,6 +29,7 @@ from tasks.targets.base import (
     CompileError,
     ServingLayout,
     SingleFormatTarget,
+    calibration_items,
     openvino_server_layout,
     quantiser_tolerance,
 )
@@ -198,17 +199,9 @@ def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileCo
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    if not calibration:
-        raise CompileError(
-            "int8 quantisation needs calibration data (the dataset's calibration inputs, never its validation "
-            "samples), and none was given"
-        )
     names = [port.get_any_name() for port in model.inputs]
-    missing = sorted(set(names) - set(calibration))
-    if missing:
-        raise CompileError(f"calibration data has no inputs {missing}; it holds {sorted(calibration)}")
-    count = len(calibration[names[0]])
-    items = [{name: calibration[name][i : i + 1] for name in names} for i in range(count)]
+    items = calibration_items(calibration, names)
+    count = len(items)
     dataset = nncf.Dataset(items)
     output_names = [port.get_any_name() for port in model.outputs]
 
