@@ -2,9 +2,10 @@
 
 Each point runs ``concurrency`` streams (threads, each with its own predictor, as a
 serving process keeps one runtime instance per worker thread) on one batch; a target whose
-runtime serves many requests from one instance (OpenVINO: the THROUGHPUT hint, one infer
-request per request in flight) loads that instance per point with ``load_streams``, and the
-point records the settings it ran with. Warm-up
+runtime serves many requests from one instance (OpenVINO: the THROUGHPUT hint) loads that
+instance per point with ``load_streams``, and the point records the settings it ran with; where
+that instance queues its requests itself (OpenVINO's ``AsyncInferQueue``), one thread keeps its
+queue full instead of a thread per request. Warm-up
 is excluded; then fixed windows are measured until the last three agree within 10 %
 (up to a limit: a point that never settles is reported ``stable=False``, not hidden).
 Throughput and latency percentiles come from those last three windows, and device
@@ -40,7 +41,7 @@ from tasks import targets
 from tasks.benchmark import machine
 from tasks.benchmark.utilisation import probe_for
 from tasks.core import settings as settings_module
-from tasks.core.batching import Predict
+from tasks.core.batching import Predict, RequestQueue
 from tasks.core.files import verify_artifact
 from tasks.core.records import (
     BenchmarkPoint,
@@ -56,8 +57,9 @@ from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
 
 Loader = Callable[[int], Predict]  # batch size -> a predictor (one per stream)
-# (batch size, requests in flight) -> the predictors sharing one runtime instance, and its settings
-StreamLoader = Callable[[int, int], tuple[list[Predict], dict[str, str]]]
+# (batch size, requests in flight) -> the predictors sharing one runtime instance, or its own queue of that
+# many requests, and its settings
+StreamLoader = Callable[[int, int], tuple[list[Predict] | RequestQueue, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,46 @@ class ThreadStreams:
         self._stop.set()
         for thread in self._threads:
             thread.join()
+
+
+class QueueStreams:
+    """Requests in flight through the runtime's own queue: one thread starts a request whenever one is free, as
+    ``benchmark_app`` does, and the runtime's callback records each as it finishes."""
+
+    def __init__(self, requests: RequestQueue, batch: dict[str, np.ndarray]):
+        self.requests, self.batch = requests, batch
+        self.copies, self.visible_cores = 1, []
+        self.latencies: list[float] = []
+        self.errors: list[BaseException] = []
+        self.running = 0  # requests finished, up to one per slot: every slot has run once
+        self._count = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drive, daemon=True)
+
+    def __len__(self) -> int:
+        return self.requests.size
+
+    def _finished(self, _outputs: dict[str, np.ndarray], seconds: float) -> None:
+        self.latencies.append(seconds)
+        if self.running < len(self):
+            with self._count:
+                self.running = min(self.running + 1, len(self))
+
+    def _drive(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.requests.submit(self.batch, self._finished)
+            self.requests.wait()
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller, e.g. out of memory
+            self.errors.append(exc)
+            self._stop.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _copy_process(artifact_json: str, batch_file: str, env: str, cores: str, streams: int, queue, stop) -> None:
@@ -244,7 +286,7 @@ class CopyProcesses:
         Path(self._batch_file).unlink(missing_ok=True)
 
 
-Streams = ThreadStreams | CopyProcesses
+Streams = ThreadStreams | QueueStreams | CopyProcesses
 
 
 def measure(
@@ -366,8 +408,9 @@ class Sweep:
 
     def streams(self, batch_size: int, concurrency: int) -> Streams:
         if self.stream_loader is not None:
-            predictors, self.runtime_settings = self.stream_loader(batch_size, concurrency)
-            return ThreadStreams(predictors, self.batch(batch_size))
+            requests, self.runtime_settings = self.stream_loader(batch_size, concurrency)
+            batch = self.batch(batch_size)
+            return ThreadStreams(requests, batch) if isinstance(requests, list) else QueueStreams(requests, batch)
         predictors = self.predictors.setdefault(batch_size, [])
         while len(predictors) < concurrency:
             predictors.append(self.loader(batch_size))

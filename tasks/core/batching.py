@@ -12,6 +12,21 @@ from tasks.core.records import TensorSpec
 VALIDATION_BATCH = 8
 # One batch of inputs, keyed by input name -> every output of the model, keyed by output name.
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# Told when a request of a RequestQueue finishes: its outputs, keyed by output name, and seconds since it started.
+Done = Callable[[dict[str, np.ndarray], float], None]
+
+
+class RequestQueue(Protocol):
+    """A runtime's own queue of requests in flight on one loaded model (OpenVINO's ``AsyncInferQueue``)."""
+
+    size: int  # requests it keeps in flight
+
+    def submit(self, inputs: dict[str, np.ndarray], done: Done) -> None:
+        """Start one request on ``inputs`` once one of the ``size`` is free (blocks until then); ``done`` is called
+        from the runtime's thread when it finishes. ``inputs`` must stay unchanged until then (they are shared)."""
+
+    def wait(self) -> None:
+        """Return once every request started has finished."""
 
 
 class OutputMismatch(ValueError):

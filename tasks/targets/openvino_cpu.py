@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import time
 from pathlib import Path
 
 import numpy as np
 
-from tasks.core.batching import Predict
+from tasks.core.batching import Done, Predict
 from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
@@ -172,13 +173,13 @@ class OpenVINOCPU(SingleFormatTarget):
 
     def load_streams(
         self, artifact: CompiledArtifact, batch_size: int, in_flight: int
-    ) -> tuple[list[Predict], dict[str, str]]:
+    ) -> tuple[InferQueue, dict[str, str]]:
         """``in_flight`` requests at once, in the mode OpenVINO's authors recommend for it, and the settings used.
 
         One request: the LATENCY hint (one CPU stream with every core). More: one model compiled with the
-        THROUGHPUT hint (the plugin splits the cores into its own number of CPU streams) and one infer request
-        per request in flight, as an ``AsyncInferQueue`` of that many jobs would hold; the harness's threads
-        release the GIL inside ``infer``. Not one compiled model per request: each would take every core.
+        THROUGHPUT hint (the plugin splits the cores into its own number of CPU streams). Either way the requests
+        run from an ``AsyncInferQueue`` of ``in_flight`` jobs, as ``benchmark_app`` runs them, not from a Python
+        thread per request. Not one compiled model per request: each would take every core.
         """
         hint = "LATENCY" if in_flight == 1 else "THROUGHPUT"
         compiled = self._compiled_model(artifact, batch_size, hint)
@@ -187,7 +188,33 @@ class OpenVINOCPU(SingleFormatTarget):
             "NUM_STREAMS": str(compiled.get_property("NUM_STREAMS")),
             "OPTIMAL_NUMBER_OF_INFER_REQUESTS": str(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")),
         }
-        return [self._predictor(compiled) for _ in range(in_flight)], settings
+        return InferQueue(compiled, in_flight), settings
+
+
+class InferQueue:
+    """``size`` requests in flight on one compiled model through OpenVINO's ``AsyncInferQueue`` (a RequestQueue),
+    driven as ``benchmark_app`` drives it: wait for a free request, start it; its callback hands the outputs on."""
+
+    def __init__(self, compiled, size: int):
+        import openvino as ov
+
+        self.size = size
+        self._queue = ov.AsyncInferQueue(compiled, size)
+        names = [port.get_any_name() for port in compiled.outputs]
+
+        def finished(request, job: tuple[Done, float]) -> None:
+            done, started = job
+            outputs = {name: request.get_output_tensor(i).data.copy() for i, name in enumerate(names)}
+            done(outputs, time.perf_counter() - started)
+
+        self._queue.set_callback(finished)
+
+    def submit(self, inputs: dict[str, np.ndarray], done: Done) -> None:
+        self._queue.get_idle_request_id()  # blocks until a request is free, so its clock starts when it does
+        self._queue.start_async(inputs, (done, time.perf_counter()), share_inputs=True)
+
+    def wait(self) -> None:
+        self._queue.wait_all()
 
 
 def quantise(model, calibration: dict[str, np.ndarray] | None, config: CompileConfig, transformer: bool):

@@ -119,3 +119,45 @@ def test_the_harness_races_only_where_the_most_samples_per_second_is_picked():
     assert harness_for(PipelineParams()).race_windows == 2
     budget = PipelineParams(selection="max_throughput_under_latency", latency_budget_ms=50)
     assert harness_for(budget).race_windows == 0
+
+
+class Slots:
+    """A runtime's own request queue (a RequestQueue): ``size`` requests at 10 ms each, in threads of its own; the
+    third request onwards fails where told to (a runtime's error surfaces through its queue)."""
+
+    def __init__(self, size: int, fail_after: int | None = None):
+        self.size, self.fail_after, self.started = size, fail_after, 0
+        self.free = threading.Semaphore(size)
+
+    def submit(self, inputs, done):
+        self.free.acquire()
+        self.started += 1
+        if self.fail_after is not None and self.started > self.fail_after:
+            raise RuntimeError("request failed: out of memory")
+
+        t0 = time.perf_counter()
+
+        def run():
+            time.sleep(0.01)
+            done(inputs, time.perf_counter() - t0)
+            self.free.release()
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def wait(self):
+        for _ in range(self.size):
+            self.free.acquire()
+        for _ in range(self.size):
+            self.free.release()
+
+
+def test_a_runtime_queue_is_kept_full_by_one_thread_and_measured_like_streams():
+    sweep = Sweep(
+        lambda bs: None, {"x": np.zeros((4, 3))}, FAST, stream_loader=lambda bs, n: (Slots(n), {"slots": str(n)})
+    )
+    one, four = sweep.point(4, 1), sweep.point(4, 4)
+    assert one.runtime == {"slots": "1"} and four.concurrency == 4 and four.iterations > 0
+    assert 8 <= four.latency_ms_p50 <= 30
+    assert four.throughput > 2.5 * one.throughput  # four requests in flight at once, from one driving thread
+    failing = Sweep(lambda bs: None, {"x": np.zeros((4, 3))}, FAST, stream_loader=lambda bs, n: (Slots(n, 2), {}))
+    assert failing.point(4, 2) is None and "out of memory" in failing.notes[0]

@@ -73,27 +73,37 @@ def test_each_target_compiles_and_predicts_like_the_baseline(
     assert kept >= 0.9
 
 
-def test_openvino_runs_requests_in_flight_in_throughput_mode_on_one_compiled_model(exported, dataset_ref, tmp_path):
-    """One request: the LATENCY hint; several: the THROUGHPUT hint, one infer request each, predicting alike."""
+def test_openvino_runs_requests_in_flight_from_its_async_queue_in_throughput_mode(exported, dataset_ref, tmp_path):
+    """One request: the LATENCY hint; several: the THROUGHPUT hint; either way an AsyncInferQueue of that many
+    requests, whose outputs are the synchronous predictor's, each batch's its own."""
     from tasks.benchmark.harness import Harness, Sweep, stream_loader_for
 
     artifact = compile_config(exported, CompileConfig(target="openvino", precision="fp32"), tmp_path)
     target = targets.get("openvino")
-    (single,), latency = target.load_streams(artifact, 4, 1)
-    predictors, throughput = target.load_streams(artifact, 4, 3)
+    single, latency = target.load_streams(artifact, 4, 1)
+    requests, throughput = target.load_streams(artifact, 4, 3)
     assert latency["PERFORMANCE_HINT"] == "LATENCY" and throughput["PERFORMANCE_HINT"] == "THROUGHPUT"
-    assert len(predictors) == 3 and int(throughput["NUM_STREAMS"]) >= 1
+    assert single.size == 1 and requests.size == 3 and int(throughput["NUM_STREAMS"]) >= 1
     assert int(throughput["OPTIMAL_NUMBER_OF_INFER_REQUESTS"]) >= 1
-    batch = load(dataset_ref).inputs(0, 4)
-    expected = single(batch)["logits"]
-    for predict in predictors:
-        np.testing.assert_allclose(predict(batch)["logits"], expected, atol=1e-4)
-    # and the harness's points say which mode they ran in
-    sweep = Sweep(lambda bs: target.load(artifact, bs), batch, Harness(window_s=0.1, warmup_s=0.05, max_windows=4),
-                  stream_loader=stream_loader_for(target, artifact))  # fmt: skip
+    data = load(dataset_ref)
+    batches = [data.inputs(start, start + 4) for start in (0, 4, 8, 12, 0)]  # more than the queue holds
+    synchronous = target.load(artifact, 4)
+    for queue in (single, requests):
+        finished: dict[int, tuple[dict, float]] = {}
+        for i, batch in enumerate(batches):
+            queue.submit(batch, lambda outputs, seconds, i=i, into=finished: into.__setitem__(i, (outputs, seconds)))
+        queue.wait()
+        assert sorted(finished) == list(range(len(batches)))
+        for i, batch in enumerate(batches):
+            outputs, seconds = finished[i]
+            assert list(outputs) == ["logits"] and seconds > 0
+            np.testing.assert_allclose(outputs["logits"], synchronous(batch)["logits"], atol=1e-4)
+    # and the harness's points say which mode they ran in, with every request of the queue in flight
+    sweep = Sweep(lambda bs: target.load(artifact, bs), batches[0],
+                  Harness(window_s=0.1, warmup_s=0.05, max_windows=4), stream_loader=stream_loader_for(target, artifact))  # fmt: skip
     one, two = sweep.point(4, 1), sweep.point(4, 2)
     assert one.runtime["PERFORMANCE_HINT"] == "LATENCY" and two.runtime["PERFORMANCE_HINT"] == "THROUGHPUT"
-    assert two.concurrency == 2 and two.throughput > 0
+    assert two.concurrency == 2 and two.throughput > 0 and two.iterations > 0
 
 
 def test_onnxruntime_shares_the_cores_out_among_its_sessions(exported, dataset_ref, tmp_path):
