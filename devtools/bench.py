@@ -106,7 +106,7 @@ def referee(artifact, exported, inputs, point: BenchmarkPoint, harness: Harness)
     return None, ""
 
 
-REFEREE_ROUNDS = 2
+REFEREE_ROUNDS = 3
 
 
 def paired_referee(artifact, exported, inputs, point: BenchmarkPoint | None, harness: Harness):
@@ -149,8 +149,11 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
     )
     benchmarks = {}
     for artifact in artifacts:
-        benchmarks[artifact.config.key] = benchmark_artifact(artifact, ref, batches, harness)
-        log(f"  measured {artifact.config.key}")
+        sweep_started = time.monotonic()
+        measured = benchmark_artifact(artifact, ref, batches, harness)
+        seconds = round(time.monotonic() - sweep_started, 1)
+        benchmarks[artifact.config.key] = measured.model_copy(update={"seconds": seconds})
+        log(f"  measured {artifact.config.key}: {seconds:.0f} s, {len(measured.points)} points")
     stage_s = time.monotonic() - stage_started
     points = sum(len(b.points) for b in [baseline.benchmark, *benchmarks.values()])
     early = sum(p.stopped_early for b in [baseline.benchmark, *benchmarks.values()] for p in b.points)
@@ -189,6 +192,7 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
             "peak_share": share,
             "referee": {"throughput": judged, "how": how, "harness_beside": beside, "rounds": REFEREE_ROUNDS},
             "harness_over_referee": beside / judged if beside and judged else None,
+            "sweep": {"seconds": bench.seconds, "points": [p.to_json() for p in bench.points]},
         }
         table.append(row)
         mode = " ".join(f"{k}={v}" for k, v in best.runtime.items() if k != "OPTIMAL_NUMBER_OF_INFER_REQUESTS") or "-"
