@@ -6,8 +6,13 @@ runtime serves many requests from one instance (OpenVINO: the THROUGHPUT hint) l
 instance per point with ``load_streams``, and the point records the settings it ran with; where
 that instance queues its requests itself (OpenVINO's ``AsyncInferQueue``), one thread keeps its
 queue full instead of a thread per request. Warm-up
-is excluded; then fixed windows are measured until the last three agree within 10 %
-(up to a limit: a point that never settles is reported ``stable=False``, not hidden).
+is excluded; then windows are measured until the last three agree within 10 % (up to a limit: a
+point that never settles is reported ``stable=False``, not hidden). A window lasts at least
+``window_s`` and holds at least one call per stream, and runs from one call's end to another's:
+its throughput is the samples of the calls that ended in it over the time between those ends.
+Counting the calls that end in a fixed time instead is off by up to a call either way, so a slow
+call needed a window of several calls (and several streams of slow calls a window of several
+calls each) before three windows could agree.
 Throughput and latency percentiles come from those last three windows, and device
 utilisation is sampled over them.
 
@@ -102,9 +107,9 @@ class ThreadStreams:
     def __init__(self, predictors: list[Predict], batch: dict[str, np.ndarray]):
         self.predictors, self.batch = predictors, batch
         self.copies, self.visible_cores = 1, []
-        # latency of every finished call, in finishing order; list.append is atomic, and a window's calls
-        # are the slice between the list's lengths at its start and end (no scan while streams run)
-        self.latencies: list[float] = []
+        # (when it ended, its latency) of every finished call, in finishing order; list.append is atomic, and a
+        # window's calls are the slice between the list's lengths at its start and end (no scan while streams run)
+        self.calls: list[tuple[float, float]] = []
         self.errors: list[BaseException] = []
         self.running = 0  # streams that finished one call
         self._count = threading.Lock()
@@ -120,7 +125,8 @@ class ThreadStreams:
             while not self._stop.is_set():
                 t0 = time.perf_counter()
                 predict(self.batch)
-                self.latencies.append(time.perf_counter() - t0)
+                t1 = time.perf_counter()
+                self.calls.append((t1, t1 - t0))
                 if first:
                     first = False
                     with self._count:
@@ -146,7 +152,7 @@ class QueueStreams:
     def __init__(self, requests: RequestQueue, batch: dict[str, np.ndarray]):
         self.requests, self.batch = requests, batch
         self.copies, self.visible_cores = 1, []
-        self.latencies: list[float] = []
+        self.calls: list[tuple[float, float]] = []  # as ThreadStreams's
         self.errors: list[BaseException] = []
         self.running = 0  # requests finished, up to one per slot: every slot has run once
         self._count = threading.Lock()
@@ -157,7 +163,7 @@ class QueueStreams:
         return self.requests.size
 
     def _finished(self, _outputs: dict[str, np.ndarray], seconds: float) -> None:
-        self.latencies.append(seconds)
+        self.calls.append((time.perf_counter(), seconds))
         if self.running < len(self):
             with self._count:
                 self.running = min(self.running + 1, len(self))
@@ -222,7 +228,7 @@ class CopyProcesses:
         context = multiprocessing.get_context("spawn")  # a fresh runtime per copy; fork would copy this one's
         self.copies, self.streams_per_copy = len(groups), streams_per_copy
         self.visible_cores: list[str] = []
-        self.latencies: list[float] = []
+        self.calls: list[tuple[float, float]] = []  # as ThreadStreams's, ended when the parent hears of it
         self.errors: list[BaseException] = []
         self.running = 0
         self._queue, self._stop = context.Queue(), context.Event()
@@ -263,7 +269,7 @@ class CopyProcesses:
                     self.errors.append(RuntimeError(f"a model copy exited with code {dead[0].exitcode}"))
                 continue
             if message[0] == "call":
-                self.latencies.append(message[1])
+                self.calls.append((time.perf_counter(), message[1]))
                 self.running += message[2]
             elif message[0] == "ready":
                 self.visible_cores.append(message[1])
@@ -308,12 +314,32 @@ def _clear_loss(windows: list[tuple[int, int, float]], harness: Harness, to_beat
     return max(w[2] for w in windows[-harness.race_windows :]) < to_beat * (1 - harness.stable_spread)
 
 
+POLL_S = 0.005  # how often a window looks for its end
+
+
+def _window_end(streams: Streams, first: int, boundary: float, harness: Harness) -> tuple[int, float]:
+    """Wait for the window that started at ``boundary`` with call ``first`` to end: at a call's end, once it has
+    lasted ``window_s`` and held a call per stream. (the end call's index, when the window's last call ended)"""
+    calls, errors = streams.calls, streams.errors
+    while True:
+        time.sleep(POLL_S)
+        if errors:
+            raise errors[0]
+        end = len(calls)
+        if end - first >= len(streams):
+            ended = max(when for when, _ in calls[first:end])  # threads may append a hair out of order
+            if ended - boundary >= harness.window_s:
+                return end, ended
+        if time.perf_counter() - boundary > harness.load_timeout_s:
+            raise TimeoutError(f"no call ended in {harness.load_timeout_s} s")
+
+
 def measure_streams(
     streams: Streams, batch_size: int, harness: Harness, device: str = "CPU", to_beat: float | None = None
 ) -> BenchmarkPoint:
     """One point: ``streams`` running until the windows settle, or until it is clearly under ``to_beat`` (see the
     module's docstring)."""
-    latencies, errors = streams.latencies, streams.errors
+    calls, errors = streams.calls, streams.errors
     started = time.perf_counter()
     streams.start()
     probe = probe_for(device)
@@ -330,21 +356,17 @@ def measure_streams(
             time.sleep(0.01)
         if errors:
             raise errors[0]
-        # a window holds several calls even where one call is slow (big batches)
-        window = max(harness.window_s, 4 * float(np.median(latencies)))
         windows: list[tuple[int, int, float]] = []  # (first call, end call, throughput)
         samples: list[list[float]] = []
         stable = stopped_early = False
-        w_start, first = time.perf_counter(), len(latencies)
+        first = len(calls)
+        boundary = calls[first - 1][0]  # the window starts where the last call before it ended
         probe.start()
         while len(windows) < harness.max_windows:
-            time.sleep(window)
-            w_end, end = time.perf_counter(), len(latencies)
-            if errors:
-                raise errors[0]
-            windows.append((first, end, (end - first) * batch_size / (w_end - w_start)))
+            end, ended = _window_end(streams, first, boundary, harness)
+            windows.append((first, end, (end - first) * batch_size / (ended - boundary)))
             samples.append(probe.sample())
-            w_start, first = w_end, end
+            boundary, first = ended, end
             last = [w[2] for w in windows[-harness.stable_windows :]]
             if len(last) == harness.stable_windows and min(last) > 0 and _spread(last) <= harness.stable_spread:
                 stable = True
@@ -356,7 +378,7 @@ def measure_streams(
         streams.stop()
         probe.stop()
     final = windows[-(harness.race_windows if stopped_early else harness.stable_windows) :]
-    in_final = latencies[final[0][0] : final[-1][1]] or latencies
+    in_final = [latency for _, latency in calls[final[0][0] : final[-1][1]]]
     rates = [w[2] for w in final]
     ms = np.array(in_final) * 1000
     utilisation = np.mean(samples[-len(final) :], axis=0).tolist() if samples and samples[0] else []

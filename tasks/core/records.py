@@ -167,7 +167,8 @@ class PipelineParams(Record):
         gt=0,
         le=60,
         title="Benchmark window (s)",
-        description="Windows are repeated until 3 in a row agree within 10 %.",
+        description="The shortest window (each also holds a call per stream); windows are repeated until 3 in a row "
+        "agree within 10 %.",
         **_section(BENCHMARK),
     )
     selection: Selection = Field(

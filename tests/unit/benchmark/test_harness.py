@@ -161,3 +161,18 @@ def test_a_runtime_queue_is_kept_full_by_one_thread_and_measured_like_streams():
     assert four.throughput > 2.5 * one.throughput  # four requests in flight at once, from one driving thread
     failing = Sweep(lambda bs: None, {"x": np.zeros((4, 3))}, FAST, stream_loader=lambda bs, n: (Slots(n, 2), {}))
     assert failing.point(4, 2) is None and "out of memory" in failing.notes[0]
+
+
+def test_slow_calls_settle_in_windows_of_a_call_per_stream_timed_between_call_ends():
+    """A window runs from one call's end to another's, so windows of one slow call each agree exactly; counting the
+    calls in a fixed time would be off by a call either way (a third of a three-call window)."""
+
+    def slow(batch):
+        time.sleep(0.25)
+
+    point = measure([slow], {"x": np.zeros(8)}, 8, FAST)
+    assert point.stable and point.windows == 3 and point.iterations == 3
+    assert 8 / 0.25 * 0.9 < point.throughput <= 8 / 0.25
+    three = measure([slow, slow, slow], {"x": np.zeros(8)}, 8, FAST)
+    assert three.stable and three.windows == 3 and three.iterations >= 9  # every window holds a call per stream
+    assert 3 * 8 / 0.25 * 0.9 < three.throughput <= 3 * 8 / 0.25 * 1.05
