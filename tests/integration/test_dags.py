@@ -156,6 +156,7 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.scenario  # a whole pipeline run (100 s), out of CI for time: embeddings are judged in the unit tests
 def test_data_without_labels_is_recorded_registered_and_reported_with_accuracy_n_a(local_services):
     """The built-in text encoder on its sentences: embeddings, no labels, judged by closeness alone."""
     conf = {"model_name": "text-embeddings", "model_uri": "builtin:text_encoder", "dataset": "builtin:text",
@@ -205,6 +206,7 @@ def test_an_unknown_target_is_refused_before_any_work(local_services):
 
 
 @pytest.mark.integration
+@pytest.mark.scenario  # 70 s, out of CI for time; Airflow standalone's Asset-chain scenario runs this DAG too
 def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_needs(local_services):
     from devtools.demo import airflow, ensure_airflow_db
     from tasks.stages.compile_pipeline.start import params_from_event
