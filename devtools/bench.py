@@ -149,11 +149,8 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
     )
     benchmarks = {}
     for artifact in artifacts:
-        sweep_started = time.monotonic()
-        measured = benchmark_artifact(artifact, ref, batches, harness)
-        seconds = round(time.monotonic() - sweep_started, 1)
-        benchmarks[artifact.config.key] = measured.model_copy(update={"seconds": seconds})
-        log(f"  measured {artifact.config.key}: {seconds:.0f} s, {len(measured.points)} points")
+        measured = benchmarks[artifact.config.key] = benchmark_artifact(artifact, ref, batches, harness)
+        log(f"  measured {artifact.config.key}: {measured.seconds:.0f} s, {len(measured.points)} points")
     stage_s = time.monotonic() - stage_started
     points = sum(len(b.points) for b in [baseline.benchmark, *benchmarks.values()])
     early = sum(p.stopped_early for b in [baseline.benchmark, *benchmarks.values()] for p in b.points)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from tasks.benchmark.harness import benchmark_baseline, harness_for, machine_context
@@ -14,14 +13,11 @@ from tasks.validation.predictions import baseline_predictions
 @stage("baseline")
 def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef) -> BaselineResult:
     predictions = baseline_predictions(exported, dataset, Path(ctx.run_dir) / "outputs")
-    started = time.monotonic()
     benchmark = benchmark_baseline(exported, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
     result = BaselineResult(
         framework=exported.framework,
         predictions=predictions,
-        benchmark=benchmark.model_copy(
-            update={"machine": machine_context(), "seconds": round(time.monotonic() - started, 1)}
-        ),
+        benchmark=benchmark.model_copy(update={"machine": machine_context()}),
     )
     progress(
         "baseline",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from tasks.benchmark.harness import benchmark_artifact, harness_for, machine_context
 from tasks.core.records import BenchmarkResult, CompiledArtifact, DatasetRef, RunContext
 from tasks.stages.runner import progress, stage
@@ -11,9 +9,8 @@ from tasks.stages.runner import progress, stage
 
 @stage("benchmark", key=lambda artifact, **_: artifact.config.key)
 def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef) -> BenchmarkResult:
-    started = time.monotonic()
     result = benchmark_artifact(artifact, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
-    result = result.model_copy(update={"machine": machine_context(), "seconds": round(time.monotonic() - started, 1)})
+    result = result.model_copy(update={"machine": machine_context()})
     best = result.best
     progress(
         "benchmark",
