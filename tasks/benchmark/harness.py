@@ -70,7 +70,7 @@ StreamLoader = Callable[[int, int], tuple[list[Predict] | RequestQueue, dict[str
 
 @dataclass(frozen=True)
 class Harness:
-    window_s: float = 1.0
+    window_s: float = 0.5  # PipelineParams.benchmark_window_s's default
     warmup_s: float = 0.5
     stable_windows: int = 3  # consecutive windows that must agree
     stable_spread: float = 0.10  # (max - min) / mean of those windows
