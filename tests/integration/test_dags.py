@@ -38,6 +38,9 @@ def test_dag_files_import_without_errors():
     assert {"start", "export", "compile_config", "validate", "benchmark", "register", "finalize"} <= set(dag.task_dict)
     assert "promote" not in dag.task_dict  # only what a reviewer approves goes to S3 (promote_model)
     assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
+    # sweeps measure a quiet host: the baseline's after every compile, the configs' after every validation
+    assert "compile_config" in dag.task_dict["baseline"].upstream_task_ids
+    assert "validate" in dag.task_dict["benchmark"].upstream_task_ids
     assert dag.task_dict["register"].retries == 3 and dag.task_dict["compile_config"].retries == 2
     # compile on CPU workers in a pool of slots; validate and benchmark where the accelerator is
     assert (dag.task_dict["compile_config"].queue, dag.task_dict["compile_config"].pool) == (
