@@ -47,8 +47,8 @@ test: venv system
 	$(PY) -m pytest -m "not scenario"
 
 ## The deployment scenarios: Airflow standalone's Asset chain and schedule, the Celery cluster (worker loss, 8 runs
-## at once), and two long pipeline variants (unlabelled data; retrain_to_deploy's event). Together about 16 minutes
-## on 2 cores, so CI's `make test` leaves them out.
+## at once), and four pipeline variants (unlabelled data; retrain_to_deploy's event; a missing model file; an
+## unknown target). Together about 17 minutes on 2 cores, so CI's `make test` leaves them out.
 test-scenarios: venv system
 	$(PY) -m pytest -m scenario
 

@@ -185,6 +185,7 @@ def test_data_without_labels_is_recorded_registered_and_reported_with_accuracy_n
 
 
 @pytest.mark.integration
+@pytest.mark.scenario  # 53 s, out of CI for time; export's refusal of missing and damaged files is in test_bad_inputs
 def test_a_missing_model_file_fails_the_run_at_export_and_nothing_is_registered_or_promoted(local_services, tmp_path):
     conf = {"model_name": "broken-model", "model_uri": str(tmp_path / "missing.pt"), "batch_sizes": [1]}
     code, report_path = run_pipeline(local_services, conf)
@@ -201,6 +202,7 @@ def test_a_missing_model_file_fails_the_run_at_export_and_nothing_is_registered_
 
 
 @pytest.mark.integration
+@pytest.mark.scenario  # 28 s, out of CI for time; the params' schema and the plan refuse it in tests/unit/stages
 def test_an_unknown_target_is_refused_before_any_work(local_services):
     code, report_path = run_pipeline(local_services, {"targets": ["tensorrtx"], "batch_sizes": [1]})
     assert code != 0 and report_path is None  # refused at trigger time by the param schema
