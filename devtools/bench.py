@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,15 +130,33 @@ def paired_referee(artifact, exported, inputs, point: BenchmarkPoint | None, har
     sweep = Sweep(
         lambda bs: target.load(artifact, bs), inputs, harness, stream_loader=stream_loader_for(target, artifact)
     )
-    ours, theirs, how = [], [], ""
+    how = ""
+
+    def judged() -> float | None:
+        nonlocal how
+        figure, how = referee(artifact, exported, inputs, point, harness)
+        return figure
+
+    ours, theirs = in_turns(lambda: _again(sweep, point), judged)
+    return ours, theirs, how
+
+
+def _again(sweep: Sweep, point: BenchmarkPoint) -> float | None:
+    """``point`` measured again in full (no best to race); None where it failed this time."""
+    again = sweep.point(point.batch_size, point.concurrency)
+    return again.throughput if again is not None else None
+
+
+def in_turns(first: Callable[[], float | None], second: Callable[[], float | None]) -> tuple[float | None, ...]:
+    """Two measurements taken in turns, ``REFEREE_ROUNDS`` each: their medians (None where every try failed), so
+    that they compare the two, not the machine's drift between them (figures here move by 10 % in minutes)."""
+    figures: tuple[list[float], list[float]] = ([], [])
     for _ in range(REFEREE_ROUNDS):
-        again = sweep.point(point.batch_size, point.concurrency)  # in full: no best to race
-        if again is not None:
-            ours.append(again.throughput)
-        judged, how = referee(artifact, exported, inputs, point, harness)
-        if judged is not None:
-            theirs.append(judged)
-    return (float(np.median(ours)) if ours else None), (float(np.median(theirs)) if theirs else None), how
+        for measure, measured in zip((first, second), figures, strict=True):
+            figure = measure()
+            if figure is not None:
+                measured.append(figure)
+    return tuple(float(np.median(f)) if f else None for f in figures)
 
 
 @dataclass
@@ -163,19 +182,6 @@ def prepare_model(name: str, out: Path) -> Prepared:
     calibration = local_path(ref.calibration_uri)
     artifacts = [compile_config(exported, c, out / "compiled", cache=cache, calibration=calibration) for c in configs]
     return Prepared(params, batches, exported, ref, artifacts, skipped)
-
-
-def points_in_turns(sweep: Sweep, first: BenchmarkPoint, second: BenchmarkPoint) -> tuple[float, float]:
-    """Two points of one config measured in turns, ``REFEREE_ROUNDS`` each: (first's median, second's median).
-    Neighbouring points of a plateau differ by less than one point's figure moves in minutes here, so one
-    measurement of each says little about which is faster."""
-    figures: tuple[list[float], list[float]] = ([], [])
-    for _ in range(REFEREE_ROUNDS):
-        for point, measured in zip((first, second), figures, strict=True):
-            again = sweep.point(point.batch_size, point.concurrency)
-            if again is not None:
-                measured.append(again.throughput)
-    return float(np.median(figures[0] or [0.0])), float(np.median(figures[1] or [0.0]))
 
 
 def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> dict:
@@ -267,7 +273,10 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
             turns = None
             said = "the pick is the grid's best"
         else:
-            turns = points_in_turns(sweep, point, grid_best)
+            turns = in_turns(lambda: _again(sweep, point), lambda: _again(sweep, grid_best))
+            turns = turns if None not in turns else None
+            said = "the pick and the grid's best could not be measured again"
+        if turns:
             said = (f"in turns ({REFEREE_ROUNDS} rounds, medians): the pick {turns[0]:.1f}, the grid's best "
                     f"{turns[1]:.1f}, pick / best = {turns[0] / turns[1] - 1:+.1%}"
                     + ("" if on_grid else " (the pick is off the grid)"))  # fmt: skip

@@ -60,7 +60,7 @@ def run_stage(harness: ModuleType, prepared: Prepared, log=print) -> dict[str, d
     for key, job in jobs:
         started = time.monotonic()
         result = job()
-        best = max(result.points, key=lambda p: p.throughput) if result.points else None
+        best = result.best
         subjects[key] = {
             "seconds": round(time.monotonic() - started, 1),
             "points": len(result.points),
