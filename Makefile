@@ -17,12 +17,13 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 ## Debian packages (installed once, when missing): Chromium and ChromeDriver for the browser test of the
-## Airflow UI page; Redis, the Celery broker of `make cluster` and its test.
+## Airflow UI page; Redis and PostgreSQL, the Celery broker and the metadata database of `make cluster` and its test.
 system:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null || { \
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v redis-server >/dev/null \
+	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
-	    chromium chromium-driver redis-server >/dev/null; }
+	    chromium chromium-driver redis-server postgresql >/dev/null; }
 
 ## Run compile_pipeline on the built-in MobileNetV2 with local MLflow + S3 (left running; `make stop`).
 demo: venv
@@ -37,18 +38,19 @@ dag-test: venv
 airflow: venv
 	$(PY) -m devtools.airflow_local
 
-## Airflow on the CeleryExecutor as on a fleet: Redis, scheduler, DAG processor, API server, and a worker per
-## queue (compile; accelerator + default), beside the local MLflow and S3. Prints the URL and login.
+## Airflow on the CeleryExecutor as on a fleet: PostgreSQL, Redis, scheduler, DAG processor, API server, and two
+## workers that are hosts of their own (compile; cpu + default), sharing nothing but S3, beside the local MLflow
+## and S3. Prints the URL and login.
 cluster: venv system
 	$(PY) -m devtools.cluster
 
-## The whole test suite (unit, integration against real local services, airflow dags test).
+## The whole test suite: unit, integration against real local services, airflow dags test, and the deployment
+## scenarios (the Celery fleet, Airflow standalone's Asset chain, the pipeline variants). What CI runs.
 test: venv system
-	$(PY) -m pytest -m "not scenario"
+	$(PY) -m pytest
 
-## The deployment scenarios: Airflow standalone's Asset chain and schedule, the Celery cluster (worker loss, 8 runs
-## at once), and four pipeline variants (unlabelled data; retrain_to_deploy's event; a missing model file; an
-## unknown target). Together about 17 minutes on 2 cores, so CI's `make test` leaves them out.
+## Only the deployment scenarios (also part of `make test`): the Celery fleet (worker loss, 8 runs at once, a run
+## store on one worker's disk), Airflow standalone's Asset chain and schedule, and the pipeline variants.
 test-scenarios: venv system
 	$(PY) -m pytest -m scenario
 

@@ -11,7 +11,8 @@ moving alias `champion` to it in the MLflow registry (or rejects it with tag `re
 
 Each version is staged, checked object by object against its sha256, copied into
 `s3://<bucket>/<prefix>/<model>/<N>/` in its serving runtime's layout (graph file last) and
-committed by a `manifest.json` written only if absent. A smoke test then downloads it from S3,
+committed by a `manifest.json` written only if absent. A smoke test then downloads it from S3 on a host of
+the class the version's target runs on (its CPU, Neuron device or GPU: one chain of tasks per host class),
 loads it with its runtime and compares predictions with validation; only then does the runtime's
 pointer (`models.config`, `config.pbtxt` or `config.json`) move to it, beside Kubernetes manifests
 in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever the trigger says.
@@ -24,6 +25,7 @@ import os
 import pendulum
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, get_current_context, task
 
+from tasks import targets
 from tasks.core.param_schema import field_schemas
 from tasks.core.records import PromoteParams
 from tasks.stages import MODEL_REGISTERED
@@ -56,6 +58,11 @@ def promote_model():
         get_current_context()["request_name"] = stages.request_name(request)
         return stages.promote.run(request)
 
+    # The requests of one host class, or a skip of its tasks (never queued where no worker may listen).
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def route(promoted: list[dict], host_class: str) -> list[dict]:
+        return stages.for_host_class(list(promoted), host_class)
+
     @task(map_index_template="{{ request_name }}")
     def smoke_test(promoted: dict) -> dict:
         get_current_context()["request_name"] = stages.request_name(promoted)
@@ -66,7 +73,11 @@ def promote_model():
         get_current_context()["request_name"] = stages.request_name(smoked)
         return stages.serve.run(smoked)
 
-    serve.expand(smoked=smoke_test.expand(promoted=promote.expand(request=find())))
+    promoted = promote.expand(request=find())
+    for host_class in targets.host_classes():
+        requests = route.override(task_id=f"route_{host_class}")(promoted, host_class)
+        smoked = smoke_test.override(task_id=f"smoke_test_{host_class}", queue=host_class).expand(promoted=requests)
+        serve.override(task_id=f"serve_{host_class}").expand(smoked=smoked)
 
 
 promote_model()

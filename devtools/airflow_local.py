@@ -42,17 +42,17 @@ def standalone_env(settings: Settings, port: int, home: Path | None = None) -> d
     }
 
 
-def configure(settings: Settings, log_path: Path, home: Path | None = None) -> None:
+def configure(settings: Settings, log_path: Path, home: Path | None = None, env: dict[str, str] | None = None) -> None:
     """Metadata DB, pool compiler_slots, and the connections a deployment would hold (S3 endpoint, MLflow)."""
-    ensure_airflow_db(settings, log_path, home)
+    ensure_airflow_db(settings, log_path, home, env)
     connections = {
         "aws_default": {"conn_type": "aws", "extra": {"endpoint_url": settings.s3_endpoint_url or ""}},
         "mlflow_default": {"conn_type": "http", "host": settings.mlflow_tracking_uri},
     }
     for conn_id, fields in connections.items():
-        airflow(["connections", "delete", conn_id], settings, log_path, home=home)  # absent the first time
+        airflow(["connections", "delete", conn_id], settings, log_path, home=home, env=env)  # absent the first time
         args = ["connections", "add", conn_id, "--conn-json", json.dumps(fields)]
-        if airflow(args, settings, log_path, home=home) != 0:
+        if airflow(args, settings, log_path, home=home, env=env) != 0:
             raise SystemExit(f"airflow connections add {conn_id} failed; see {log_path}")
 
 

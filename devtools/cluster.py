@@ -1,17 +1,16 @@
 """``make cluster``: Airflow on its CeleryExecutor, locally, as it runs on a fleet.
 
-A Redis broker, the scheduler, the DAG processor, the API server (UI and the
-execution API the workers report to) and two Celery workers, each on its own
-queues as on separate machines: ``compile`` (the CPU compile fleet) and
-``accelerator`` + ``default`` (the accelerator hosts, which also run the light
-stages). Beside them the local MLflow and S3 services (started, or reused).
+PostgreSQL (the metadata database, as Airflow requires for the CeleryExecutor), a Redis broker, the scheduler, the
+DAG processor, the API server (UI and the execution API the workers report to) and two Celery workers, each as a
+host of its own: its own hostname, its own home directory (scratch space, fetch cache, benchmark lock) and its own
+Airflow log folder, no directory shared with another process. ``compile-worker`` takes queue ``compile`` (the CPU
+compile fleet); ``cpu-worker`` takes ``cpu`` (the host class that validates and benchmarks CPU targets) and
+``default``. What crosses hosts goes through S3 (moto) only: the run store (``RUN_STORE_URI``), the compile cache
+and Airflow's task logs (remote logging, read back by the API server). Beside them the local MLflow and S3 services
+(started, or reused).
 
-Each worker reports its own hostname (``compile-worker``, ``accelerator-worker``),
-which Airflow records on every task instance, so where each task ran can be read
-back from the UI or the REST API. All of it shares one metadata DB (SQLite), one
-log folder and one pipeline home (runs, compile cache): on one machine that is
-the disk; across machines it is Postgres, remote logging and a shared volume
-(see the README's "Scaling out").
+Each worker reports its own hostname, which Airflow records on every task instance, so where each task ran can be
+read back from the UI or the REST API.
 
 Stays in the foreground until Ctrl-C or SIGTERM, then stops everything it started.
 """
@@ -21,9 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import psutil
 
 from devtools import services
 from devtools.airflow_local import ADMIN, configure, standalone_env, stop_on_signals
+from tasks import targets
 from tasks.core import settings as settings_module
 from tasks.core.settings import WORKER_HOSTNAME_ENV, Settings
 
@@ -49,12 +51,13 @@ class WorkerKind:
         return f"{self.name}-worker"
 
 
-# The queues the DAGs use: compile tasks on "compile", validation and benchmarks on "accelerator",
-# everything else on Airflow's "default" queue.
+# The compile fleet, and the hosts of host class cpu (which also take Airflow's default queue: the light stages).
 WORKERS = (
-    WorkerKind("compile", ("compile",), concurrency=2),
-    WorkerKind("accelerator", ("accelerator", "default"), concurrency=4),
+    WorkerKind("compile", (targets.PLAN_QUEUE,), concurrency=2),
+    WorkerKind("cpu", ("cpu", "default"), concurrency=4),
 )
+HOST_CLASSES = ("cpu",)  # the host classes this cluster has workers for (no Neuron or GPU hosts here)
+BUCKET = "pipeline-fleet"  # the run store, the compile cache and the task logs, each under its own prefix
 
 
 class ClusterError(RuntimeError):
@@ -71,6 +74,89 @@ def redis_server() -> str:
     return path
 
 
+def postgres_bin() -> Path:
+    """The directory of PostgreSQL's server programs (Debian keeps them off PATH, under /usr/lib/postgresql)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not versions:
+        raise ClusterError(
+            "PostgreSQL is not installed: `make cluster` installs Debian's postgresql, "
+            "or install it yourself (apt-get install postgresql)"
+        )
+    return versions[-1].parent
+
+
+@dataclass
+class LocalPostgres:
+    """A throw-away PostgreSQL server on 127.0.0.1: trust authentication, no fsync (it holds only this cluster's
+    metadata). As root it runs as Debian's ``postgres`` user: PostgreSQL refuses to run as root."""
+
+    port: int
+    log_path: Path
+    data_dir: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/airflow"
+
+    def _as_owner(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        owner = pwd.getpwnam("postgres")
+        return {"user": owner.pw_uid, "group": owner.pw_gid}
+
+    def start(self) -> None:
+        bin_dir, owner = postgres_bin(), self._as_owner()
+        # Outside the project: as root the server's own user must reach it, and a test's home is root's alone.
+        self.data_dir = Path(tempfile.mkdtemp(prefix="compile-pipeline-postgres-"))
+        if owner:
+            os.chown(self.data_dir, owner["user"], owner["group"])
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            subprocess.run(
+                [str(bin_dir / "initdb"), "-D", str(self.data_dir / "data"), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-sync"],
+                stdout=log, stderr=subprocess.STDOUT, check=True, cwd=self.data_dir, **owner,
+            )  # fmt: skip
+            self.process = subprocess.Popen(
+                [str(bin_dir / "postgres"), "-D", str(self.data_dir / "data"), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", str(self.data_dir), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.data_dir,
+                start_new_session=True, **owner,
+            )  # fmt: skip
+        import psycopg2
+
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise ClusterError(f"postgres exited with code {self.process.returncode}; log {self.log_path}")
+            try:
+                connection = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+                break
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"postgres did not answer on 127.0.0.1:{self.port}; log {self.log_path}"
+                    ) from None
+                time.sleep(0.3)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE airflow")
+        connection.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            services.stop_child(self.process, grace_s=20)
+            self.process = None
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
+
+
 @dataclass
 class LocalCluster:
     """The processes of a local Celery deployment; ``start`` and ``stop`` them, or lose and restart a worker."""
@@ -78,9 +164,11 @@ class LocalCluster:
     settings: Settings
     port: int = 8080
     redis_port: int = 6379
+    postgres_port: int = 5432
     heartbeat_timeout_s: int = 60  # a task whose worker died is failed (and retried) after this long
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    postgres: LocalPostgres | None = None
 
     @property
     def url(self) -> str:
@@ -92,17 +180,28 @@ class LocalCluster:
 
     @property
     def airflow_home(self) -> Path:
-        # Its own metadata DB: runs queued by `make airflow` or the demo (asset-triggered ones too) stay there.
-        return self.log_dir / "airflow"
+        """The Airflow home of the scheduler, DAG processor and API server (the control plane's host)."""
+        return self.host_home("airflow")
+
+    def host_home(self, host: str) -> Path:
+        """A host's own directory: nothing under it is read by another process of the cluster."""
+        return self.log_dir / "hosts" / host
 
     @property
     def broker_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def env(self) -> dict[str, str]:
+    @property
+    def bucket_uri(self) -> str:
+        return f"s3://{BUCKET}"
+
+    def env(self, host: str = "airflow") -> dict[str, str]:
+        """The environment of one host's processes: its own home and log folder, everything shared on S3."""
+        home = self.host_home(host)
         return {
             **standalone_env(self.settings, self.port, self.airflow_home),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url if self.postgres else "",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tasks.core.settings.worker_hostname",
             "AIRFLOW__CELERY__BROKER_URL": self.broker_url,
@@ -111,15 +210,31 @@ class LocalCluster:
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout_s),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # Task logs go to S3 when a task ends; the API server reads them there (no shared log folder).
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"{self.bucket_uri}/airflow-logs",
+            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+                {"conn_type": "aws", "extra": {"endpoint_url": self.settings.s3_endpoint_url or ""}}
+            ),
+            "AIRFLOW_HOME": str(home),
+            "COMPILE_PIPELINE_HOME": str(home),
+            "RUN_STORE_URI": f"{self.bucket_uri}/runs",
+            "COMPILE_CACHE_URI": f"{self.bucket_uri}/compile-cache",
+            "HOST_CLASSES": ",".join(HOST_CLASSES),
+            WORKER_HOSTNAME_ENV: host,
             **self.extra_env,
         }
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def _spawn(self, name: str, command: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        cwd = cwd or self.log_dir
+        cwd.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
                 command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.settings.home, start_new_session=True,
+                cwd=cwd, start_new_session=True,
             )  # fmt: skip
         self.processes[name] = process
         return process
@@ -130,7 +245,7 @@ class LocalCluster:
     def start_redis(self) -> None:
         import redis
 
-        data = self.log_dir / "redis"
+        data = self.host_home("redis")
         data.mkdir(parents=True, exist_ok=True)
         # A broker only, nothing persisted: messages queued when it stops are lost, and the scheduler fails (and
         # retries) their tasks after [scheduler] task_queued_timeout. A deployment keeps its broker up instead.
@@ -148,33 +263,40 @@ class LocalCluster:
                 time.sleep(0.2)
         raise ClusterError(f"redis-server did not answer on 127.0.0.1:{self.redis_port}")
 
-    def start_worker(self, kind: WorkerKind) -> subprocess.Popen:
-        env = {**self.env(), WORKER_HOSTNAME_ENV: kind.hostname}
-        # Logs are read from the shared log folder, so the workers serve none (one port per host otherwise).
+    def start_worker(self, kind: WorkerKind, **env_overrides: str) -> subprocess.Popen:
+        """Start (or start again) a worker as a host of its own; ``env_overrides`` change its settings."""
+        env = {**self.env(kind.hostname), **env_overrides}
+        # No log server: logs reach the API server through S3 (one log server port per host otherwise).
         command = self._airflow("celery", "worker", "--queues", ",".join(kind.queues),
                                 "--concurrency", str(kind.concurrency), "--celery-hostname", f"{kind.name}@%h",
-                                "--pid", str(self.log_dir / f"{kind.hostname}.pid"), "--skip-serve-logs")  # fmt: skip
-        return self._spawn(kind.hostname, command, env)
+                                "--pid", str(self.host_home(kind.hostname) / "worker.pid"),
+                                "--skip-serve-logs")  # fmt: skip
+        return self._spawn(kind.hostname, command, env, cwd=self.host_home(kind.hostname))
 
     def start(self, log=print) -> None:
-        if services.port_taken(self.port):
-            raise ClusterError(f"port {self.port} on 127.0.0.1 is in use: choose another with --port")
-        if services.port_taken(self.redis_port):
-            raise ClusterError(
-                f"port {self.redis_port} on 127.0.0.1 is in use (a system redis-server?): "
-                "choose another with --redis-port or REDIS_PORT"
-            )
+        for port, what, option in (
+            (self.port, "the API server", "--port"),
+            (self.redis_port, "Redis (a system redis-server?)", "--redis-port or REDIS_PORT"),
+            (self.postgres_port, "PostgreSQL (a system postgres?)", "--postgres-port or POSTGRES_PORT"),
+        ):
+            if services.port_taken(port):
+                raise ClusterError(f"port {port} on 127.0.0.1, for {what}, is in use: choose another with {option}")
         services.start(self.settings, log=lambda m: log("  " + m))
+        services.ensure_buckets(self.settings, self.bucket_uri)
+        self.postgres = LocalPostgres(self.postgres_port, self.log_dir / "postgres.log")
+        self.postgres.start()
+        log(f"  postgres: metadata database on 127.0.0.1:{self.postgres_port}")
         self.start_redis()
         log(f"  redis: broker on {self.broker_url}")
-        configure(self.settings, self.log_dir / "configure.log", self.airflow_home)
         env = self.env()
+        configure(self.settings, self.log_dir / "configure.log", self.airflow_home, env=env)
         Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
         api = self._spawn(
-            "api-server", self._airflow("api-server", "--host", "127.0.0.1", "--port", str(self.port)), env
-        )
-        self._spawn("scheduler", self._airflow("scheduler"), env)
-        self._spawn("dag-processor", self._airflow("dag-processor"), env)
+            "api-server", self._airflow("api-server", "--host", "127.0.0.1", "--port", str(self.port)), env,
+            cwd=self.airflow_home,
+        )  # fmt: skip
+        self._spawn("scheduler", self._airflow("scheduler"), env, cwd=self.airflow_home)
+        self._spawn("dag-processor", self._airflow("dag-processor"), env, cwd=self.airflow_home)
         for kind in WORKERS:
             self.start_worker(kind)
         services.wait_until_answering(
@@ -200,11 +322,16 @@ class LocalCluster:
         process.wait()
         return [member.pid for member in tree]
 
+    def stop_worker(self, kind: WorkerKind, grace_s: float = 30) -> None:
+        services.stop_child(self.processes.pop(kind.hostname), grace_s)
+
     def stop(self, grace_s: float = 20) -> None:
-        # Workers first (they take nothing more), the broker last.
+        # Workers first (they take nothing more), the broker and the database last.
         for name in sorted(self.processes, key=lambda n: (n == "redis", not n.endswith("-worker"))):
             services.stop_child(self.processes[name], grace_s)
         self.processes.clear()
+        if self.postgres is not None:
+            self.postgres.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,17 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.cluster", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW_PORT", "8080")))
     parser.add_argument("--redis-port", type=int, default=int(os.environ.get("REDIS_PORT", "6379")))
+    parser.add_argument("--postgres-port", type=int, default=int(os.environ.get("POSTGRES_PORT", "5432")))
     args = parser.parse_args(argv)
-    cluster = LocalCluster(settings_module.load(), port=args.port, redis_port=args.redis_port)
+    cluster = LocalCluster(
+        settings_module.load(), port=args.port, redis_port=args.redis_port, postgres_port=args.postgres_port
+    )
     try:
         cluster.start()
-        print(f"Airflow (CeleryExecutor): {cluster.url}  (login {ADMIN} / {ADMIN}; logs {cluster.log_dir})")
+        print(f"Airflow (CeleryExecutor, PostgreSQL): {cluster.url}  (login {ADMIN} / {ADMIN}; logs {cluster.log_dir})")
         for kind in WORKERS:
-            print(f"  worker {kind.hostname}: queues {', '.join(kind.queues)}, {kind.concurrency} tasks at once")
+            print(f"  worker {kind.hostname}: queues {', '.join(kind.queues)}, {kind.concurrency} tasks at once, "
+                  f"home {cluster.host_home(kind.hostname)}")  # fmt: skip
+        print(f"  run store {cluster.bucket_uri}/runs, compile cache {cluster.bucket_uri}/compile-cache, "
+              f"task logs {cluster.bucket_uri}/airflow-logs")  # fmt: skip
         print(f"MLflow: {cluster.settings.mlflow_tracking_uri}   S3 endpoint: {cluster.settings.s3_endpoint_url}")
         print("Trigger compile_pipeline from its form (Dags -> compile_pipeline -> Trigger); the task instances")
         print("show which worker ran them (Host).")
-        print("Ctrl-C stops Airflow, the workers and Redis; `make stop` stops MLflow and S3.", flush=True)
+        print("Ctrl-C stops Airflow, the workers, Redis and PostgreSQL; `make stop` stops MLflow and S3.", flush=True)
         while all(process.poll() is None for process in cluster.processes.values()):
             time.sleep(2)
         exited = [name for name, process in cluster.processes.items() if process.poll() is not None]

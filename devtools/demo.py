@@ -16,8 +16,11 @@ from pathlib import Path
 
 from devtools import services
 from tasks.core import settings as settings_module
+from tasks.core import store
+from tasks.core.files import local_path
 from tasks.core.settings import PROJECT_ROOT, Settings
 from tasks.report import run_report as report
+from tasks.report.run_report import LATEST
 from tasks.serving import review as registry
 from tasks.stages.runner import PROGRESS_MARK
 
@@ -38,14 +41,20 @@ def airflow_env(settings: Settings, home: Path | None = None) -> dict[str, str]:
 
 
 def airflow(
-    args: list[str], settings: Settings, log_path: Path, echo_progress: bool = False, home: Path | None = None
+    args: list[str],
+    settings: Settings,
+    log_path: Path,
+    echo_progress: bool = False,
+    home: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> int:
-    """Run the Airflow CLI, all output to ``log_path``; echo the pipeline's progress lines if asked."""
+    """Run the Airflow CLI, all output to ``log_path``; echo the pipeline's progress lines if asked. ``env``: the
+    whole environment, instead of the demo's (``make cluster`` has its own metadata database)."""
     command = [str(Path(sys.executable).parent / "airflow"), *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         process = subprocess.Popen(
-            command, env=airflow_env(settings, home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, env=env or airflow_env(settings, home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         for line in process.stdout:
             log.write(line)
@@ -59,13 +68,16 @@ def airflow(
 COMPILER_SLOTS_POOL = "compiler_slots"
 
 
-def ensure_airflow_db(settings: Settings, log_path: Path, home: Path | None = None) -> None:
+def ensure_airflow_db(
+    settings: Settings, log_path: Path, home: Path | None = None, env: dict[str, str] | None = None
+) -> None:
     """Migrate the metadata DB and create the pool compile tasks run in (COMPILER_SLOTS, default 2)."""
-    if airflow(["db", "migrate"], settings, log_path, home=home) != 0:
+    if airflow(["db", "migrate"], settings, log_path, home=home, env=env) != 0:
         raise SystemExit(f"airflow db migrate failed; see {log_path}")
     slots = os.environ.get("COMPILER_SLOTS", "2")
     description = "compile tasks at once (each a compiler child process with its memory limit)"
-    if airflow(["pools", "set", COMPILER_SLOTS_POOL, slots, description], settings, log_path, home=home) != 0:
+    pool = ["pools", "set", COMPILER_SLOTS_POOL, slots, description]
+    if airflow(pool, settings, log_path, home=home, env=env) != 0:
         raise SystemExit(f"airflow pools set {COMPILER_SLOTS_POOL} failed; see {log_path}")
 
 
@@ -99,18 +111,29 @@ DEMO_RUNS = [
 ]
 
 
-def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, Path | None]:
-    """Run one ``compile_pipeline`` DAG run in-process; return the exit code and the report path."""
+def latest_report(settings: Settings) -> str | None:
+    """The URI of the newest run report in the run store (None before the first)."""
+    uri = store.read_bytes(store.join(settings.run_store_uri, LATEST))
+    return uri.decode() if uri else None
+
+
+def shown_path(uri: str) -> str:
+    """A report's path where it is on this machine's disk, else its URI (s3://...)."""
+    return str(local_path(uri)) if uri.startswith("file:") else uri
+
+
+def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, str | None]:
+    """Run one ``compile_pipeline`` DAG run in-process; return the exit code and where its report.json is (a path
+    on this machine for a file:// run store, else its s3:// URI)."""
     log_path = settings.home / "demo" / "airflow-dags-test.log"
     ensure_airflow_db(settings, log_path)
-    latest = settings.runs_dir / "latest"
-    before = latest.read_text() if latest.exists() else None
+    before = latest_report(settings)
     args = ["dags", "test", "compile_pipeline"]
     if conf:
         args += ["-c", json.dumps(conf)]
     code = airflow(args, settings, log_path, echo_progress=True)
-    after = latest.read_text() if latest.exists() else None
-    return code, Path(after) if after and after != before else None
+    after = latest_report(settings)
+    return code, shown_path(after) if after and after != before else None
 
 
 def approve_and_promote(settings: Settings, report_data: dict) -> int:
@@ -141,15 +164,15 @@ def main() -> int:
         print(f"== running compile_pipeline for {title} with airflow dags test (Airflow's log: "
               f"{settings.home / 'demo' / 'airflow-dags-test.log'})")  # fmt: skip
         run_started = time.monotonic()
-        code, report_path = run_pipeline(settings, conf)
-        if report_path is None:
+        code, report_uri = run_pipeline(settings, conf)
+        if report_uri is None:
             print(
                 f"error: the DAG run wrote no report (exit code {code}); see {settings.home / 'demo'}", file=sys.stderr
             )
             return code or 1
         print(f"== done in {time.monotonic() - run_started:.0f} s\n")
-        report_data = json.loads(report_path.read_text())
-        print(report.summary(report_data, report_path) + "\n")
+        report_data = store.read_json(report_uri)
+        print(report.summary(report_data, report_uri) + "\n")
         if code == 0 and report_data["mlflow"]["version"]:
             promote_started = time.monotonic()
             code = approve_and_promote(settings, report_data)

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tasks.core import settings as settings_module
 from tasks.core.settings import Settings
@@ -128,7 +129,12 @@ def _running_pid(settings: Settings, name: str) -> int | None:
     return pid
 
 
-def _ensure_buckets(settings: Settings) -> None:
+def ensure_buckets(settings: Settings, *uris: str) -> None:
+    """The buckets of the local services, and those of any ``s3://`` URIs given (a run store, a compile cache)."""
+    _ensure_buckets(settings, [urlparse(uri).netloc for uri in uris if uri.startswith("s3://")])
+
+
+def _ensure_buckets(settings: Settings, more: list[str] | None = None) -> None:
     import boto3
     from botocore.config import Config
 
@@ -141,7 +147,7 @@ def _ensure_buckets(settings: Settings) -> None:
         config=Config(request_checksum_calculation="when_required"),
     )
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    for bucket in (settings.serving_bucket, settings.mlflow_artifacts_bucket):
+    for bucket in dict.fromkeys([settings.serving_bucket, settings.mlflow_artifacts_bucket, *(more or [])]):
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
 
@@ -156,8 +162,8 @@ def start(settings: Settings | None = None, log=print) -> None:
             log(f"{service.name}: already running on 127.0.0.1:{service.port}")
         else:
             _start_one(settings, service, log)
-        if service.name == "s3":
-            _ensure_buckets(settings)
+        if service.name == "s3":  # and the buckets of a run store or compile cache on it
+            ensure_buckets(settings, settings.run_store_uri, settings.compile_cache_uri)
 
 
 def _start_one(settings: Settings, service: Service, log) -> None:

@@ -48,7 +48,6 @@ from tasks.benchmark import machine
 from tasks.benchmark.utilisation import probe_for
 from tasks.core import settings as settings_module
 from tasks.core.batching import Predict, RequestQueue
-from tasks.core.files import verify_artifact
 from tasks.core.records import (
     BenchmarkPoint,
     BenchmarkResult,
@@ -59,6 +58,7 @@ from tasks.core.records import (
     PipelineParams,
     Status,
 )
+from tasks.core.store import artifact_dir
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
 
@@ -588,7 +588,7 @@ def benchmark_artifact(
     if config.batch_size:  # a fixed-batch artifact runs only its own batch size
         batch_sizes = [config.batch_size]
     try:
-        verify_artifact(artifact)
+        artifact_dir(artifact)  # fetched and checked against its sha256 before anything runs
         target = targets.get(config.target)
         device = artifact.report.device if artifact.report else "CPU"
         harness = harness or Harness()

@@ -5,12 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from tasks.core.records import CompiledArtifact, FileRef, Status
+from tasks.core.records import FileRef
+from tasks.core.settings import WORKER_HOSTNAME_ENV
+
+
+class OtherHostError(ValueError):
+    """A ``file://`` URI names another host's disk: hosts hand each other objects through the run store."""
+
+
+def this_host() -> str:
+    """The name this worker goes by, as ``file://`` URIs name it: the worker's given name (Airflow's hostname of its
+    task instances in ``make cluster``), else the machine's (not its FQDN, which is ``localhost`` on some hosts)."""
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.gethostname()
 
 
 def to_uri(path: str | Path) -> str:
@@ -18,11 +30,18 @@ def to_uri(path: str | Path) -> str:
 
 
 def local_path(uri: str) -> Path:
-    """Path of a ``file://`` URI (or a plain path)."""
+    """Path of a ``file://`` URI (or a plain path) on this host; a URI naming another host is refused by name."""
     parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path))
-    raise ValueError(f"expected a local file URI, got {uri!r}")
+    if parsed.scheme not in ("", "file"):
+        raise ValueError(f"expected a local file URI, got {uri!r}")
+    host = parsed.netloc
+    if host and host.lower() not in ("localhost", this_host().lower()):
+        raise OtherHostError(
+            f"{uri} is a path on host {host!r}, and this task runs on {this_host()!r}: hosts share no disk, they "
+            "hand each other objects through the run store. Give every worker the same RUN_STORE_URI, an s3:// "
+            "prefix they all reach (a file:// run store serves one machine only)"
+        )
+    return Path(unquote(parsed.path))
 
 
 def sha256_chunks(chunks: Iterable[bytes]) -> str:
@@ -46,7 +65,10 @@ def dir_ref(path: str | Path) -> FileRef:
     """A directory as one FileRef: its tree checksum and total size."""
     path = Path(path)
     return FileRef(
-        uri=to_uri(path), sha256=tree_sha256(path), size=sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        uri=to_uri(path),
+        sha256=tree_sha256(path),
+        size=sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
+        tree=True,
     )
 
 
@@ -84,13 +106,3 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 
 def write_json(path: str | Path, obj: object) -> Path:
     return write_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def verify_artifact(artifact: CompiledArtifact) -> Path:
-    """The artifact's directory, after checking that its files are exactly what was compiled."""
-    path = local_path(artifact.uri)
-    if artifact.status != Status.OK:
-        raise ValueError(f"config {artifact.config.key} did not compile: {artifact.reason}")
-    if not path.is_dir() or tree_sha256(path) != artifact.sha256:
-        raise ValueError(f"compiled artifact {path} is missing or changed since compile (sha256 mismatch)")
-    return path

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tasks.core import settings as settings_module
 from tasks.targets import TARGET_MODULES
 
 # Names that become S3 keys, paths and registered-model names.
@@ -384,15 +386,33 @@ class PromoteParams(Record):
 
 
 class RunContext(Record):
+    """What every stage of one run is given: its id, its prefix in the run store, its params."""
+
     run_id: str
-    run_dir: str
+    run_uri: str  # <RUN_STORE_URI>/<run>: where the run's stages put what they hand on (tasks.core.store)
     params: PipelineParams
+
+    @property
+    def safe_id(self) -> str:
+        return safe_run_id(self.run_id)
+
+    def scratch(self, *parts: str) -> Path:
+        """This host's own working directory for the run (never read by another host)."""
+        return settings_module.load().scratch_dir.joinpath(self.safe_id, *parts)
+
+
+def safe_run_id(run_id: str) -> str:
+    """A run id as one path segment or key part (Airflow's run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
 
 
 class FileRef(Record):
+    """An object in the run store (or, inside one stage, a local file): where it is and what it holds."""
+
     uri: str
-    sha256: str
-    size: int
+    sha256: str  # a directory's is its tree's (tasks.core.files.tree_sha256)
+    size: int = 0
+    tree: bool = False  # a directory (a prefix of objects), not one file
 
 
 class ExportedModel(Record):
@@ -510,6 +530,17 @@ class CompiledArtifact(Record):
     cache: CacheStatus = "off"  # rebuilt: the cache entry failed its sha256 check and was compiled again
     cache_key: str = ""
     log_uri: str = ""
+    log_sha256: str = ""
+    host: str = ""  # the worker that compiled it (or took it from the compile cache)
+
+    @property
+    def ref(self) -> FileRef:
+        """The compiled files as one object of the run store (a tree)."""
+        return FileRef(uri=self.uri, sha256=self.sha256, tree=True)
+
+    @property
+    def log_ref(self) -> FileRef | None:
+        return FileRef(uri=self.log_uri, sha256=self.log_sha256) if self.log_uri and self.log_sha256 else None
 
 
 class DatasetRef(Record):
@@ -527,6 +558,14 @@ class DatasetRef(Record):
     class_output: str | None = None  # the output the labels judge; None for unlabelled data
     calibration_sources: list[str] = Field(default_factory=list)  # where the calibration inputs come from
 
+    @property
+    def ref(self) -> FileRef:
+        return FileRef(uri=self.uri, sha256=self.sha256)
+
+    @property
+    def calibration_ref(self) -> FileRef | None:
+        return FileRef(uri=self.calibration_uri, sha256=self.calibration_sha256) if self.calibration_uri else None
+
 
 class ClassScore(Record):
     class_id: int
@@ -539,10 +578,15 @@ class Predictions(Record):
 
     outputs_uri: str  # .npz, one array per output name
     samples: int
+    outputs_sha256: str = ""
     class_output: str | None = None  # the output judged by top-k against the labels (None: no labels)
     top1: float | None = None
     top5: float | None = None
     probe_top5: list[ClassScore] = Field(default_factory=list)
+
+    @property
+    def outputs_ref(self) -> FileRef:
+        return FileRef(uri=self.outputs_uri, sha256=self.outputs_sha256)
 
 
 class BenchmarkPoint(Record):
@@ -598,6 +642,7 @@ class BenchmarkResult(Record):
     notes: list[str] = Field(default_factory=list)  # why each sweep stopped, points that failed
     machine: MachineContext | None = None
     seconds: float = 0.0  # wall time of the whole sweep, loading and racing included
+    waited_s: float = 0.0  # waiting for the host's other sweep or validations to end (tasks.benchmark.host_lock)
 
     @property
     def best(self) -> BenchmarkPoint | None:
@@ -611,9 +656,13 @@ class BenchmarkResult(Record):
 
 
 class BaselineResult(Record):
+    """The source framework on the CPU of one host class's hosts: the reference its configs are judged against and
+    the throughput their speedups divide by."""
+
     framework: str
     predictions: Predictions
     benchmark: BenchmarkResult
+    host_class: str = "cpu"
 
 
 class OutputCheck(Record):
@@ -643,6 +692,7 @@ class ValidationResult(Record):
     reason: str = ""
     predictions: Predictions | None = None
     outputs: list[OutputCheck] = Field(default_factory=list)  # every output of the model, in its declared order
+    host: str = ""  # the worker that ran the validation
 
     # One-figure summaries (progress lines, tables, the registry's tags) show one output: the class scores
     # where labels judge one, else the first.
@@ -697,6 +747,13 @@ class ConfigOutcome(Record):
     gate: Literal["pass", "fail"] = "fail"
     gate_reasons: list[str] = Field(default_factory=list)
     mlflow_run_id: str = ""
+
+
+class Gated(Record):
+    """The gate's verdict on every config, and its GX validation result and Data Docs in the run store."""
+
+    outcomes: list[ConfigOutcome]
+    docs: FileRef | None = None  # a tree: validation_result.json and data_docs/
 
 
 class Recorded(Record):

@@ -34,6 +34,12 @@ class Settings:
     mlflow_artifacts_bucket: str
     experiment: str
     compile_cache_uri: str  # a directory or s3://bucket/prefix; empty turns the compile cache off
+    # Where a run's stages hand each other what they made: file:///<dir> on one machine, s3://bucket/prefix on a
+    # fleet (tasks.core.store). Each run lives under <run_store_uri>/<run id>/.
+    run_store_uri: str = ""
+    # The host classes this deployment has workers for (tasks.targets.HOST_CLASSES); empty: this machine runs
+    # every task itself (make demo, airflow dags test), so the plan judges every target here.
+    host_classes: tuple[str, ...] = ()
     # Where serving pods read the model repository from, written into their Deployment: never the pipeline's
     # own endpoint (a local moto or MinIO no pod can reach). None: AWS S3 itself; "": the pipeline's region.
     serving_s3_endpoint_url: str | None = None
@@ -42,6 +48,21 @@ class Settings:
     @property
     def runs_dir(self) -> Path:
         return self.home / "runs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This host's own working space: what a stage writes before it puts it in the run store."""
+        return self.home / "scratch"
+
+    @property
+    def object_cache_dir(self) -> Path:
+        """This host's content-addressed cache of what it fetched from the run store (tasks.core.store)."""
+        return self.home / "cache" / "objects"
+
+    @property
+    def locks_dir(self) -> Path:
+        """This host's locks (one benchmark sweep at a time per host)."""
+        return self.home / "locks"
 
 
 WORKER_HOSTNAME_ENV = "COMPILE_PIPELINE_WORKER_HOSTNAME"
@@ -82,6 +103,8 @@ def load() -> Settings:
         mlflow_artifacts_bucket=os.environ.get("MLFLOW_ARTIFACTS_BUCKET", "mlflow-artifacts"),
         experiment=experiment,
         compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
+        run_store_uri=(os.environ.get("RUN_STORE_URI") or (home / "runs").as_uri()).rstrip("/"),
+        host_classes=tuple(c.strip() for c in os.environ.get("HOST_CLASSES", "").split(",") if c.strip()),
         serving_s3_endpoint_url=os.environ.get("SERVING_S3_ENDPOINT_URL") or None,
         serving_region=os.environ.get("SERVING_AWS_REGION", ""),
     )

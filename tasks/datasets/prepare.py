@@ -41,8 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.core.files import file_ref, local_path, sha256_file, write_atomic
+from tasks.core.files import file_ref, local_path, write_atomic
 from tasks.core.records import DatasetRef, ExportedModel, TensorSpec
+from tasks.core.store import fetch
 from tasks.datasets import calibration as calibration_file
 from tasks.datasets.imagenet import IMAGENET_MEAN, IMAGENET_STD, preprocess  # noqa: F401 (the dataset API)
 from tasks.models.keras_digits import TRAIN_SAMPLES
@@ -248,7 +249,7 @@ def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: l
             f"dataset {name} is text, and a {exported.framework} model carries no tokenizer to read it with; give "
             "a Hugging Face model directory (framework huggingface) or token ids in a .npz file"
         )
-    tokenizer_dir = local_path(exported.formats[huggingface.TOKENIZER_FORMAT].uri)
+    tokenizer_dir = fetch(exported.formats[huggingface.TOKENIZER_FORMAT])
     return Samples(
         name=name,
         arrays=huggingface.tokenize(tokenizer_dir, texts, exported.inputs),
@@ -599,9 +600,7 @@ class LoadedDataset:
 
 
 def load(ref: DatasetRef) -> LoadedDataset:
-    path = local_path(ref.uri)
-    if sha256_file(path) != ref.sha256:
-        raise ValueError(f"dataset file {path} changed since it was prepared (sha256 mismatch)")
+    path = fetch(ref.ref)  # checked against the sha256 it was prepared with
     with np.load(path, allow_pickle=False) as data:
         return LoadedDataset(
             arrays={name.removeprefix("input__"): data[name] for name in data.files if name.startswith("input__")},

@@ -4,35 +4,54 @@ built from the stages' saved results."""
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from tasks import targets
 from tasks.benchmark.machine import peak_share
+from tasks.core import store
 from tasks.core.files import write_atomic, write_json
 from tasks.core.mlflow_client import client as mlflow_client
 from tasks.core.records import BenchmarkPoint, BenchmarkResult, CompileConfig, MachineContext, Status
 from tasks.core.settings import Settings
+from tasks.core.store import STAGES_DIR
 from tasks.report import plots as plotting
 from tasks.report.tables import Table, render
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): mlflow.
 
 
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _first_failure(stages: Path) -> dict | None:
+def _first_failure(stages: str) -> dict | None:
     """The stage that failed first (a later one may have failed only for want of its result)."""
-    errors = sorted(stages.glob("*.error.json"), key=lambda p: (p.stat().st_mtime_ns, p.name))
-    return _load(errors[0]) if errors else None
+    names = [name for name in store.list_files(stages) if name.endswith(".error.json")]
+    errors = [e for e in (store.read_json(store.join(stages, name)) for name in names) if e and e.get("error")]
+    return min(errors, key=lambda e: (e.get("at") or 0, e.get("stage", ""), e.get("key", "")), default=None)
 
 
-def _config_row(outcome: dict) -> dict:
+def _baseline_summary(baseline: dict) -> dict:
+    points = (baseline.get("benchmark") or {}).get("points", [])
+    best = max(points, key=lambda p: p["throughput"], default=None)
+    return {
+        "framework": baseline["framework"],
+        "host_class": baseline.get("host_class", "cpu"),
+        "host": ((baseline.get("benchmark") or {}).get("machine") or {}).get("host"),
+        "top1": baseline["predictions"]["top1"],
+        "top5": baseline["predictions"]["top5"],
+        "samples": baseline["predictions"].get("samples"),
+        "probe_top5": baseline["predictions"]["probe_top5"],
+        "throughput": best["throughput"] if best else None,
+        "batch_size": best["batch_size"] if best else None,
+        "benchmark": points,
+        "benchmark_seconds": (baseline.get("benchmark") or {}).get("seconds"),
+    }
+
+
+def _config_row(outcome: dict, baselines: dict[str, dict]) -> dict:
     compiled, validation, bench = outcome["compiled"], outcome.get("validation") or {}, outcome.get("benchmark") or {}
     config = CompileConfig.model_validate(compiled["config"])
+    host_class = targets.get(config.target).run_queue
+    base_throughput = (baselines.get(host_class) or {}).get("throughput")
     points = bench.get("points") or []
     best = max(points, key=lambda p: p["throughput"], default=None)
     predictions = validation.get("predictions") or {}
@@ -74,6 +93,15 @@ def _config_row(outcome: dict) -> dict:
         "outputs": outputs,
         "probe_top5": predictions.get("probe_top5", []),
         "throughput": best["throughput"] if best else None,
+        # against the CPU baseline measured on the same host class
+        "speedup": best["throughput"] / base_throughput if best and base_throughput else None,
+        "host_class": host_class,
+        "hosts": {
+            "compiled": compiled.get("host", ""),
+            "validated": validation.get("host", ""),
+            "benchmarked": (bench.get("machine") or {}).get("host", ""),
+            "baseline": (baselines.get(host_class) or {}).get("host") or "",
+        },
         "latency_ms": {k: best[f"latency_ms_{k}"] for k in ("p50", "p90", "p99")} if best else None,
         "benchmark": points,
         "benchmark_seconds": bench.get("seconds"),
@@ -83,26 +111,41 @@ def _config_row(outcome: dict) -> dict:
     }
 
 
-def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
-    stages = run_dir / "stages"
-    start = _load(stages / "start.json") or {}
-    exported = _load(stages / "export.json")
-    dataset = _load(stages / "prepare_dataset.json")
-    plan = _load(stages / "plan.json") or {}
-    baseline = _load(stages / "baseline.json")
-    recorded = _load(stages / "record.json")
-    outcomes = (recorded or {}).get("outcomes") or _load(stages / "gate.json") or []
-    registration = _load(stages / "register.json")
-    failure = _first_failure(stages)
+# The stages every successful run leaves a result of, in order (compile, validate and benchmark failures are results).
+RESULT_STAGES = ("start", "export", "prepare_dataset", "plan", "gate", "record", "register")
 
-    base_points = (baseline or {}).get("benchmark", {}).get("points", [])
-    base_best = max(base_points, key=lambda p: p["throughput"], default=None)
+
+def build(run_uri: str, run_id: str, settings: Settings) -> dict:
+    stages = store.join(run_uri, STAGES_DIR)
+
+    def _load(name: str) -> Any:
+        return store.read_json(store.join(stages, name))
+
+    start = _load("start.json") or {}
+    exported = _load("export.json")
+    dataset = _load("prepare_dataset.json")
+    plan = _load("plan.json") or {}
+    # one baseline per host class that ran configs (baseline-<class>.json); the CPU hosts' is the report's main one
+    found = [_load(n) for n in store.list_files(stages) if n.startswith("baseline-") and not n.endswith("error.json")]
+    baselines = {b.get("host_class", "cpu"): _baseline_summary(b) for b in found if b}
+    baseline = next((b for b in found if b and b.get("host_class", "cpu") == "cpu"), found[0] if found else None)
+    recorded = _load("record.json")
+    outcomes = (recorded or {}).get("outcomes") or (_load("gate.json") or {}).get("outcomes") or []
+    registration = _load("register.json")
+    failure = _first_failure(stages)
+    if failure is None and registration is None:
+        # A stage that ended without its result and without an error in the store: its task died, or could not
+        # write to the run store (another host's file:// store); its task log says why.
+        missing = next(name for name in RESULT_STAGES if _load(f"{name}.json") is None)
+        failure = {"stage": missing, "error": f"stage {missing} left no result in the run store {run_uri}: its task "
+                   "failed before it could write one (see that task's log)"}  # fmt: skip
+
     return {
         "run_id": run_id,
         "status": "failed" if failure else "success",
         "failed_stage": failure["stage"] if failure else None,
         "error": failure["error"] if failure else None,
-        "params": start.get("params") or _load(stages / "start.params.json"),
+        "params": start.get("params") or _load("start.params.json"),
         "model": exported
         and {
             "name": exported["name"],
@@ -117,19 +160,9 @@ def build(run_dir: Path, run_id: str, settings: Settings) -> dict:
         },
         "machine": ((baseline or {}).get("benchmark") or {}).get("machine"),
         "dataset": dataset,
-        "baseline": baseline
-        and {
-            "framework": baseline["framework"],
-            "top1": baseline["predictions"]["top1"],
-            "top5": baseline["predictions"]["top5"],
-            "samples": baseline["predictions"].get("samples"),
-            "probe_top5": baseline["predictions"]["probe_top5"],
-            "throughput": base_best["throughput"] if base_best else None,
-            "batch_size": base_best["batch_size"] if base_best else None,
-            "benchmark": base_points,
-            "benchmark_seconds": (baseline.get("benchmark") or {}).get("seconds"),
-        },
-        "configs": [_config_row(o) for o in outcomes],
+        "baseline": baseline and _baseline_summary(baseline),
+        "baselines": baselines,
+        "configs": [_config_row(o, baselines) for o in outcomes],
         "skipped_targets": {s["subject"]: s["reason"] for s in plan.get("skipped", [])},
         "selected": registration and registration["selected"],
         "selected_point": registration and registration.get("selected_point"),
@@ -179,6 +212,7 @@ def markdown(report: dict) -> str:
         lines += [line, ""]
     lines += accuracy_table(report).markdown() + [""] + _outputs_lines(report) + throughput_table(report).markdown()
     lines += ["", machine_line(report), ""] + compile_table(report).markdown() + [""]
+    lines += hosts_table(report).markdown() + [""]
     if report["skipped_targets"]:
         lines += ["Skipped targets:", *[f"- {k}: {v}" for k, v in report["skipped_targets"].items()], ""]
     if report["selected"]:
@@ -259,6 +293,19 @@ def accuracy_table(report: dict) -> Table:
     return table
 
 
+def hosts_table(report: dict) -> Table:
+    """Where each config's figures came from: its host class, and the workers that compiled, validated and
+    benchmarked it and measured the CPU baseline its speedup divides by."""
+    table = Table(["config", "host class", "compiled on", "validated on", "benchmarked on", "baseline on"])
+    for c in report["configs"]:
+        hosts = c.get("hosts") or {}
+        table.rows.append(
+            [c["key"], c.get("host_class", "")]
+            + [hosts.get(k) or "-" for k in ("compiled", "validated", "benchmarked", "baseline")]
+        )
+    return table
+
+
 def compile_table(report: dict) -> Table:
     """Per config: compiler and flags, operators on the device, seconds, peak memory, cache use, NEFFs, and the
     compiler's notes (e.g. which layers int8 left in float)."""
@@ -291,17 +338,29 @@ def compile_table(report: dict) -> Table:
 def throughput_table(report: dict) -> Table:
     """Per subject: the best point of its sweep, against single-stream batch 1, the best CPU baseline
     and the machine's matmul peak; unstable points and idle devices show here."""
-    baseline, model = report["baseline"], report["model"] or {}
-    subjects = ([("CPU baseline", "fp32", baseline["benchmark"])] if baseline else []) + [
-        (c["key"], c["precision"], c["benchmark"]) for c in report["configs"]
+    model = report["model"] or {}
+    baselines = report.get("baselines") or ({"cpu": report["baseline"]} if report["baseline"] else {})
+    several = len(baselines) > 1  # each host class's rows name it, beside its own baseline
+    subjects = []
+    for host_class, base in baselines.items():
+        name = f"CPU baseline ({host_class} hosts)" if several else "CPU baseline"
+        subjects.append((name, "fp32", base["benchmark"], base["throughput"]))
+        subjects += [
+            (f"{c['key']} ({host_class} hosts)" if several else c["key"], c["precision"], c["benchmark"],
+             base["throughput"])
+            for c in report["configs"] if c.get("host_class", "cpu") == host_class
+        ]  # fmt: skip
+    subjects += [
+        (c["key"], c["precision"], c["benchmark"], None)
+        for c in report["configs"]
+        if c.get("host_class", "cpu") not in baselines
     ]
     machine = report.get("machine") and MachineContext.model_validate(report["machine"])
     table = Table(
         ["samples/s", "best point (batch x streams)", "p50 / p99 ms", "single stream, batch 1", "tuned / naive",
          "speedup vs CPU", "spread", "% of peak", "utilisation"]
     )  # fmt: skip
-    base_best = baseline["throughput"] if baseline else None
-    for name, precision, points in subjects:
+    for name, precision, points, base_best in subjects:
         if not points:
             table.rows.append([name] + ["-"] * 8)
             continue
@@ -354,7 +413,7 @@ def probe_table(report: dict) -> Table | None:
     return table
 
 
-def summary(report: dict, report_path: Path) -> str:
+def summary(report: dict, report_path: Path | str) -> str:
     """What the demo prints at the end; the last line is the report's path."""
     lines = [f"pipeline run {report['run_id']}: {report['status'].upper()}"]
     if report["error"]:
@@ -363,7 +422,7 @@ def summary(report: dict, report_path: Path) -> str:
     lines += ["", *(probe.markdown() if probe else []), "", *accuracy_table(report).markdown(), ""]
     lines += _outputs_lines(report)
     lines += [*throughput_table(report).markdown(), machine_line(report), ""]
-    lines += [*compile_table(report).markdown(), ""]
+    lines += [*compile_table(report).markdown(), "", *hosts_table(report).markdown(), ""]
     hits = sum(1 for c in report["configs"] if c.get("compile_cache") == "hit")
     stage_seconds = sum(c.get("compile_stage_seconds") or 0 for c in report["configs"])
     lines.append(
@@ -399,6 +458,7 @@ def html(report: dict, plots: list[Path]) -> str:
             *([outputs_table(report)] if _shows_outputs(report) else []),
             throughput_table(report),
             compile_table(report),
+            hosts_table(report),
         ],  # fmt: skip
         machine=machine_line(report),
         selected=_selected_line(report),
@@ -406,7 +466,7 @@ def html(report: dict, plots: list[Path]) -> str:
     )
 
 
-def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
+def _log_to_mlflow(report: dict, directory: Path, settings: Settings) -> str:
     """Attach the reports to the pipeline's parent run (made here if the run failed before recording)."""
     import mlflow
 
@@ -417,34 +477,40 @@ def _log_to_mlflow(report: dict, run_dir: Path, settings: Settings) -> str:
         run = client.create_run(experiment.experiment_id, run_name=f"failed {report['run_id']}",
                                 tags={"pipeline_run_id": report["run_id"]})  # fmt: skip
         run_id = run.info.run_id
-    client.log_artifact(run_id, str(run_dir / "report.json"))
-    client.log_artifact(run_id, str(run_dir / "report.md"))
-    client.log_artifact(run_id, str(run_dir / "report.html"))
-    if (run_dir / "plots").is_dir():
-        client.log_artifacts(run_id, str(run_dir / "plots"), artifact_path="plots")
+    for name in REPORT_FILES:
+        client.log_artifact(run_id, str(directory / name))
+    if (directory / "plots").is_dir():
+        client.log_artifacts(run_id, str(directory / "plots"), artifact_path="plots")
     client.set_tag(run_id, "pipeline_status", report["status"])
     client.set_terminated(run_id, "FAILED" if report["error"] else "FINISHED")
     return run_id
 
 
-def write(run_dir: Path, run_id: str, settings: Settings) -> tuple[Path, dict | None]:
-    """Write report.json and report.md into ``run_dir``, log them to MLflow; return (path, first failure)."""
-    report = build(run_dir, run_id, settings)
-    path = run_dir / "report.json"
-    write_json(path, report)
-    write_atomic(run_dir / "report.md", markdown(report))
+REPORT_FILES = ("report.json", "report.md", "report.html")
+LATEST = "latest"  # under RUN_STORE_URI: the URI of the newest report.json
 
+
+def write(run_uri: str, run_id: str, settings: Settings, scratch: Path) -> tuple[str, dict | None]:
+    """Write report.json, report.md, report.html and the plots (in ``scratch`` first), log them to MLflow and put
+    them in the run store beside the stages' results; return (report.json's URI, the first failure)."""
+    report = build(run_uri, run_id, settings)
+    path = scratch / "report.json"
+    write_json(path, report)
+    write_atomic(scratch / "report.md", markdown(report))
     try:
-        plots = plotting.write(report, run_dir / "plots")
+        plots = plotting.write(report, scratch / "plots")
     except Exception as exc:  # a plot that cannot be drawn must not cost the run its report
         print(f"warning: could not draw the benchmark plots: {exc}", file=sys.stderr)
         plots = []
-    write_atomic(run_dir / "report.html", html(report, plots))
+    write_atomic(scratch / "report.html", html(report, plots))
     try:
-        report["mlflow"]["run_id"] = _log_to_mlflow(report, run_dir, settings)
+        report["mlflow"]["run_id"] = _log_to_mlflow(report, scratch, settings)
         write_json(path, report)
-    except Exception as exc:  # the report on disk stands even when MLflow is down
+    except Exception as exc:  # the report in the run store stands even when MLflow is down
         print(f"warning: could not log the report to MLflow: {exc}", file=sys.stderr)
-    write_atomic(settings.runs_dir / "latest", str(path.resolve()))
+    for name in [*REPORT_FILES[1:], *(f"plots/{p.name}" for p in plots), REPORT_FILES[0]]:  # report.json last
+        store.put_file(scratch / name, store.join(run_uri, name))
+    uri = store.join(store.host_uri(run_uri), REPORT_FILES[0])
+    store.put_bytes(uri, store.join(settings.run_store_uri, LATEST))
     failure = {"stage": report["failed_stage"], "error": report["error"]} if report["error"] else None
-    return path, failure
+    return uri, failure

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.core.files import to_uri, verify_artifact
+from tasks.core.files import to_uri, tree_sha256
 from tasks.core.mlflow_client import CHAMPION_ALIAS, client
 from tasks.core.records import CompiledArtifact, Promotion, TensorSpec
 from tasks.core.settings import Settings
@@ -74,10 +74,11 @@ def fetch(settings: Settings, version, dest: Path) -> Candidate:
     outputs = [TensorSpec.model_validate(s) for s in record.pop("outputs", [])]
     compiled = local / paths["compiled"]["path"]
     artifact = CompiledArtifact.model_validate(record).model_copy(update={"uri": to_uri(compiled)})
-    try:
-        verify_artifact(artifact)
-    except ValueError as exc:
-        raise PromotionError(f"version {version.version} of {version.name}: {exc}") from exc
+    if artifact.status != "ok" or not compiled.is_dir() or tree_sha256(compiled) != artifact.sha256:
+        raise PromotionError(
+            f"version {version.version} of {version.name}: its compiled files are missing or are not what was "
+            "compiled (sha256 mismatch)"
+        )
     return Candidate(
         model=version.name,
         registry_version=str(version.version),

@@ -14,9 +14,10 @@ import numpy as np
 
 from tasks import targets
 from tasks.core.batching import ArrayInputs, match_outputs, run_batched
-from tasks.core.files import sha256_file, to_uri, verify_artifact
+from tasks.core.files import sha256_file, to_uri
 from tasks.core.records import CompileConfig, CompiledArtifact, Record
 from tasks.core.settings import Settings
+from tasks.core.store import artifact_dir
 from tasks.serving.store import PromotionError, Store
 from tasks.validation.metrics import closeness, top_k_agreement
 
@@ -61,7 +62,7 @@ def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) 
     recorded = {name.removeprefix("output:"): samples[name] for name in samples.files if name.startswith("output:")}
     with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
         artifact = download_version(settings, model, number, Path(tmp))
-        verify_artifact(artifact)  # the files as a whole are what was compiled
+        artifact_dir(artifact)  # the files as a whole are what was compiled
         target = targets.get(artifact.config.target)
         available, why = target.available()
         if not available:

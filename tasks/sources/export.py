@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path, sha256_file, tree_sha256
+from tasks.core.files import local_path
 from tasks.core.mlflow_client import client
 from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
 from tasks.core.storage import error_code, s3_client, split_s3_uri
+from tasks.core.store import IntegrityError, StoreError, fetch
 from tasks.sources import SOURCE_MODULES, names
 from tasks.sources.flops import count_onnx
 from tasks.targets.base import package_version
@@ -58,6 +59,10 @@ def resolve_source(model_uri: str) -> Path:
     if model_uri.startswith("builtin:") and model_uri not in BUILTIN_MODELS:
         known = ", ".join([*BUILTIN_FILES, *BUILTIN_MODELS])
         raise ModelLoadError(f"unknown built-in model {model_uri!r}; known: {known}")
+    if model_uri.startswith("s3://"):  # read again on another host (a tracer that needs the source directory)
+        dest = settings_module.load().scratch_dir / "sources" / hashlib.sha256(model_uri.encode()).hexdigest()[:16]
+        shutil.rmtree(dest, ignore_errors=True)
+        return fetch_s3_source(model_uri, dest)
     return local_path(model_uri)
 
 
@@ -113,13 +118,11 @@ def reconcile_specs(declared: list[TensorSpec] | None, given: list[TensorSpec] |
 
 
 def verified_format(exported: ExportedModel, fmt: str, what: str) -> Path:
-    """The path of one exported format, after checking it still holds what the export wrote."""
-
-    ref = exported.formats[fmt]
-    path = local_path(ref.uri)
-    if (tree_sha256(path) if path.is_dir() else sha256_file(path)) != ref.sha256:
-        raise ModelLoadError(f"exported {what} {path} changed since export (sha256 mismatch)")
-    return path
+    """The path on this host of one exported format: fetched from the run store, checked against its sha256."""
+    try:
+        return fetch(exported.formats[fmt])
+    except (IntegrityError, StoreError) as exc:
+        raise ModelLoadError(f"exported {what}: {exc}") from exc
 
 
 def check_outputs(outputs: list[np.ndarray], what: str) -> None:

@@ -1,5 +1,5 @@
 """How a DAG task runs a stage: JSON from XCom in, typed records to the stage function, its result (or its
-error) saved under ``<run_dir>/stages/<task>[-<config>].json`` and returned as JSON.
+error) put in the run store under ``<run>/stages/<task>[-<config>].json`` and returned as JSON.
 
 A stage is a plain function on records, decorated with :func:`stage`; its name is the DAG task's and the
 saved file's, so the run report can say what each stage produced and which one failed, and why, whether
@@ -11,22 +11,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import re
+import time
 import traceback
 import typing
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from tasks.core import settings as settings_module
+from tasks.core import store
 from tasks.core.faults import named_unreachable
-from tasks.core.files import write_json
-from tasks.core.records import RunContext
+from tasks.core.files import OtherHostError
+from tasks.core.records import RunContext, safe_run_id
+from tasks.core.store import STAGES_DIR
 
-STAGES_DIR = "stages"
 PROGRESS_MARK = "[pipeline]"
 # Retry policies the DAGs give their tasks. Stages that talk to MLflow or S3 retry the whole stage after the
 # clients' own backoff; compile, validate and benchmark failures come back as failed configs, not as task
@@ -35,14 +35,14 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=5), "retry_exp
 WORKER_LOSS_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=10)}
 
 
-def run_dir_for(run_id: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._") or "run"
-    return settings_module.load().runs_dir / safe
+def run_uri_for(run_id: str) -> str:
+    """The run's prefix in the run store (``RUN_STORE_URI``), a ``file://`` one naming this host."""
+    return store.host_uri(store.join(settings_module.load().run_store_uri, safe_run_id(run_id)))
 
 
-def stage_file(run_dir: str | Path, stage: str, key: str = "") -> Path:
-    """``<run_dir>/stages/<stage>[-<key>]``, without a suffix (``.json`` result, ``.error.json`` failure)."""
-    return Path(run_dir) / STAGES_DIR / (f"{stage}-{key}" if key else stage)
+def stage_file(run_uri: str, stage: str, key: str = "") -> str:
+    """``<run>/stages/<stage>[-<key>]``, without a suffix (``.json`` result, ``.error.json`` failure)."""
+    return store.join(run_uri, STAGES_DIR, f"{stage}-{key}" if key else stage)
 
 
 def progress(stage: str, message: str) -> None:
@@ -51,18 +51,24 @@ def progress(stage: str, message: str) -> None:
 
 
 @contextlib.contextmanager
-def recorded(run_dir: str | Path, stage: str, key: str = "") -> Iterator[None]:
-    """Save a stage's exception (type, message, traceback) before it propagates."""
-    base = stage_file(run_dir, stage, key)
-    Path(f"{base}.error.json").unlink(missing_ok=True)
+def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
+    """Save a stage's exception (type, message, traceback, when) in the run store before it propagates.
+
+    A run store on another host's disk is named before anything runs (the stage could not hand on its result).
+    """
+    base = stage_file(run_uri, stage, key)
+    store.delete(f"{base}.error.json")
     try:
         with named_unreachable(settings_module.load()):
             yield
+    except OtherHostError:
+        raise  # nothing of the run can be written from here either: the task's log holds the reason
     except Exception as exc:
-        write_json(
+        store.put_json(
             f"{base}.error.json",
-            {"stage": stage, "key": key, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()},
-        )
+            {"stage": stage, "key": key, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
+             "at": time.time(), "host": settings_module.worker_hostname()},
+        )  # fmt: skip
         raise
 
 
@@ -85,10 +91,10 @@ def stage(name: str, key: Callable[..., str] | None = None):
             typed = {param: adapters[param].validate_python(value) for param, value in bound.arguments.items()}
             ctx: RunContext = typed["ctx"]
             instance = key(**typed) if key else ""
-            with recorded(ctx.run_dir, name, instance):
+            with recorded(ctx.run_uri, name, instance):
                 result = fn(**typed)
             data = result_adapter.dump_python(result, mode="json")
-            write_json(f"{stage_file(ctx.run_dir, name, instance)}.json", data)
+            store.put_json(f"{stage_file(ctx.run_uri, name, instance)}.json", data)
             return data
 
         return run

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from tasks.core.batching import Predict
-from tasks.core.files import local_path, write_json
+from tasks.core.files import write_json
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -26,6 +26,7 @@ from tasks.core.records import (
     Fingerprint,
     PipelineParams,
 )
+from tasks.core.store import fetch
 
 
 class CompileError(RuntimeError):
@@ -79,6 +80,10 @@ class Target(Protocol):
     precisions: tuple[str, ...]  # precisions this target can compile to
     runtime_requirements: tuple[str, ...]  # pip requirements of the registered model at serving time
     serving_device: str  # what a serving pod requests: "cpu", "gpu" or "neuron"
+    # Where it runs on a fleet (Airflow queues): compile_queue compiles it; run_queue is its host class, whose hosts
+    # validate and benchmark it (beside a CPU baseline measured there) and smoke-test its promoted versions.
+    compile_queue: str  # e.g. "compile" (the CPU compile fleet), "gpu" (TensorRT builds on the GPU it runs on)
+    run_queue: str  # e.g. "cpu", "inf1", "inf2", "gpu"
 
     def available(self) -> tuple[bool, str]:
         """Whether this target can compile here, and why not."""
@@ -192,6 +197,8 @@ class SingleFormatTarget:
     flags_by_precision: dict[str, list[str]]
     runtime_requirements: tuple[str, ...]
     serving_device = "cpu"
+    compile_queue = "compile"
+    run_queue = "cpu"
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -212,7 +219,7 @@ class SingleFormatTarget:
     def source(self, exported: ExportedModel, config: CompileConfig) -> Path:
         """The export file this target compiles ``config`` from; a precision it does not compile is a CompileError."""
         self.flags(config)
-        return local_path(exported.formats[self.source_format].uri)
+        return fetch(exported.formats[self.source_format])
 
     def flags(self, config: CompileConfig) -> list[str]:
         """The compiler flags of ``config``; a precision this target does not compile is a CompileError."""

@@ -16,8 +16,8 @@ import numpy as np
 
 from tasks.core.batching import Predict, named_outputs
 from tasks.core.cpu import bf16_missing
-from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.core.store import artifact_dir
 from tasks.sources.pytorch import export_args
 from tasks.targets.base import (
     ServingLayout,
@@ -126,7 +126,7 @@ class InductorCPU(SingleFormatTarget):
         import torch
         from torch._inductor.package import load_package
 
-        directory = local_path(artifact.uri)
+        directory = artifact_dir(artifact)
         runner = load_package(str(directory / PACKAGE_FILE), num_runners=runners)
         input_names, output_names = read_signature(directory)
         calling = threading.local()  # OpenMP's thread count is per calling thread: set it once in each stream

@@ -28,8 +28,8 @@ import numpy as np
 
 from tasks.core.batching import Predict, is_token_input
 from tasks.core.cpu import has_vnni
-from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
+from tasks.core.store import artifact_dir
 from tasks.targets.base import (
     NO_CALIBRATION,
     CompileError,
@@ -335,7 +335,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = intra_op_threads
         session = ort.InferenceSession(
-            str(local_path(artifact.uri) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+            str(artifact_dir(artifact) / MODEL_FILE), options, providers=["CPUExecutionProvider"]
         )
 
         names = [output.name for output in session.get_outputs()]

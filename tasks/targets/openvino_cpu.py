@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Done, Predict
-from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -26,6 +25,7 @@ from tasks.core.records import (
     PipelineParams,
     TensorSpec,
 )
+from tasks.core.store import artifact_dir
 from tasks.targets.base import (
     CompileError,
     ServingLayout,
@@ -145,7 +145,7 @@ class OpenVINOCPU(SingleFormatTarget):
         import openvino as ov
 
         core = ov.Core()
-        model = core.read_model(str(local_path(artifact.uri) / MODEL_FILE))
+        model = core.read_model(str(artifact_dir(artifact) / MODEL_FILE))
         shapes = {}
         for port in model.inputs:
             shape = port.get_partial_shape()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict
-from tasks.core.files import local_path
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.core.store import artifact_dir
 from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, package_version, triton_layout
 
 # Imported inside the methods that need them, so that only a worker that compiles or runs this target
@@ -57,6 +57,9 @@ class TensorRTGPU(SingleFormatTarget):
     }
     runtime_requirements = ("tensorrt", "torch")
     serving_device = "gpu"
+    # An engine is built for the GPU it runs on: TensorRT compiles on the GPU hosts, not on the CPU fleet.
+    compile_queue = "gpu"
+    run_queue = "gpu"
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
         return triton_layout(files, ENGINE_FILE, "tensorrt_plan")
@@ -108,7 +111,7 @@ class TensorRTGPU(SingleFormatTarget):
         import torch
 
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = runtime.deserialize_cuda_engine((local_path(artifact.uri) / ENGINE_FILE).read_bytes())
+        engine = runtime.deserialize_cuda_engine((artifact_dir(artifact) / ENGINE_FILE).read_bytes())
         context = engine.create_execution_context()
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]

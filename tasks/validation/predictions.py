@@ -7,19 +7,22 @@ from pathlib import Path
 import numpy as np
 
 from tasks import targets
+from tasks.core import store
 from tasks.core.batching import VALIDATION_BATCH, match_outputs, run_batched
-from tasks.core.files import local_path, to_uri, verify_artifact
+from tasks.core.files import file_ref, local_path
 from tasks.core.records import (
     BaselineResult,
     ClassScore,
     CompiledArtifact,
     DatasetRef,
     ExportedModel,
+    FileRef,
     OutputCheck,
     Predictions,
     Status,
     ValidationResult,
 )
+from tasks.core.store import artifact_dir, fetch
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
 from tasks.validation.metrics import (
@@ -34,18 +37,27 @@ from tasks.validation.metrics import (
 )
 
 
-def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> str:
-    """Every output by name in one ``.npz`` file; returns its URI."""
+def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> FileRef:
+    """Every output by name in one ``.npz`` file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as file:  # np.savez given a path would append .npz to a name without it
         np.savez(file, **{name: value.astype(np.float32) for name, value in outputs.items()})
-    return to_uri(path)
+    return file_ref(path)
 
 
-def load_outputs(uri: str) -> dict[str, np.ndarray]:
-    """The outputs :func:`save_outputs` wrote, by name, in the model's order."""
-    with np.load(local_path(uri)) as saved:
+def load_outputs(predictions: Predictions) -> dict[str, np.ndarray]:
+    """The outputs :func:`save_outputs` wrote, by name, in the model's order (fetched, checked by sha256)."""
+    with np.load(fetch(predictions.outputs_ref)) as saved:
         return {name: saved[name] for name in saved.files}
+
+
+def publish_outputs(predictions: Predictions | None, uri: str) -> Predictions | None:
+    """``predictions`` with their outputs file put in the run store at ``uri``."""
+    if predictions is None:
+        return None
+    published = store.publish(predictions.outputs_ref, uri)
+    local_path(predictions.outputs_uri).unlink(missing_ok=True)  # this host's copy: the store's is the record's
+    return predictions.model_copy(update={"outputs_uri": published.uri})
 
 
 def summarise(outputs: dict[str, np.ndarray], data: datasets.LoadedDataset, out_path: Path) -> Predictions:
@@ -53,14 +65,15 @@ def summarise(outputs: dict[str, np.ndarray], data: datasets.LoadedDataset, out_
     for name, values in outputs.items():
         if not np.isfinite(values).all():
             raise ValueError(f"model output {name!r} contains NaN or Inf ({int((~np.isfinite(values)).sum())} values)")
-    uri = save_outputs(outputs, out_path)
+    saved = save_outputs(outputs, out_path)
+    uri, sha256 = saved.uri, saved.sha256
     samples = len(next(iter(outputs.values())))
     judged = None
     if data.labels is not None:  # the output the labels judge (checked to exist when the dataset was prepared)
         widths = {name: values.shape[1] if values.ndim == 2 else None for name, values in outputs.items()}
         judged = datasets.class_output(widths, None if data.class_names is None else len(data.class_names))
     if judged is None:
-        return Predictions(outputs_uri=uri, samples=samples)
+        return Predictions(outputs_uri=uri, outputs_sha256=sha256, samples=samples)
     scores = outputs[judged]
     classes = scores.shape[1]
     probe_top5 = []
@@ -72,6 +85,7 @@ def summarise(outputs: dict[str, np.ndarray], data: datasets.LoadedDataset, out_
         ]
     return Predictions(
         outputs_uri=uri,
+        outputs_sha256=sha256,
         samples=samples,
         class_output=judged,
         top1=accuracy(scores, data.labels, 1),
@@ -152,11 +166,11 @@ def validate_artifact(
         return ValidationResult(config=config, status=Status.SKIPPED, reason=f"not compiled: {artifact.reason}")
     base = baseline.predictions
     try:
-        verify_artifact(artifact)
+        artifact_dir(artifact)  # fetched and checked against its sha256 before anything runs
         target = targets.get(config.target)
         batch_size = config.batch_size or VALIDATION_BATCH
         data = datasets.load(dataset_ref)
-        reference = load_outputs(base.outputs_uri)
+        reference = load_outputs(base)
         if config.sequence_length:
             data, reference = in_bucket(data, reference, config.sequence_length)
         outputs = match_outputs(

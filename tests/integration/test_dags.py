@@ -17,6 +17,7 @@ from conftest import free_port
 
 from devtools.demo import airflow_env, approve_and_promote, run_pipeline
 from devtools.services import wait_until_answering
+from tasks import targets
 from tasks.core.cpu import has_native_bf16
 from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
@@ -35,20 +36,28 @@ def test_dag_files_import_without_errors():
     bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags"))
     assert bag.import_errors == {}
     dag = bag.dags["compile_pipeline"]
-    assert {"start", "export", "compile_config", "validate", "benchmark", "register", "finalize"} <= set(dag.task_dict)
+    assert {"start", "export", "plan", "gate", "record", "register", "finalize"} <= set(dag.task_dict)
     assert "promote" not in dag.task_dict  # only what a reviewer approves goes to S3 (promote_model)
-    assert dag.task_dict["benchmark"].max_active_tis_per_dag == 1
-    # sweeps measure a quiet host: the baseline's after every compile, the configs' after every validation
-    assert "compile_config" in dag.task_dict["baseline"].upstream_task_ids
-    assert "validate" in dag.task_dict["benchmark"].upstream_task_ids
-    assert dag.task_dict["register"].retries == 3 and dag.task_dict["compile_config"].retries == 2
-    # compile on CPU workers in a pool of slots; validate and benchmark where the accelerator is
-    assert (dag.task_dict["compile_config"].queue, dag.task_dict["compile_config"].pool) == (
-        "compile",
-        "compiler_slots",
-    )
-    assert dag.task_dict["validate"].queue == dag.task_dict["benchmark"].queue == "accelerator"
     assert dag.task_dict["plan"].queue == "compile"  # target availability is judged on the compile fleet
+    # One chain per host class, each on the queues its targets declare: compiles in a pool of slots on the class's
+    # compile queue; its baseline, validations and benchmarks on its own hosts. No per-DAG cap: one sweep at a
+    # time per host (tasks.benchmark.host_lock), so N hosts sweep N configs at once.
+    classes = targets.host_classes()
+    assert classes == {"cpu": "compile", "inf1": "compile", "inf2": "compile", "gpu": "gpu"}
+    for host_class, compile_queue in classes.items():
+        compile_task = dag.task_dict[f"compile_config_{host_class}"]
+        assert (compile_task.queue, compile_task.pool, compile_task.retries) == (compile_queue, "compiler_slots", 2)
+        for stage in ("baseline", "validate", "benchmark"):
+            assert dag.task_dict[f"{stage}_{host_class}"].queue == host_class
+            assert dag.task_dict[f"{stage}_{host_class}"].max_active_tis_per_dag is None
+        # a class without configs skips its tasks instead of queueing them where no worker may listen
+        assert {f"compile_config_{host_class}", f"baseline_{host_class}"} <= dag.task_dict[
+            f"route_{host_class}"
+        ].downstream_task_ids
+        # sweeps measure a quiet host: the baseline's after the class's compiles, the configs' after its validations
+        assert f"compile_config_{host_class}" in dag.task_dict[f"baseline_{host_class}"].upstream_task_ids
+        assert f"validate_{host_class}" in dag.task_dict[f"benchmark_{host_class}"].upstream_task_ids
+    assert dag.task_dict["register"].retries == 3
     # chained by Assets: retrain_to_deploy -> model_exported -> compile_pipeline -> model_registered -> promote_model
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["model_exported"]
     assert [a.name for a in dag.task_dict["register"].outlets] == ["model_registered"]
@@ -60,8 +69,13 @@ def test_dag_files_import_without_errors():
         promote.catchup is False and promote.timetable.timetable.expression == "*/10 * * * *"
     )  # polls for new champions
     assert [a.name for a in promote.timetable.asset_condition.objects] == ["model_registered"]
-    assert set(promote.task_dict) == {"find", "promote", "smoke_test", "serve"}
-    assert promote.task_dict["promote"].retries == 3 and promote.task_dict["smoke_test"].retries == 0
+    assert set(promote.task_dict) == {"find", "promote"} | {
+        f"{task}_{host_class}" for host_class in classes for task in ("route", "smoke_test", "serve")
+    }
+    assert promote.task_dict["promote"].retries == 3
+    for host_class in classes:  # a promoted version is smoke-tested on the hosts its target runs on
+        assert promote.task_dict[f"smoke_test_{host_class}"].queue == host_class
+        assert promote.task_dict[f"smoke_test_{host_class}"].retries == 0
 
 
 @pytest.mark.parametrize("dag_file", ["compile_pipeline.py", "promote_model.py", "retrain_to_deploy.py"])
@@ -214,6 +228,7 @@ def test_an_unknown_target_is_refused_before_any_work(local_services):
 @pytest.mark.scenario  # 70 s, out of CI for time; Airflow standalone's Asset-chain scenario runs this DAG too
 def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_needs(local_services):
     from devtools.demo import airflow, ensure_airflow_db
+    from tasks.core.files import local_path, this_host
     from tasks.stages.compile_pipeline.start import params_from_event
 
     log = local_services.home / "demo" / "retrain.log"
@@ -239,7 +254,9 @@ def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_need
     (extra,) = after[len(before) :]  # exactly one event from this run
     assert extra["framework"] == "tensorflow" and len(extra["sha256"]) == 64
     assert extra["inputs"] == [{"name": "image", "shape": ["batch", 8, 8, 1], "dtype": "float32"}]
-    assert Path(extra["model_uri"].removeprefix("file://"), "saved_model.pb").is_file()
+    # put in the run store (here a file:// one, naming this host), where compile_pipeline's export reads it
+    assert extra["model_uri"].startswith(f"file://{this_host()}/")
+    assert (local_path(extra["model_uri"]) / "saved_model.pb").is_file()
     # what compile_pipeline's start makes of it: the event's model and compile params over the form's defaults
     params = params_from_event(
         {"model_name": "mobilenet_v2", "dataset": "builtin:photos", "top5_tolerance_pp": 1.0}, extra

@@ -25,7 +25,7 @@ from tasks.serving.store import Candidate, PromotionError, Store, point_serving,
 from tasks.stages import promote_model as promotion
 from tasks.stages.compile_pipeline.record import record
 from tasks.stages.compile_pipeline.register import register
-from tasks.stages.runner import run_dir_for
+from tasks.stages.runner import run_uri_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,8 +44,8 @@ def registered(local_services, exported, dataset_ref, compiled_outcome):
     model = exported.model_copy(update={"name": "promotion-test"})
     versions = []
     for run_id in ("promote-a", "promote-b"):
-        ctx = RunContext(run_id=run_id, run_dir=str(run_dir_for(run_id)), params=PipelineParams())
-        parent, recorded = record(local_services, ctx, model, dataset_ref, baseline, [outcome], {})
+        ctx = RunContext(run_id=run_id, run_uri=run_uri_for(run_id), params=PipelineParams())
+        parent, recorded = record(local_services, ctx, model, dataset_ref, [baseline], [outcome], {})
         versions.append(register(local_services, ctx, model, recorded[0], dataset=dataset_ref, parent_run_id=parent))
     return model, versions
 

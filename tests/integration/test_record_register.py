@@ -16,7 +16,7 @@ from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.datasets.prepare import load
 from tasks.stages.compile_pipeline.register import register
-from tasks.stages.runner import run_dir_for
+from tasks.stages.runner import run_uri_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,8 +39,8 @@ def test_register_creates_one_candidate_version_per_pipeline_run_and_it_serves(
     from tasks.stages.compile_pipeline.record import record
 
     outcome, baseline = compiled_outcome
-    ctx = RunContext(run_id="test-register", run_dir=str(run_dir_for("test-register")), params=PipelineParams())
-    parent, recorded = record(local_services, ctx, exported, dataset_ref, baseline, [outcome], {})
+    ctx = RunContext(run_id="test-register", run_uri=run_uri_for("test-register"), params=PipelineParams())
+    parent, recorded = record(local_services, ctx, exported, dataset_ref, [baseline], [outcome], {})
     first = register(local_services, ctx, exported, recorded[0], dataset=dataset_ref, parent_run_id=parent)
     again = register(local_services, ctx, exported, recorded[0], dataset=dataset_ref, parent_run_id=parent)  # a retry
     assert first.version == again.version

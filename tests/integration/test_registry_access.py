@@ -20,7 +20,7 @@ from tasks.core.settings import PROJECT_ROOT
 from tasks.serving import review
 from tasks.stages.compile_pipeline.record import record
 from tasks.stages.compile_pipeline.register import register
-from tasks.stages.runner import run_dir_for
+from tasks.stages.runner import run_uri_for
 
 pytestmark = pytest.mark.integration
 
@@ -90,8 +90,8 @@ def test_only_a_reviewer_approves_and_the_pipeline_still_registers(
     outcome, baseline = compiled_outcome
     model = exported.model_copy(update={"name": "access-test"})
     _as(monkeypatch, PIPELINE)  # the pipeline's tasks run with its own login
-    ctx = RunContext(run_id="access-a", run_dir=str(run_dir_for("access-a")), params=PipelineParams())
-    parent, recorded = record(settings, ctx, model, dataset_ref, baseline, [outcome], {})
+    ctx = RunContext(run_id="access-a", run_uri=run_uri_for("access-a"), params=PipelineParams())
+    parent, recorded = record(settings, ctx, model, dataset_ref, [baseline], [outcome], {})
     version = register(settings, ctx, model, recorded[0], dataset=dataset_ref, parent_run_id=parent).version
     assert mlflow.MlflowClient(auth_mlflow).get_model_version_by_alias(model.name, "candidate").version == version
 

@@ -311,17 +311,17 @@ BAD_PARAMS = [
     ("change", "named"), BAD_PARAMS, ids=[next(iter(c)) + f"={c[next(iter(c))]!r}" for c, _ in BAD_PARAMS]
 )
 def test_invalid_params_fail_the_start_stage_by_name_and_nothing_runs(change, named, tmp_path, reliability):
+    from tasks.core import store
     from tasks.stages import compile_pipeline as stages
-    from tasks.stages.runner import run_dir_for
+    from tasks.stages.runner import run_uri_for
 
     reliability.bad_inputs += 1
     run_id = f"bad-params-{abs(hash(repr(change)))}"
     with pytest.raises(Exception, match=named):
         ctx = stages.start.run({**PipelineParams().to_json(), **change}, run_id)
         stages.export.run(ctx)  # a built-in name is checked where it is resolved
-    run_dir = run_dir_for(run_id)
-    assert not (run_dir / "export").exists()  # no stage after the one that refused it ran
-    assert not list(run_dir.rglob("*.onnx"))
+    run_uri = run_uri_for(run_id)
+    assert not store.list_files(store.join(run_uri, "export"))  # no stage after the one that refused it ran
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "a b", "tab\tname", "..", "ok/../../x"])

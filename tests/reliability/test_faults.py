@@ -284,7 +284,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
     settings = local_services
     outcome, baseline = compiled_outcome
     model = exported.model_copy(update={"name": "mlflow-restart"})
-    ctx = RunContext(run_id="restart-run-1", run_dir=str(tmp_path), params=PipelineParams(model_name=model.name))
+    ctx = RunContext(run_id="restart-run-1", run_uri=tmp_path.as_uri(), params=PipelineParams(model_name=model.name))
     registry = mlflow_client.client(settings)
     pid_before = services._running_pid(settings, "mlflow")
     restarted = threading.Event()
@@ -317,7 +317,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
         return call()
 
     parent, recorded = with_task_retries(
-        "record", lambda: record_stage.record(settings, ctx, model, dataset_ref, baseline, [outcome], {})
+        "record", lambda: record_stage.record(settings, ctx, model, dataset_ref, [baseline], [outcome], {})
     )
     registration = with_task_retries(
         "register",

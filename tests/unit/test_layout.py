@@ -21,7 +21,7 @@ TASKS = PROJECT_ROOT / "tasks"
 HEAVY = {
     "torch", "tensorflow", "mlflow", "onnx", "onnxruntime", "openvino", "great_expectations", "pandas", "matplotlib",
     "skimage", "sklearn", "keras", "tf2onnx", "tensorrt", "torch_neuron", "torch_neuronx", "boto3", "botocore",
-    "redis", "cuda", "onnxscript", "transformers", "tokenizers", "safetensors", "nncf",
+    "redis", "cuda", "onnxscript", "transformers", "tokenizers", "safetensors", "nncf", "fsspec", "s3fs",
 }  # fmt: skip
 
 
@@ -149,7 +149,7 @@ def test_only_the_targets_and_their_registry_name_a_target():
 @pytest.mark.parametrize("name", targets.names())
 def test_every_target_carries_its_whole_interface(name):
     target = targets.get(name)
-    for attribute in ("precisions", "runtime_requirements", "serving_device"):
+    for attribute in ("precisions", "runtime_requirements", "serving_device", "compile_queue", "run_queue"):
         assert getattr(target, attribute), attribute
     for method in ("available", "accepts", "configs", "fingerprint", "compile", "load", "copy_pinning",
                    "serving_layout"):  # fmt: skip

@@ -1,27 +1,33 @@
-"""Task ``baseline``: the source framework itself on CPU, the reference every compiled config is judged against."""
+"""Task ``baseline`` (one per host class that has configs): the source framework itself on the CPU of that class's
+hosts, the reference its configs are judged against and the throughput their speedups divide by."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_baseline, harness_for, machine_context
+from tasks.core import store
 from tasks.core.records import BaselineResult, DatasetRef, ExportedModel, RunContext
 from tasks.stages.runner import fmt, progress, stage
-from tasks.validation.predictions import baseline_predictions
+from tasks.validation.predictions import baseline_predictions, publish_outputs
 
 
-@stage("baseline")
-def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef) -> BaselineResult:
-    predictions = baseline_predictions(exported, dataset, Path(ctx.run_dir) / "outputs")
-    benchmark = benchmark_baseline(exported, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
+@stage("baseline", key=lambda host_class, **_: host_class)
+def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, host_class: str) -> BaselineResult:
+    with host_lock.beside_others():
+        predictions = baseline_predictions(exported, dataset, ctx.scratch("outputs", host_class))
+    predictions = publish_outputs(predictions, store.join(ctx.run_uri, "outputs", f"baseline-{host_class}.outputs.npz"))
+    with host_lock.sweep() as waited:
+        benchmark = benchmark_baseline(exported, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
     result = BaselineResult(
         framework=exported.framework,
         predictions=predictions,
-        benchmark=benchmark.model_copy(update={"machine": machine_context()}),
+        benchmark=benchmark.model_copy(update={"machine": machine_context(), "waited_s": round(waited, 1)}),
+        host_class=host_class,
     )
     progress(
         "baseline",
-        f"{exported.framework} on CPU: top-1 {fmt(result.predictions.top1)}, top-5 {fmt(result.predictions.top5)}, "
+        f"{exported.framework} on the CPU of a {host_class} host ({result.benchmark.machine.host}): "
+        f"top-1 {fmt(result.predictions.top1)}, top-5 {fmt(result.predictions.top5)}, "
         f"best {result.benchmark.best.summary}",
     )
     return result

@@ -1,14 +1,19 @@
-"""Task ``compile_config`` (mapped, one per config): from the compile cache, or compiled in a child process."""
+"""Task ``compile_config`` (mapped, one per config): from the compile cache, or compiled in a child process.
+
+Compiled on this host in its own scratch directory, then put in the run store under ``<run>/compiled/<config>``,
+where the config's run hosts fetch it.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 
 from tasks.compile.cache import open_cache
 from tasks.compile.run import compile_config
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path
-from tasks.core.records import CompileConfig, CompiledArtifact, DatasetRef, ExportedModel, RunContext
+from tasks.core import store
+from tasks.core.files import file_ref, local_path
+from tasks.core.records import CompileConfig, CompiledArtifact, DatasetRef, ExportedModel, RunContext, Status
 from tasks.stages.runner import progress, stage
 
 CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was corrupt and is rebuilt"}
@@ -19,21 +24,37 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: C
     settings = settings_module.load()
     if config.quantiser_tolerance:  # an accuracy-aware quantiser judges the output the labels judge, as the gate
         config = config.model_copy(update={"judged_output": dataset.class_output})
+    scratch = ctx.scratch("compiled")
     artifact = compile_config(
         exported,
         config,
-        Path(ctx.run_dir) / "compiled",
+        scratch,
         timeout_s=ctx.params.compile_timeout_s,
         memory_mb=ctx.params.compile_memory_mb,
         cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url) if ctx.params.compile_cache else None,
-        calibration=local_path(dataset.calibration_uri) if dataset.calibration_uri else None,
+        calibration=store.fetch(dataset.calibration_ref) if dataset.calibration_ref else None,
     )
+    artifact = publish(ctx, artifact).model_copy(update={"host": settings_module.worker_hostname()})
     progress(
         "compile_config",
         f"{config.key}: {artifact.status} in {artifact.stage_seconds:.1f} s"
         f"{CACHE_NOTE.get(artifact.cache, '')}, peak {artifact.peak_memory_mb:.0f} MiB {artifact.reason}".rstrip(),
     )
     return artifact
+
+
+def publish(ctx: RunContext, artifact: CompiledArtifact) -> CompiledArtifact:
+    """The compiled files and the compiler's log put in the run store; the record names them there."""
+    update = {}
+    where = store.join(ctx.run_uri, "compiled", artifact.config.key)
+    if artifact.log_uri:
+        log = store.publish(file_ref(local_path(artifact.log_uri)), f"{where}.compile.log")
+        update |= {"log_uri": log.uri, "log_sha256": log.sha256}
+        local_path(artifact.log_uri).unlink(missing_ok=True)
+    if artifact.status == Status.OK:
+        update["uri"] = store.publish(artifact.ref, where).uri
+        shutil.rmtree(local_path(artifact.ref.uri), ignore_errors=True)
+    return artifact.model_copy(update=update)
 
 
 def config_key(config: dict) -> str:

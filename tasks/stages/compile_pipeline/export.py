@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import shutil
 
+from tasks.core import store
 from tasks.core.records import ExportedModel, RunContext
 from tasks.sources.export import export_model
 from tasks.stages.runner import progress, stage
@@ -11,7 +12,15 @@ from tasks.stages.runner import progress, stage
 
 @stage("export")
 def run(ctx: RunContext) -> ExportedModel:
-    exported = export_model(ctx.params, Path(ctx.run_dir) / "export")
+    scratch = ctx.scratch("export")
+    exported = export_model(ctx.params, scratch)
+    # Handed on through the run store: the compile fleet and the run hosts read them from there.
+    formats = {
+        name: store.publish(ref, store.join(ctx.run_uri, "export", store.name_of(ref.uri)))
+        for name, ref in exported.formats.items()
+    }
+    shutil.rmtree(scratch, ignore_errors=True)
+    exported = exported.model_copy(update={"formats": formats})
     progress(
         "export",
         f"{exported.name}: {exported.parameters:,} parameters, sha256 {exported.source_sha256[:12]}, "

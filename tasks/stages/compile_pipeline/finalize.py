@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from tasks.core import settings as settings_module
+from tasks.core.records import safe_run_id
 from tasks.report.run_report import write
-from tasks.stages.runner import run_dir_for
+from tasks.stages.runner import run_uri_for
 
 
 def run(run_id: str) -> str:
     """Write the run report; raise if the pipeline failed, naming the stage and its error."""
-    path, failure = write(run_dir_for(run_id), run_id, settings_module.load())
+    settings = settings_module.load()
+    with tempfile.TemporaryDirectory(prefix=f"report-{safe_run_id(run_id)}-", dir=settings.home) as scratch:
+        path, failure = write(run_uri_for(run_id), run_id, settings, Path(scratch))
     if failure:
         raise RuntimeError(f"pipeline failed at stage {failure['stage']}: {failure['error']} (report: {path})")
     return str(path)

@@ -3,7 +3,7 @@
 One row per output of each config that compiled and validated: a config fails on any of its outputs. Each expectation carries the DAG param
 its threshold comes from, so a failing config's reason names the expectation, the
 observed value and the threshold. The suite's validation result (JSON) and its Data Docs
-(HTML) are written under ``<run_dir>/gate/`` and logged to MLflow by the record stage.
+(HTML) are put in the run store under ``<run>/gate/`` and logged to MLflow by the record stage.
 A config whose compile, validation or benchmark failed fails the gate with that reason.
 """
 
@@ -14,12 +14,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks.core.files import write_json
+from tasks.core import store
+from tasks.core.files import dir_ref, write_json
 from tasks.core.records import (
     BenchmarkPoint,
     BenchmarkResult,
     CompiledArtifact,
     ConfigOutcome,
+    Gated,
     PipelineParams,
     RunContext,
     Status,
@@ -30,14 +32,9 @@ from tasks.stages.runner import progress, stage
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): great_expectations, pandas.
 
 SUITE = "compile_gate"
-RUN_SUBDIR = "gate"  # under the run directory
+RUN_SUBDIR = "gate"  # under the run's prefix in the run store, and the MLflow artifact path
 RESULT_FILE = "validation_result.json"
 DOCS_DIR = "data_docs"
-
-
-def gate_dir(run_dir: str | Path) -> Path:
-    """Where a pipeline run's GX suite result and Data Docs go (logged to MLflow under the same name)."""
-    return Path(run_dir) / RUN_SUBDIR
 
 
 # Class-score checks apply to class-score outputs judged on labels, closeness checks to every other output.
@@ -259,15 +256,22 @@ def run(
     artifacts: list[CompiledArtifact],
     validations: list[ValidationResult],
     benchmarks: list[BenchmarkResult],
-) -> list[ConfigOutcome]:
+) -> Gated:
     """Join each config's compile, validation and benchmark results (by config key) and gate them."""
+    out_dir = ctx.scratch(RUN_SUBDIR)
+    shutil.rmtree(out_dir, ignore_errors=True)
     outcomes = gate_all(
         artifacts,
         {v.config.key: v for v in validations},
         {b.subject: b for b in benchmarks},
         ctx.params,
-        gate_dir(ctx.run_dir),
+        out_dir,
     )
+    docs = None
+    if (out_dir / RESULT_FILE).is_file():  # the suite ran (some config validated)
+        shutil.rmtree(out_dir / "gx", ignore_errors=True)  # GX's own project folder: its site is in data_docs/
+        docs = store.publish(dir_ref(out_dir), store.join(ctx.run_uri, RUN_SUBDIR))
+        shutil.rmtree(out_dir, ignore_errors=True)
     for outcome in outcomes:
         progress("gate", f"{outcome.compiled.config.key}: {outcome.gate} " + "; ".join(outcome.gate_reasons))
-    return outcomes
+    return Gated(outcomes=outcomes, docs=docs)

@@ -1,11 +1,15 @@
-"""Task ``plan``: which configs to compile, from the user's targets, precisions and batch sizes.
+"""Task ``plan``: which configs to compile, from the user's targets, precisions and batch sizes, grouped by the
+host class each runs on.
 
-Runs on the compile fleet: which targets can compile is judged where compiles run.
+Runs on the compile fleet (queue ``targets.PLAN_QUEUE``): whether a target compiled there can compile is judged
+there. On a fleet (``HOST_CLASSES`` set) a target of a host class the deployment has no workers for is skipped with
+that reason, and one compiled on another queue (TensorRT on the GPU hosts) is judged by its own compile task.
 """
 
 from __future__ import annotations
 
 from tasks import sources, targets
+from tasks.core import settings as settings_module
 from tasks.core.batching import is_token_input
 from tasks.core.records import CompileConfig, ExportedModel, Outcome, PipelineParams, Plan, RunContext, Status
 from tasks.stages.runner import progress, stage
@@ -38,9 +42,16 @@ def plan_configs(
         )
     configs: list[CompileConfig] = []
     skipped: dict[str, str] = {}
+    fleet = settings_module.load().host_classes  # empty: this machine runs every task itself
     for name in params.targets:
         target = targets.get(name)
-        ok, why = target.available()
+        if fleet and target.run_queue not in fleet:
+            skipped[name] = (
+                f"this deployment has no {target.run_queue} hosts (HOST_CLASSES={','.join(fleet)}); "
+                f"{name} runs on host class {target.run_queue}"
+            )
+            continue
+        ok, why = (True, "") if fleet and target.compile_queue != targets.PLAN_QUEUE else target.available()
         if not ok:
             skipped[name] = why
             continue
@@ -63,6 +74,11 @@ def plan_configs(
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
         raise ValueError(f"no compile config can run here: {reasons}")
     return configs, skipped
+
+
+def for_host_class(plan: dict, host_class: str) -> list[dict]:
+    """The planned configs that run on ``host_class`` (a target's run queue), as the DAG maps them."""
+    return [c.to_json() for c in Plan.model_validate(plan).configs if targets.get(c.target).run_queue == host_class]
 
 
 @stage("plan")

@@ -4,19 +4,21 @@ gate's Data Docs; a retried record replaces the runs of the attempt it retries."
 from __future__ import annotations
 
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path
 from tasks.core.mlflow_client import PIPELINE_RUN_TAG, client, experiment_id_of, version_of_pipeline_run
 from tasks.core.records import (
     BaselineResult,
     ConfigOutcome,
     DatasetRef,
     ExportedModel,
+    FileRef,
+    Gated,
     Outcome,
     Recorded,
     RunContext,
 )
 from tasks.core.settings import Settings
-from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, gate_dir
+from tasks.core.store import artifact_dir, fetch
+from tasks.stages.compile_pipeline.gate import RUN_SUBDIR
 from tasks.stages.runner import progress, stage
 
 GATE_PARAMS = (
@@ -39,9 +41,10 @@ def record(
     ctx: RunContext,
     exported: ExportedModel,
     dataset: DatasetRef,
-    baseline: BaselineResult,
+    baselines: list[BaselineResult],
     outcomes: list[ConfigOutcome],
     skipped: list[Outcome],
+    gate_docs: FileRef | None = None,
 ) -> tuple[str, list[ConfigOutcome]]:
     """Log the pipeline run and one child run per config; returns the parent run id and outcomes with run ids."""
     import mlflow
@@ -74,18 +77,21 @@ def record(
                 "dataset_samples": dataset.samples,
             }
         )
-        best_base = baseline.benchmark.best
-        baseline_metrics = {
-            "baseline_top1": baseline.predictions.top1,  # None on data without labels: not logged
-            "baseline_top5": baseline.predictions.top5,
-            "baseline_throughput": best_base.throughput if best_base else None,
-        }
-        mlflow.log_metrics({k: v for k, v in baseline_metrics.items() if v is not None})
+        for baseline in baselines:  # one per host class that ran configs; the CPU hosts' without a suffix
+            suffix = "" if baseline.host_class == "cpu" else f"_{baseline.host_class}"
+            best_base = baseline.benchmark.best
+            baseline_metrics = {
+                "baseline_top1": baseline.predictions.top1,  # None on data without labels: not logged
+                "baseline_top5": baseline.predictions.top5,
+                "baseline_throughput": best_base.throughput if best_base else None,
+            }
+            mlflow.log_metrics({f"{k}{suffix}": v for k, v in baseline_metrics.items() if v is not None})
+            if baseline.benchmark.machine:
+                mlflow.set_tag(f"baseline_host{suffix}", baseline.benchmark.machine.host)
         for skip in skipped:
             mlflow.set_tag(f"skipped.{skip.subject}", skip.reason[:5000])
-        gx_dir = gate_dir(ctx.run_dir)
-        if gx_dir.is_dir():  # the GX suite's validation result and its Data Docs site
-            mlflow.log_artifacts(str(gx_dir), artifact_path=RUN_SUBDIR)
+        if gate_docs is not None:  # the GX suite's validation result and its Data Docs site
+            mlflow.log_artifacts(str(fetch(gate_docs)), artifact_path=RUN_SUBDIR)
         for outcome in outcomes:
             recorded.append(
                 outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
@@ -130,6 +136,10 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "gate_reasons": "; ".join(outcome.gate_reasons)[:5000],
                 "compile_status": compiled.status,
                 "compile_cache": compiled.cache,
+                # which hosts its figures came from
+                "compiled_on": compiled.host,
+                "validated_on": validation.host if validation else "",
+                "benchmarked_on": bench.machine.host if bench and bench.machine else "",
             }
         )
         metrics = {
@@ -189,10 +199,10 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                     mlflow.log_metric("throughput_by_streams", point.throughput, step=point.concurrency)
                     mlflow.log_metric("latency_ms_p99_by_streams", point.latency_ms_p99, step=point.concurrency)
         mlflow.log_metrics(metrics)
-        if compiled.log_uri and local_path(compiled.log_uri).exists():
-            mlflow.log_artifact(str(local_path(compiled.log_uri)), artifact_path="compile")
+        if compiled.log_ref:
+            mlflow.log_artifact(str(fetch(compiled.log_ref)), artifact_path="compile")
         if compiled.status == "ok":
-            mlflow.log_artifacts(str(local_path(compiled.uri)), artifact_path="compiled")
+            mlflow.log_artifacts(str(artifact_dir(compiled)), artifact_path="compiled")
         if report:
             # the compile report names every device binary (e.g. Neuron NEFF) with its sha256;
             # the binaries themselves are under compiled/ (e.g. compiled/neff/*.neff)
@@ -206,13 +216,16 @@ def run(
     ctx: RunContext,
     exported: ExportedModel,
     dataset: DatasetRef,
-    baseline: BaselineResult,
+    baselines: list[BaselineResult],
     skipped: list[Outcome],
-    outcomes: list[ConfigOutcome],
+    gated: Gated,
 ) -> Recorded:
-    """``skipped``: the targets the plan skipped, with their reasons (tags of the parent run)."""
+    """``baselines``: one per host class that ran configs; ``skipped``: the targets the plan skipped, with their
+    reasons (tags of the parent run)."""
     settings = settings_module.load()
-    parent_run_id, recorded = record(settings, ctx, exported, dataset, baseline, outcomes, skipped)
+    parent_run_id, recorded = record(
+        settings, ctx, exported, dataset, baselines, gated.outcomes, skipped, gate_docs=gated.docs
+    )
     progress("record", f"MLflow run {parent_run_id} with {len(recorded)} config runs at {settings.mlflow_tracking_uri}")
     return Recorded(
         tracking_uri=settings.mlflow_tracking_uri,

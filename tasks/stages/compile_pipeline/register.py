@@ -11,7 +11,6 @@ import numpy as np
 
 from tasks import targets
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path
 from tasks.core.mlflow_client import CANDIDATE_ALIAS, PIPELINE_RUN_TAG, client, run_url, version_of_pipeline_run
 from tasks.core.records import (
     BenchmarkPoint,
@@ -23,6 +22,7 @@ from tasks.core.records import (
     RunContext,
 )
 from tasks.core.settings import Settings
+from tasks.core.store import artifact_dir
 from tasks.datasets.prepare import load as load_dataset
 from tasks.report.tables import Table
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, select
@@ -101,7 +101,7 @@ def _smoke_samples(selected: ConfigOutcome, dataset: DatasetRef, directory: Path
     """The first validation samples and the compiled model's outputs on them, for the post-promotion smoke test."""
     data = load_dataset(dataset)
     count = min(count, len(data))
-    outputs = load_outputs(selected.validation.predictions.outputs_uri)
+    outputs = load_outputs(selected.validation.predictions)
     path = directory / "samples.npz"
     np.savez(
         path,
@@ -150,7 +150,7 @@ def register(
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=CompiledModel(),
-                    artifacts={"compiled": str(local_path(compiled.uri)), "artifact_record": str(record_path)},
+                    artifacts={"compiled": str(artifact_dir(compiled)), "artifact_record": str(record_path)},
                     code_paths=[str(serving_code(Path(tmp) / "code"))],
                     pip_requirements=[*targets.get(config.target).runtime_requirements, "numpy", "pydantic"],
                 )

@@ -1,16 +1,17 @@
-"""Task ``start``: check the params (the trigger form's, or a retrain event's) and make the run's directory."""
+"""Task ``start``: check the params (the trigger form's, or a retrain event's) and name the run's prefix in the run store."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tasks import sources, targets
-from tasks.core.files import write_json
 from tasks.core.param_schema import field_schemas
 from tasks.core.records import PipelineParams, RunContext
+from tasks.core.store import put_json
 from tasks.models import ARCHITECTURES
 from tasks.stages.compile_pipeline.plan import KNOWN_PRECISIONS, check_params
-from tasks.stages.runner import progress, run_dir_for, stage_file
+from tasks.stages.runner import progress, run_uri_for, stage_file
 
 NAME = "start"
 
@@ -41,17 +42,20 @@ def params_from_event(params: dict, extra: dict) -> dict:
 
 def run(params: dict, run_id: str) -> dict:
     """The run's context as JSON; bad params fail here, before any work, with the params kept for the report."""
-    run_dir = run_dir_for(run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    base = stage_file(run_dir, NAME)
+    run_uri = run_uri_for(run_id)
+    base = stage_file(run_uri, NAME)
     try:
         parsed = PipelineParams.model_validate(params)
         check_params(parsed)
     except Exception as exc:
-        write_json(f"{base}.error.json", {"stage": NAME, "error": f"{type(exc).__name__}: {exc}"})
-        write_json(f"{base}.params.json", params)
+        put_json(f"{base}.error.json", {"stage": NAME, "error": f"{type(exc).__name__}: {exc}", "at": time.time()})
+        put_json(f"{base}.params.json", params)
         raise
-    ctx = RunContext(run_id=run_id, run_dir=str(run_dir), params=parsed)
-    progress(NAME, f"run {run_id}: model {parsed.model_name}, targets {parsed.targets}, precisions {parsed.precisions}")
-    write_json(f"{base}.json", ctx.to_json())
+    ctx = RunContext(run_id=run_id, run_uri=run_uri, params=parsed)
+    progress(
+        NAME,
+        f"run {run_id}: model {parsed.model_name}, targets {parsed.targets}, precisions {parsed.precisions}; "
+        f"run store {run_uri}",
+    )
+    put_json(f"{base}.json", ctx.to_json())
     return ctx.to_json()

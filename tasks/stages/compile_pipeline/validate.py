@@ -1,20 +1,31 @@
-"""Task ``validate`` (mapped): a compiled config against the CPU baseline, on exactly the same samples."""
+"""Task ``validate`` (mapped, on the config's host class): a compiled config against the CPU baseline measured on
+the same host class, on exactly the same samples."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from tasks import targets
+from tasks.benchmark import host_lock
+from tasks.core import settings as settings_module
+from tasks.core import store
 from tasks.core.records import BaselineResult, CompiledArtifact, DatasetRef, RunContext, Status, ValidationResult
 from tasks.stages.runner import fmt, progress, stage
-from tasks.validation.predictions import validate_artifact
+from tasks.validation.predictions import publish_outputs, validate_artifact
 
 
 @stage("validate", key=lambda artifact, **_: artifact.config.key)
 def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseline: BaselineResult) -> ValidationResult:
-    result = validate_artifact(
-        artifact, dataset, baseline, Path(ctx.run_dir) / "outputs", atol=ctx.params.atol, rtol=ctx.params.rtol
-    )
+    """Against ``baseline``, the one measured on this config's host class."""
     key = artifact.config.key
+    host_class = targets.get(artifact.config.target).run_queue
+    if baseline.host_class != host_class:
+        raise ValueError(f"{key} runs on host class {host_class}, and was given the baseline of {baseline.host_class}")
+    with host_lock.beside_others():
+        result = validate_artifact(
+            artifact, dataset, baseline, ctx.scratch("outputs"), atol=ctx.params.atol, rtol=ctx.params.rtol
+        )
+    result = result.model_copy(update={"host": settings_module.worker_hostname()})
+    where = store.join(ctx.run_uri, "outputs", f"{key}.outputs.npz")
+    result = result.model_copy(update={"predictions": publish_outputs(result.predictions, where)})
     if result.status == Status.OK and result.nonfinite_outputs:
         progress("validate", f"{key}: {result.nonfinite_outputs} NaN or Inf output values")
     elif result.status == Status.OK:

@@ -9,12 +9,13 @@ specs and the compile params to use) is all ``compile_pipeline`` needs to start.
 from __future__ import annotations
 
 import importlib
-import re
+import shutil
 from pathlib import Path
 
 from tasks.core import settings as settings_module
-from tasks.core.files import to_uri, tree_sha256
-from tasks.core.records import PipelineParams
+from tasks.core import store
+from tasks.core.files import tree_sha256
+from tasks.core.records import PipelineParams, safe_run_id
 from tasks.models.keras_digits import train_and_save
 from tasks.sources.tensorflow import _load_signature, signature_specs
 
@@ -34,10 +35,13 @@ def _trainer(name: str):
 
 
 def run(params: dict, run_id: str) -> dict:
-    """Train into ``<home>/trained/<model>/<run>/saved_model``; return the model_exported event's extra."""
+    """Train on this host, put the SavedModel in the run store (``<RUN_STORE_URI>/trained/<model>/<run>/``), where
+    compile_pipeline's export reads it on whichever host it runs; return the model_exported event's extra."""
 
+    settings = settings_module.load()
     model_name = params["model_name"]
-    out_dir = settings_module.load().home / "trained" / model_name / re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
+    out_dir = settings.scratch_dir / "trained" / model_name / safe_run_id(run_id)
+    shutil.rmtree(out_dir, ignore_errors=True)  # a retried run trains again from nothing
     saved_model = Path(_trainer(params.get("training_callable") or BUILTIN_TRAINER)(out_dir / "saved_model"))
     if not (saved_model / "saved_model.pb").is_file():
         raise ValueError(f"the trainer returned {saved_model}, which is not a SavedModel directory")
@@ -45,11 +49,15 @@ def run(params: dict, run_id: str) -> dict:
     inputs, _ = signature_specs(signature)
     compile_params = dict(params.get("compile_params") or {})
     PipelineParams.model_validate(compile_params)  # refused here, not after training, in the compile run
+    sha256 = tree_sha256(saved_model)
+    where = store.join(settings.run_store_uri, "trained", model_name, safe_run_id(run_id), "saved_model")
+    published = store.put_tree(saved_model, where)
+    shutil.rmtree(out_dir, ignore_errors=True)
     return {
         "model_name": model_name,
-        "model_uri": to_uri(saved_model),
+        "model_uri": published.uri,
         "framework": "tensorflow",
-        "sha256": tree_sha256(saved_model),
+        "sha256": sha256,
         "inputs": [spec.to_json() for spec in inputs],
         "compile_params": compile_params,
     }

@@ -16,8 +16,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tasks.core.files import local_path, sha256_file
+from tasks.core.files import sha256_file
 from tasks.core.records import NamedFile
+from tasks.core.store import fetch
 from tasks.sources import huggingface
 from tasks.sources.pytorch import load_state_dict_model
 from tasks.targets.base import CopyPinning, package_version
@@ -158,8 +159,8 @@ def traceable_module(exported):
     if exported.framework == "huggingface":
         return huggingface.rebuilt_module(exported)
     if fmt == "pytorch_state_dict":
-        return load_state_dict_model(local_path(exported.formats[fmt].uri), exported.architecture)
-    return torch.jit.load(str(local_path(exported.formats["torchscript"].uri)))
+        return load_state_dict_model(fetch(exported.formats[fmt]), exported.architecture)
+    return torch.jit.load(str(fetch(exported.formats["torchscript"])))
 
 
 class UncompiledGraph(RuntimeError):

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict, at_sequence_length, example_inputs, named_outputs
-from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -28,6 +27,7 @@ from tasks.core.records import (
     Fingerprint,
     PipelineParams,
 )
+from tasks.core.store import artifact_dir, fetch
 from tasks.targets.base import (
     CompileError,
     CopyPinning,
@@ -105,6 +105,10 @@ class NeuronInf1:
     precisions = tuple(common.NEURON_CC_CAST)
     runtime_requirements = ("tensorflow-neuron", "torch-neuron")
     serving_device = "neuron"
+    compile_queue = (
+        "compile"  # neuron-cc runs on any CPU; a Neuron compile worker image (docker/Dockerfile.neuron-inf1)
+    )
+    run_queue = "inf1"
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         """One per batch size (a NEFF is compiled for one), pipelined over the params' NeuronCores."""
@@ -173,7 +177,7 @@ class NeuronInf1:
         target = out_dir / SAVED_MODEL_DIR
         with captured_logs("tensorflow", "Neuron") as logs:
             summary = tfn.saved_model.compile(
-                str(local_path(exported.formats["saved_model"].uri)), str(target), **tf_compile_kwargs(config, args)
+                str(fetch(exported.formats["saved_model"])), str(target), **tf_compile_kwargs(config, args)
             )
         counts = common.parse_tf_compile_log(logs.getvalue())
         neffs = common.extract_saved_model_neffs(target, out_dir)
@@ -200,7 +204,7 @@ class NeuronInf1:
         return report_for(config, args, counts, neffs, package_version("neuron-cc"))
 
     def load(self, artifact: CompiledArtifact, batch_size: int) -> Predict:
-        directory = local_path(artifact.uri)
+        directory = artifact_dir(artifact)
         if (directory / SAVED_MODEL_DIR).is_dir():
             import tensorflow as tf
             import tensorflow.neuron  # noqa: F401  (registers NeuronOp)

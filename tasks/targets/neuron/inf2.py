@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict, at_sequence_length, example_inputs, named_outputs
-from tasks.core.files import local_path
 from tasks.core.records import (
     CompileConfig,
     CompiledArtifact,
@@ -20,6 +19,7 @@ from tasks.core.records import (
     Fingerprint,
     PipelineParams,
 )
+from tasks.core.store import artifact_dir
 from tasks.targets.base import (
     CompileError,
     CopyPinning,
@@ -50,6 +50,10 @@ class NeuronInf2:
     precisions = tuple(common.NEURONX_CC_CAST)
     runtime_requirements = ("torch-neuronx",)
     serving_device = "neuron"
+    compile_queue = (
+        "compile"  # neuronx-cc runs on any CPU; a Neuron compile worker image (docker/Dockerfile.neuron-inf2)
+    )
+    run_queue = "inf2"
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         return static_shape_configs(self.name, precision, params)  # a NEFF fixes the batch size and sequence length
@@ -118,7 +122,7 @@ class NeuronInf2:
         import torch
         import torch_neuronx  # noqa: F401  (registers the Neuron ops)
 
-        directory = local_path(artifact.uri)
+        directory = artifact_dir(artifact)
         module = torch.jit.load(str(directory / TORCHSCRIPT_FILE))
         input_names, output_names = read_signature(directory)
 

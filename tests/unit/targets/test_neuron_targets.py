@@ -197,7 +197,7 @@ def test_each_model_copy_runs_in_its_own_process_seeing_only_its_cores(exported,
 
 def test_a_copy_that_cannot_load_fails_its_point_with_the_cores_named(exported, tmp_path):
     artifact = compile_config(exported, CompileConfig(target="onnxruntime", precision="fp32"), tmp_path)
-    broken = artifact.model_copy(update={"uri": str(tmp_path / "missing")})
+    broken = artifact.model_copy(update={"uri": (tmp_path / "missing").as_uri(), "sha256": "0" * 64})
     sweep = CopySweep(broken, {"input": np.zeros((1, 3, 224, 224), np.float32)}, Harness(), "CPU", "X_CORES", ["5"])
     assert sweep.point(1, 1, 1) is None
     assert "copy on cores 5" in sweep.notes[0]
