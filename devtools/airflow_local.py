@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,11 +26,31 @@ from tasks.core.settings import Settings
 ADMIN = "admin"
 
 
+def local_secret(settings: Settings, name: str) -> str:
+    """A random secret of this checkout: made once under ``<home>/secrets/`` (its owner's alone), never a fixed
+    value a local Airflow would accept from anyone who read this code."""
+    path = settings.home / "secrets" / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path.with_suffix(".new"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24))
+        os.replace(path.with_suffix(".new"), path)
+    return path.read_text().strip()
+
+
+def admin_password(settings: Settings) -> str:
+    """The local Airflow's admin password (``make airflow``, ``make cluster``), printed with their URL."""
+    return local_secret(settings, "airflow-admin-password")
+
+
 def standalone_env(settings: Settings, port: int, home: Path | None = None) -> dict[str, str]:
     env = airflow_env(settings, home)
     home = Path(env["AIRFLOW_HOME"])
     return {
         **env,
+        "AIRFLOW__API_AUTH__JWT_SECRET": local_secret(settings, "airflow-jwt-secret"),
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -98,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     log_path = settings.home / "airflow" / "standalone.log"
     configure(settings, log_path)
     env = {**standalone_env(settings, port), MARK: str(os.getpid())}
-    Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
+    Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(
+        json.dumps({ADMIN: admin_password(settings)})
+    )
     with open(log_path, "a") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],
@@ -111,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     try:
         services.wait_until_answering("airflow standalone", process, f"{url}/api/v2/monitor/health", log_path, 300)
-        print(f"Airflow: {url}  (login {ADMIN} / {ADMIN}; log {log_path})")
+        print(f"Airflow: {url}  (login {ADMIN} / {admin_password(settings)}; log {log_path})")
         print(f"MLflow:  {settings.mlflow_tracking_uri}   S3 endpoint: {settings.s3_endpoint_url}")
         print("Trigger compile_pipeline from its form (Dags -> compile_pipeline -> Trigger), or:")
         print(

@@ -32,7 +32,7 @@ from pathlib import Path
 import psutil
 
 from devtools import services
-from devtools.airflow_local import ADMIN, configure, standalone_env, stop_on_signals
+from devtools.airflow_local import ADMIN, admin_password, configure, standalone_env, stop_on_signals
 from tasks import targets
 from tasks.core import settings as settings_module
 from tasks.core.settings import WORKER_HOSTNAME_ENV, Settings
@@ -290,7 +290,8 @@ class LocalCluster:
         log(f"  redis: broker on {self.broker_url}")
         env = self.env()
         configure(self.settings, self.log_dir / "configure.log", self.airflow_home, env=env)
-        Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(json.dumps({ADMIN: ADMIN}))
+        passwords = json.dumps({ADMIN: admin_password(self.settings)})
+        Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(passwords)
         api = self._spawn(
             "api-server", self._airflow("api-server", "--host", "127.0.0.1", "--port", str(self.port)), env,
             cwd=self.airflow_home,
@@ -346,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         cluster.start()
-        print(f"Airflow (CeleryExecutor, PostgreSQL): {cluster.url}  (login {ADMIN} / {ADMIN}; logs {cluster.log_dir})")
+        login = f"login {ADMIN} / {admin_password(cluster.settings)}"
+        print(f"Airflow (CeleryExecutor, PostgreSQL): {cluster.url}  ({login}; logs {cluster.log_dir})")
         for kind in WORKERS:
             print(f"  worker {kind.hostname}: queues {', '.join(kind.queues)}, {kind.concurrency} tasks at once, "
                   f"home {cluster.host_home(kind.hostname)}")  # fmt: skip

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from tasks import targets
-from tasks.core.files import local_path, sha256_file, tree_files, tree_sha256, write_json
+from tasks.core.files import inside, local_path, sha256_file, tree_files, tree_sha256, write_json
 from tasks.core.records import CompileConfig, ExportedModel, Fingerprint
 from tasks.core.storage import error_code, s3_client, split_s3_uri
 from tasks.targets import base as targets_base
@@ -136,7 +136,10 @@ class S3Cache:
             raise
         entry = json.loads(body)
         for name in entry["files"]:
-            target = dest / name
+            try:
+                target = inside(dest, name)
+            except ValueError as exc:
+                raise CorruptEntry(f"cache entry s3://{self.bucket}/{self._key(key, '')}: {exc}") from exc
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 self.client.download_file(self.bucket, self._key(key, f"{FILES}/{name}"), str(target))

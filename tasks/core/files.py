@@ -44,6 +44,23 @@ def local_path(uri: str) -> Path:
     return Path(unquote(parsed.path))
 
 
+class OutsideError(ValueError):
+    """A name from elsewhere (an S3 key, an entry of a manifest) that would be written outside its directory."""
+
+
+def inside(root: str | Path, name: str) -> Path:
+    """``root / name`` for a ``name`` that came from elsewhere; refused where it would leave ``root`` (``..``,
+    an absolute path)."""
+    root = Path(root)
+    target = (root / name).resolve()
+    base = root.resolve()
+    if target == base or not target.is_relative_to(base):
+        raise OutsideError(
+            f"{name!r} would be written outside {root}: refused (a remote name may not leave its folder)"
+        )
+    return root / name
+
+
 def sha256_chunks(chunks: Iterable[bytes]) -> str:
     digest = hashlib.sha256()
     for chunk in chunks:

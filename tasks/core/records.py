@@ -84,8 +84,8 @@ class PipelineParams(Record):
     trust_model_code: bool = Field(
         False,
         title="Trust code in the model file",
-        description="Needed for TorchScript, whose file carries a program that runs with the model. "
-        "Off: only weights and graphs are read.",
+        description="Needed for TorchScript, whose file carries a program that runs with the model, and for a "
+        "module: factory outside TRUSTED_CODE_MODULES. Off: only weights and graphs are read.",
         **_section(MODEL),
     )
     architecture: str = Field(
@@ -342,6 +342,31 @@ class PipelineParams(Record):
         return sorted(set(value))
 
 
+# What a model_exported event (a retrain) may set of compile_pipeline's params: how to compile, judge and measure,
+# never which code runs (trust_model_code, the model, its framework or architecture: the event names the model).
+EVENT_PARAMS = frozenset(
+    {
+        "hf_task", "sequence_length", "sequence_buckets", "input_specs", "targets", "precisions", "batch_sizes",
+        "max_concurrency", "benchmark_window_s", "selection", "latency_budget_ms", "top5_tolerance_pp",
+        "top1_tolerance_pp", "min_top1_agreement", "min_top1_in_top5", "max_top1_probability_shift",
+        "min_top5_agreement", "min_cosine", "min_neighbour_agreement", "atol", "rtol", "dataset",
+        "calibration_samples", "calibration_method", "compile_timeout_s", "compile_memory_mb", "compile_cache",
+        "neuron_pipeline_cores",
+    }
+)  # fmt: skip
+
+
+def check_event_params(compile_params: dict) -> dict:
+    """``compile_params`` if an event may set every one of them; else a ValueError naming the others."""
+    refused = sorted(set(compile_params) - EVENT_PARAMS)
+    if refused:
+        raise ValueError(
+            f"compile_params {refused} cannot come from a model_exported event: an event sets how a model is compiled "
+            f"and judged, never what code runs or which model (allowed: {', '.join(sorted(EVENT_PARAMS))})"
+        )
+    return compile_params
+
+
 class RetrainParams(Record):
     """The retrain_to_deploy DAG's params."""
 
@@ -353,11 +378,22 @@ class RetrainParams(Record):
         description="builtin:keras_digits, or module:function called with an output directory and returning the "
         "SavedModel directory it wrote.",
     )
+    trust_training_code: bool = Field(
+        False,
+        title="Trust the trainer's code",
+        description="Needed for a module:function trainer outside TRUSTED_CODE_MODULES: importing it runs its code.",
+    )
     compile_params: dict = Field(
         default_factory=lambda: {"dataset": "builtin:digits", "batch_sizes": [1, 8, 32]},
         title="Compile params",
-        description="compile_pipeline params for the runs this retrain triggers.",
+        description="compile_pipeline params for the runs this retrain triggers (how to compile and judge; never "
+        "trust_model_code or the model).",
     )
+
+    @field_validator("compile_params")
+    @classmethod
+    def _only_event_params(cls, value: dict) -> dict:
+        return check_event_params(value)
 
     @field_validator("model_name")
     @classmethod

@@ -40,6 +40,9 @@ class Settings:
     # The host classes this deployment has workers for (tasks.targets.HOST_CLASSES); empty: this machine runs
     # every task itself (make demo, airflow dags test), so the plan judges every target here.
     host_classes: tuple[str, ...] = ()
+    # Modules whose code a module: factory or trainer may run without trust_model_code / trust_training_code:
+    # the project's own built-ins by default; a team adds its model package (TRUSTED_CODE_MODULES=acme.models).
+    trusted_code_modules: tuple[str, ...] = ("tasks.models",)
     # Where serving pods read the model repository from, written into their Deployment: never the pipeline's
     # own endpoint (a local moto or MinIO no pod can reach). None: AWS S3 itself; "": the pipeline's region.
     serving_s3_endpoint_url: str | None = None
@@ -81,6 +84,19 @@ def worker_hostname() -> str:
     return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
 
 
+def code_refusal(module: str, trusted: bool, what: str, setting: str) -> str:
+    """Why importing ``module`` (running its code) is refused, or "" where a person said so: ``trusted`` (the
+    param ``setting``) or a module under TRUSTED_CODE_MODULES."""
+    prefixes = load().trusted_code_modules
+    if trusted or any(module == p or module.startswith(f"{p}.") for p in prefixes):
+        return ""
+    return (
+        f"{what} imports and runs module {module!r}, which is not under TRUSTED_CODE_MODULES "
+        f"({', '.join(prefixes) or 'none'}); refused by default. Set {setting}=true for this run if you trust that "
+        "code, or add its package to TRUSTED_CODE_MODULES"
+    )
+
+
 def load() -> Settings:
     home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
     mlflow_port = _int("MLFLOW_PORT", 5050)
@@ -105,6 +121,9 @@ def load() -> Settings:
         compile_cache_uri=os.environ.get("COMPILE_CACHE_URI", str(home / "compile-cache")),
         run_store_uri=(os.environ.get("RUN_STORE_URI") or (home / "runs").as_uri()).rstrip("/"),
         host_classes=tuple(c.strip() for c in os.environ.get("HOST_CLASSES", "").split(",") if c.strip()),
+        trusted_code_modules=tuple(
+            m.strip() for m in os.environ.get("TRUSTED_CODE_MODULES", "tasks.models").split(",") if m.strip()
+        ),
         serving_s3_endpoint_url=os.environ.get("SERVING_S3_ENDPOINT_URL") or None,
         serving_region=os.environ.get("SERVING_AWS_REGION", ""),
     )

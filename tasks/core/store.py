@@ -27,6 +27,7 @@ from urllib.parse import quote, urlparse
 from tasks.core import settings as settings_module
 from tasks.core.files import (
     OtherHostError,
+    inside,
     local_path,
     sha256_chunks,
     sha256_file,
@@ -223,7 +224,7 @@ def _download(ref: FileRef, dest: Path) -> None:
     if ref.tree and not found:
         raise StoreError(f"{ref.uri} is not in the run store (nothing under that prefix)")
     for item in found:
-        target = dest / item[len(path) + 1 :]
+        target = inside(dest, item[len(path) + 1 :])
         target.parent.mkdir(parents=True, exist_ok=True)
         fs.get_file(item, str(target))
 

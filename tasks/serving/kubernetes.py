@@ -18,7 +18,7 @@ RUNTIMES = {
         "image": "tensorflow/serving:2.18.0",
         "neuron_image": "public.ecr.aws/neuron/tensorflow-inference-neuron:latest",
         "ports": {"grpc": 8500, "http": 8501},
-        "args": lambda pointer, repo: [
+        "args": lambda pointer, repo, model: [
             "--port=8500",
             "--rest_api_port=8501",
             f"--model_config_file={pointer}",
@@ -29,18 +29,20 @@ RUNTIMES = {
         "image": "nvcr.io/nvidia/tritonserver:25.01-py3",
         "neuron_image": "public.ecr.aws/neuron/tritonserver-neuron:latest",
         "ports": {"http": 8000, "grpc": 8001, "metrics": 8002},
-        "args": lambda pointer, repo: [
+        # The repository is the serving prefix every model shares: explicit model control loads this model alone
+        # (a poll would load every model in the bucket); a new version is a new pod (the template's annotation).
+        "args": lambda pointer, repo, model: [
             "tritonserver",
             f"--model-repository={repo}",
-            "--model-control-mode=poll",
-            "--repository-poll-secs=60",
+            "--model-control-mode=explicit",
+            f"--load-model={model}",
         ],
     },
     "openvino-model-server": {
         "image": "openvino/model_server:2025.0",
         "neuron_image": "",
         "ports": {"grpc": 9000, "http": 8000},
-        "args": lambda pointer, repo: ["--config_path", pointer, "--port", "9000", "--rest_port", "8000"],
+        "args": lambda pointer, repo, model: ["--config_path", pointer, "--port", "9000", "--rest_port", "8000"],
     },
 }
 
@@ -113,7 +115,7 @@ def k8s_objects(
     container: dict = {
         "name": layout.runtime,
         "image": runtime["neuron_image"] if neuron and runtime["neuron_image"] else runtime["image"],
-        "args": runtime["args"](pointer_uri, repository_uri),
+        "args": runtime["args"](pointer_uri, repository_uri, model),
         "ports": [{"name": port, "containerPort": number} for port, number in runtime["ports"].items()],
         "env": env,
         "envFrom": [{"secretRef": {"name": "model-serving-s3", "optional": True}}],  # AWS credentials, if not IRSA

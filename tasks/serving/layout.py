@@ -23,8 +23,11 @@ from tasks import targets
 from tasks.core.records import TensorSpec
 from tasks.targets.base import ServingLayout
 
-# numpy dtype -> Triton data type
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64", "int32": "TYPE_INT32"}
+# numpy dtype -> Triton's DataType (model_config.proto); anything else is refused, naming the tensor
+TRITON_TYPES = {
+    "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32", "int16": "TYPE_INT16", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
+}  # fmt: skip
 
 
 def layout_for(target: str, files: list[str]) -> ServingLayout:
@@ -40,8 +43,20 @@ def upload_order(layout: ServingLayout) -> list[str]:
     return sorted(layout.files, key=lambda f: (layout.files[f] == layout.graph_file, f))
 
 
-def _dims(spec: TensorSpec) -> list[int]:
-    return [int(d) if not isinstance(d, str) else -1 for d in spec.shape[1:]]
+def _dims(spec: TensorSpec, max_batch_size: int, batch_size: int | None) -> list[int]:
+    """Triton's dims: without the batch axis where Triton batches (``max_batch_size`` > 0); the full shape where it
+    does not, a fixed-batch artifact's batch axis its batch size (Neuron, TensorRT), a dynamic one -1."""
+    shape = spec.shape[1:] if max_batch_size > 0 else [batch_size or spec.shape[0], *spec.shape[1:]]
+    return [d if isinstance(d, int) else -1 for d in shape]
+
+
+def _triton_type(spec: TensorSpec, model_config_pb2) -> int:
+    if spec.dtype not in TRITON_TYPES:
+        raise ValueError(
+            f"tensor {spec.name!r} has dtype {spec.dtype!r}, which Triton's model config has no type for "
+            f"(known: {', '.join(TRITON_TYPES)})"
+        )
+    return model_config_pb2.DataType.Value(TRITON_TYPES[spec.dtype])
 
 
 # OpenVINO's precision is a runtime property, not part of the IR: the server must be told, as compile was.
@@ -62,19 +77,18 @@ def pointer_text(
     max_batch_size: int,
     precision: str = "fp32",
     runtime_settings: dict[str, str] | None = None,
+    batch_size: int | None = None,
 ) -> str:
-    """The runtime's config pinning ``version`` (a committed one) under ``base_uri`` (the model's S3 prefix).
+    """The runtime's config pinning ``version`` (a committed one) under ``base_uri`` (the model's S3 prefix), built
+    with the runtime's own schema where it has one (Triton's ``model_config.proto``, TF Serving's
+    ``model_server_config.proto``). ``batch_size``: a fixed-batch artifact's (``max_batch_size`` 0).
 
     ``runtime_settings`` are those the benchmark's selected point ran with; where the runtime takes them
-    (OVMS ``plugin_config``: the performance hint and its number of CPU streams) serving runs what was measured.
+    (OVMS ``plugin_config``: the performance hint and its number of CPU streams; Triton's instance group and
+    intra-op threads) serving runs what was measured.
     """
     if layout.runtime == "tensorflow-serving":
-        return (
-            "model_config_list {\n  config {\n"
-            f'    name: "{model}"\n    base_path: "{base_uri}"\n    model_platform: "tensorflow"\n'
-            f"    model_version_policy {{ specific {{ versions: {version} }} }}\n"
-            "  }\n}\n"
-        )
+        return _tf_serving_config(model, base_uri, version)
     if layout.runtime == "openvino-model-server":
         config = {
             "name": model,
@@ -86,23 +100,17 @@ def pointer_text(
             },
         }
         return json.dumps({"model_config_list": [{"config": config}]}, indent=2) + "\n"
+    return _triton_config(layout, model, version, inputs, outputs, max_batch_size, batch_size, runtime_settings or {})
 
-    def tensors(kind: str, specs: list[TensorSpec]) -> str:
-        rows = [
-            f'  {{ name: "{s.name}" data_type: {TRITON_TYPES.get(s.dtype, "TYPE_FP32")} dims: {_dims(s)} }}'
-            for s in specs
-        ]
-        return f"{kind} [\n" + ",\n".join(rows) + "\n]\n"
 
-    key = "backend" if layout.platform == "pytorch" else "platform"
-    return (
-        f'name: "{model}"\n{key}: "{layout.platform}"\n'
-        f'default_model_filename: "{layout.graph_file}"\nmax_batch_size: {max_batch_size}\n'
-        + tensors("input", inputs)
-        + tensors("output", outputs)
-        + f"version_policy: {{ specific: {{ versions: [{version}] }} }}\n"
-        + _triton_instances(layout, runtime_settings or {})
-    )
+def _tf_serving_config(model: str, base_uri: str, version: int) -> str:
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    server = model_server_config_pb2.ModelServerConfig()
+    config = server.model_config_list.config.add(name=model, base_path=base_uri, model_platform="tensorflow")
+    config.model_version_policy.specific.versions.append(version)
+    return text_format.MessageToString(server)
 
 
 # Triton's backend parameter for intra-op threads, and the setting that counts the instances, per platform.
@@ -110,14 +118,39 @@ TRITON_THREAD_PARAMETER = {"onnxruntime_onnx": ("intra_op_thread_count", "sessio
                            "pytorch": ("INTRA_OP_THREAD_COUNT", "runners")}  # fmt: skip
 
 
-def _triton_instances(layout: ServingLayout, runtime_settings: dict[str, str]) -> str:
-    """The measured instances x intra-op threads (ONNX Runtime sessions, Inductor runners) as Triton's instance
-    group and backend parameter."""
-    parameter, instances = TRITON_THREAD_PARAMETER.get(layout.platform, ("", ""))
-    if not parameter or instances not in runtime_settings:
-        return ""
-    return (
-        f"instance_group [ {{ count: {int(runtime_settings[instances])} kind: KIND_CPU }} ]\n"
-        f'parameters {{ key: "{parameter}" value: {{ string_value: '
-        f'"{int(runtime_settings["intra_op_num_threads"])}" }} }}\n'
+def _triton_config(
+    layout: ServingLayout,
+    model: str,
+    version: int,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    max_batch_size: int,
+    batch_size: int | None,
+    runtime_settings: dict[str, str],
+) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig(
+        name=model, default_model_filename=layout.graph_file, max_batch_size=max_batch_size
     )
+    if layout.platform == "pytorch":
+        config.backend = layout.platform
+    else:
+        config.platform = layout.platform
+    for specs, field in ((inputs, config.input), (outputs, config.output)):
+        for spec in specs:
+            field.add(
+                name=spec.name,
+                data_type=_triton_type(spec, model_config_pb2),
+                dims=_dims(spec, max_batch_size, batch_size),
+            )
+    config.version_policy.specific.versions.append(version)
+    # the measured instances x intra-op threads (ONNX Runtime sessions, Inductor runners)
+    parameter, instances = TRITON_THREAD_PARAMETER.get(layout.platform, ("", ""))
+    if parameter and instances in runtime_settings:
+        config.instance_group.add(
+            count=int(runtime_settings[instances]), kind=model_config_pb2.ModelInstanceGroup.KIND_CPU
+        )
+        config.parameters[parameter].string_value = str(int(runtime_settings["intra_op_num_threads"]))
+    return text_format.MessageToString(config)

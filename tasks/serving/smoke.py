@@ -56,13 +56,22 @@ def download_version(settings: Settings, model: str, number: int, dest: Path) ->
     )
 
 
-def smoke_test(settings: Settings, model: str, number: int, samples_path: Path) -> SmokeResult:
+def smoke_test(
+    settings: Settings, model: str, number: int, samples_path: Path, registered_sha256: str = ""
+) -> SmokeResult:
+    """The committed version read back from S3, checked against ``registered_sha256`` (the registry's record of the
+    compiled files, not the manifest beside them), loaded with its runtime and run on the validation samples."""
     samples = np.load(samples_path)
     inputs = {name.removeprefix("input:"): samples[name] for name in samples.files if name.startswith("input:")}
     recorded = {name.removeprefix("output:"): samples[name] for name in samples.files if name.startswith("output:")}
     with tempfile.TemporaryDirectory(prefix="smoke-") as tmp:
         artifact = download_version(settings, model, number, Path(tmp))
-        artifact_dir(artifact)  # the files as a whole are what was compiled
+        artifact_dir(artifact)  # the files as a whole are what the manifest says
+        if registered_sha256 and artifact.sha256 != registered_sha256:
+            raise PromotionError(
+                f"{model} version {number} on S3 is not what was registered (sha256 {artifact.sha256[:16]}..., the "
+                f"registry's tag artifact_sha256 {registered_sha256[:16]}...)"
+            )
         target = targets.get(artifact.config.target)
         available, why = target.available()
         if not available:

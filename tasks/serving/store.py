@@ -45,6 +45,10 @@ class PromotionError(RuntimeError):
     pass
 
 
+PROBES = ".probes"  # under the model's prefix: a probe's key, deleted as soon as it has answered
+_HONOURS_CONDITIONS: set[tuple] = set()  # (endpoint, bucket) pairs whose conditional writes were probed
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A registry version as promotion reads it: the compiled files (downloaded) and what describes them."""
@@ -109,6 +113,38 @@ class Store:
                 return False
             raise
         return True
+
+    def check_conditional_writes(self) -> None:
+        """Refuse a store that ignores conditional writes: claims and the serving pointer's compare-and-swap rest on
+        them, and without them two promotions would both take a version and the pointer would be last-writer-wins.
+        Probed once per process and bucket: a second ``If-None-Match: *`` put of one key must fail, and so must an
+        ``If-Match`` on an ETag the key does not have."""
+        probed = (self.settings.s3_endpoint_url, self.bucket)
+        if probed in _HONOURS_CONDITIONS:
+            return
+        from botocore.exceptions import ClientError
+
+        key = f"{PROBES}/conditional-{os.getpid()}-{random.getrandbits(48):012x}"
+        ignored = []
+        try:
+            if not self.put_new(key, b"first") or self.put_new(key, b"second"):
+                ignored.append("If-None-Match")
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=self.root + key, Body=b"third", IfMatch='"0"')
+                ignored.append("If-Match")
+            except ClientError as exc:
+                if error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise
+        finally:
+            self.delete([key])
+        if ignored:
+            where = self.settings.s3_endpoint_url or "AWS S3"
+            raise PromotionError(
+                f"the S3 store at {where} (bucket {self.bucket!r}) ignores conditional writes ({', '.join(ignored)}): "
+                "two promotions could take one version and the serving pointer would be last-writer-wins. Point "
+                "SERVING_BUCKET / S3_ENDPOINT_URL at a store that honours them (AWS S3, MinIO)"
+            )
+        _HONOURS_CONDITIONS.add(probed)
 
     def keys(self, prefix: str) -> list[str]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -278,6 +314,7 @@ def promote(settings: Settings, candidate: Candidate) -> Promotion:
     already = _already_committed(store, candidate)
     if already:
         return already
+    store.check_conditional_writes()  # the claims below rest on them
 
     root = local_path(candidate.artifact.uri)
     layout = serving_layout.layout_for(candidate.artifact.config.target, candidate.artifact.files)
@@ -326,6 +363,7 @@ def point_serving(settings: Settings, model: str, number: int, rollback: bool = 
     ``rollback`` moves it to a lower version.
     """
     store = Store(settings, model)
+    store.check_conditional_writes()  # the pointer's compare-and-swap rests on them
     manifest = store.manifest(number)
     layout = serving_layout.layout_for(manifest["target"], [f["artifact_path"] for f in manifest["files"]])
     inputs = [TensorSpec.model_validate(s) for s in manifest["inputs"]]
@@ -333,7 +371,7 @@ def point_serving(settings: Settings, model: str, number: int, rollback: bool = 
     dynamic = manifest["batch_size"] is None
     pointer = serving_layout.pointer_text(
         layout, model, store.uri().rstrip("/"), number, inputs, outputs, 64 if dynamic else 0, manifest["precision"],
-        manifest.get("runtime_settings") or {},
+        manifest.get("runtime_settings") or {}, batch_size=manifest["batch_size"],
     )  # fmt: skip
     objects = kubernetes.k8s_objects(
         layout,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path
+from tasks.core.files import inside, local_path
 from tasks.core.mlflow_client import client
 from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
 from tasks.core.storage import error_code, s3_client, split_s3_uri
@@ -148,7 +148,7 @@ def fetch_s3_source(uri: str, dest: Path) -> Path:
     client = s3_client(settings_module.load())
     try:
         client.head_object(Bucket=bucket, Key=key)
-        path = dest / Path(key).name
+        path = inside(dest, Path(key).name)
         dest.mkdir(parents=True, exist_ok=True)
         client.download_file(bucket, key, str(path))
         return path
@@ -164,7 +164,10 @@ def fetch_s3_source(uri: str, dest: Path) -> Path:
         raise ModelLoadError(f"model {uri} does not exist (no such object or prefix)")
     root = dest / Path(key.rstrip("/")).name
     for item in keys:
-        path = root / item[len(key.rstrip("/")) + 1 :]
+        try:
+            path = inside(root, item[len(key.rstrip("/")) + 1 :])
+        except ValueError as exc:
+            raise ModelLoadError(f"model {uri}: {exc}") from exc
         path.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(bucket, item, str(path))
     return root

@@ -19,6 +19,7 @@ from tasks import models
 from tasks.core.batching import example_inputs, named_outputs
 from tasks.core.files import file_ref, sha256_file
 from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.settings import code_refusal
 from tasks.sources.export import (
     BUILTIN_MODELS,
     ONNX_OPSET,
@@ -246,7 +247,14 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     import torch
 
     uri = BUILTIN_MODELS.get(params.model_uri, (None, params.model_uri))[1]
+    model_code = ""
     if uri.startswith("module:"):
+        why_not = code_refusal(uri.split(":")[1], params.trust_model_code, f"model {uri}", "trust_model_code")
+        if why_not:
+            raise ModelLoadError(why_not)
+        model_code = f"factory {uri} ran: " + (
+            "trust_model_code=true" if params.trust_model_code else "its module is under TRUSTED_CODE_MODULES"
+        )
         model = load_callable(uri)
         # What the model is: the factory's code and the weights it loaded (from wherever it read them).
         code_sha256 = sha256_file(Path(importlib.import_module(uri.split(":")[1]).__file__))
@@ -279,6 +287,7 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
         inputs=specs,
         outputs=outputs,
         formats=formats,
+        model_code=model_code,
     )
 
 

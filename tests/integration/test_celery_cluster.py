@@ -16,7 +16,7 @@ import psutil
 import pytest
 from conftest import free_port, wait_until
 
-from devtools.airflow_local import ADMIN
+from devtools.airflow_local import ADMIN, admin_password
 from devtools.cluster import WORKERS, LocalCluster
 from tasks import targets
 from tasks.compile.cache import ENTRY, S3Cache
@@ -36,9 +36,9 @@ CPU_HOST_TASKS = {"baseline_cpu", "validate_cpu", "benchmark_cpu"}  # host class
 class Api:
     """Airflow's REST API as a client uses it: a JWT from /auth/token, then /api/v2."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, password: str):
         self.url = url
-        self.token = self.call("POST", "/auth/token", {"username": ADMIN, "password": ADMIN})["access_token"]
+        self.token = self.call("POST", "/auth/token", {"username": ADMIN, "password": password})["access_token"]
 
     def call(self, method: str, path: str, body: dict | None = None, attempts: int = 3):
         """One request; a 5xx is retried, so callers send only requests that are safe to repeat (a new run carries
@@ -140,7 +140,7 @@ def fleet(local_services):
     try:
         started = time.monotonic()
         cluster.start(log=lambda m: None)
-        api = Api(cluster.url)
+        api = Api(cluster.url, admin_password(local_services))
         _wait("compile_pipeline parsed", lambda: api.answers("GET", "/api/v2/dags/compile_pipeline"), 300, cluster)
         api.call("PATCH", "/api/v2/dags/compile_pipeline", {"is_paused": False})
         print(f"cluster up in {time.monotonic() - started:.0f} s")

@@ -1,6 +1,7 @@
 """Registry review and promotion to S3, against the real local services (moto's S3 server, MLflow)."""
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -30,6 +31,21 @@ from tasks.stages.runner import run_uri_for
 pytestmark = pytest.mark.integration
 
 
+def pinned(pointer: str | bytes, tf_serving: bool = False) -> list[int]:
+    """The versions a Triton config.pbtxt (or a TF Serving models.config) pins, parsed with the runtime's schema."""
+    from google.protobuf import text_format
+
+    text = pointer.decode() if isinstance(pointer, bytes) else pointer
+    if tf_serving:
+        from tensorflow_serving.config import model_server_config_pb2
+
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+        return list(config.model_config_list.config[0].model_version_policy.specific.versions)
+    from tritonclient.grpc import model_config_pb2
+
+    return list(text_format.Parse(text, model_config_pb2.ModelConfig()).version_policy.specific.versions)
+
+
 @pytest.fixture
 def serving_prefix(local_services, monkeypatch, request):
     """A prefix of the serving bucket of its own for each test."""
@@ -40,14 +56,19 @@ def serving_prefix(local_services, monkeypatch, request):
 @pytest.fixture(scope="module")
 def registered(local_services, exported, dataset_ref, compiled_outcome):
     """Two registry versions of a model of this module's own, as two pipeline runs register them."""
-    outcome, baseline = compiled_outcome
     model = exported.model_copy(update={"name": "promotion-test"})
+    return model, register_versions(local_services, model, ("promote-a", "promote-b"), dataset_ref, compiled_outcome)
+
+
+def register_versions(settings, model, run_ids, dataset_ref, compiled_outcome) -> list:
+    """One registry version of ``model`` per pipeline run id, recorded and registered as the pipeline does."""
+    outcome, baseline = compiled_outcome
     versions = []
-    for run_id in ("promote-a", "promote-b"):
+    for run_id in run_ids:
         ctx = RunContext(run_id=run_id, run_uri=run_uri_for(run_id), params=PipelineParams())
-        parent, recorded = record(local_services, ctx, model, dataset_ref, [baseline], [outcome], {})
-        versions.append(register(local_services, ctx, model, recorded[0], dataset=dataset_ref, parent_run_id=parent))
-    return model, versions
+        parent, recorded = record(settings, ctx, model, dataset_ref, [baseline], [outcome], {})
+        versions.append(register(settings, ctx, model, recorded[0], dataset=dataset_ref, parent_run_id=parent))
+    return versions
 
 
 def _keys(settings, model: str) -> set[str]:
@@ -86,7 +107,7 @@ def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered
     assert manifest["files"][0]["size"] > 0 and len(manifest["files"][0]["sha256"]) == 64
     assert manifest["source_sha256"] == model.source_sha256 and manifest["inputs"][0]["name"]
     assert served["smoke"]["top5_agreement"] == 1.0 and served["smoke"]["samples"] == 16
-    assert f"versions: [{number}]" in served["serving"]["pointer"]  # Triton's config.pbtxt pins the version
+    assert pinned(served["serving"]["pointer"]) == [number]  # Triton's config.pbtxt pins the version
     objects = list(yaml.safe_load_all(Store(settings, model.name).client.get_object(
         Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{model.name}/k8s/{number}.yaml")["Body"].read()))  # fmt: skip
     assert [o["kind"] for o in objects] == ["Deployment", "Service"]
@@ -119,6 +140,43 @@ def test_a_rejected_or_gate_failed_version_is_never_promoted(serving_prefix, reg
     finally:
         client.set_model_version_tag(model.name, second.version, "validation", "pass")
     assert not _keys(settings, model.name)  # nothing was written
+
+
+def test_a_changed_byte_in_a_registered_artifact_fails_promotion_by_name_even_with_its_record_changed_too(
+    serving_prefix, exported, dataset_ref, compiled_outcome, reliability
+):
+    """Integrity is anchored in the registry (tag artifact_sha256, written at registration), not in the
+    artifact_record.json that travels with the files: whoever changes both is still refused, and nothing is
+    committed."""
+    settings = serving_prefix
+    model = exported.model_copy(update={"name": "tampered"})
+    (version,) = register_versions(settings, model, ("tamper-a",), dataset_ref, compiled_outcome)
+    client = registry.client(settings)
+    model_id = client.get_model_version(model.name, version.version).source.rsplit("/", 1)[-1]
+    s3 = Store(settings, model.name).client
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.mlflow_artifacts_bucket)
+            for item in page.get("Contents", []) if f"/{model_id}/" in item["Key"]]  # fmt: skip
+    graph = next(k for k in keys if k.endswith("/model.onnx"))
+    record_key = next(k for k in keys if k.endswith("/artifact.json"))
+    body = s3.get_object(Bucket=settings.mlflow_artifacts_bucket, Key=graph)["Body"].read()
+    s3.put_object(Bucket=settings.mlflow_artifacts_bucket, Key=graph, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    # ...and the record beside it rewritten to match the changed files, as whoever can write the one can the other
+    prefix = graph.rsplit("/", 1)[0] + "/"  # the compiled files' folder among the model's artifacts
+    compiled_keys = sorted(k for k in keys if k.startswith(prefix))
+    staged = {}
+    for key in compiled_keys:
+        staged[key[len(prefix) :]] = s3.get_object(Bucket=settings.mlflow_artifacts_bucket, Key=key)["Body"].read()
+    tree = hashlib.sha256()
+    for name in sorted(staged):
+        tree.update(name.encode() + b"\0" + hashlib.sha256(staged[name]).hexdigest().encode() + b"\n")
+    artifact_record = json.loads(s3.get_object(Bucket=settings.mlflow_artifacts_bucket, Key=record_key)["Body"].read())
+    artifact_record["sha256"] = tree.hexdigest()
+    s3.put_object(Bucket=settings.mlflow_artifacts_bucket, Key=record_key, Body=json.dumps(artifact_record).encode())
+    reliability.faults += 1
+    with pytest.raises(PromotionError, match=rf"version {version.version} of tampered: its compiled files are not what "
+                       "was registered .*artifact_sha256"):  # fmt: skip
+        promotion.promote.run({"model": model.name, "registry_version": version.version})
+    assert not _keys(settings, model.name)  # nothing staged, claimed or committed
 
 
 def test_two_promotions_at_once_get_distinct_versions(serving_prefix, exported, compiled_outcome, monkeypatch):
@@ -196,13 +254,33 @@ def test_rollback_points_serving_back_to_a_committed_version(serving_prefix, exp
         point_serving(
             settings, exported.name, promote(settings, _candidate(exported, artifact, registry_version)).version
         )
-    assert "versions: [2]" in Store(settings, exported.name).client.get_object(
-        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/config.pbtxt")["Body"].read().decode()  # fmt: skip
+    assert [2] == pinned(Store(settings, exported.name).client.get_object(
+        Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/config.pbtxt")["Body"].read().decode())  # fmt: skip
     (request,) = promotion.find.run({"model_name": exported.name, "rollback_to": 1})
     served = promotion.serve.run(promotion.promote.run(request))
-    assert "versions: [1]" in served["serving"]["pointer"]
+    assert pinned(served["serving"]["pointer"]) == [1]
     with pytest.raises(PromotionError, match="version 9 is not a committed version"):
         promotion.find.run({"model_name": exported.name, "rollback_to": 9})
+
+
+def test_a_rollback_moves_the_registry_with_serving(serving_prefix, exported, dataset_ref, compiled_outcome):
+    """After every pointer move, a rollback included, alias serving and the model's tags name what serves."""
+    settings = serving_prefix
+    model = exported.model_copy(update={"name": "rolled-back"})
+    versions = register_versions(settings, model, ("roll-a", "roll-b"), dataset_ref, compiled_outcome)
+    client = registry.client(settings)
+    served = []
+    for version in versions:
+        (request,) = promotion.find.run({"model_name": model.name, "version": version.version})
+        served.append(promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))["version"])
+    assert client.get_model_version_by_alias(model.name, "serving").version == versions[1].version
+    (request,) = promotion.find.run({"model_name": model.name, "rollback_to": served[0]})
+    assert promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))["serving"]["moved"]
+    assert client.get_model_version_by_alias(model.name, "serving").version == versions[0].version
+    tags = client.get_registered_model(model.name).tags
+    assert tags["serving_version"] == str(served[0]) and tags["serving_registry_version"] == versions[0].version
+    assert tags["last_rollback"].startswith(f"to serving version {served[0]} at ")
+    assert client.get_model_version(model.name, versions[0].version).tags["rolled_back_to"]
 
 
 @pytest.mark.reliability
@@ -241,9 +319,9 @@ def test_promotions_at_once_leave_serving_on_the_highest_version(
         assert sorted(numbers) == list(range(highest - at_once + 1, highest + 1))
         head = store.client.head_object(Bucket=settings.serving_bucket, Key=pointer_key)
         body = store.client.get_object(Bucket=settings.serving_bucket, Key=pointer_key)["Body"].read().decode()
-        if head["Metadata"]["serving-version"] != str(highest) or f"versions: [{highest}]" not in body:
+        if head["Metadata"]["serving-version"] != str(highest) or pinned(body) != [highest]:
             reliability.lost_or_half_visible += 1
-        assert head["Metadata"]["serving-version"] == str(highest) and f"versions: [{highest}]" in body
+        assert head["Metadata"]["serving-version"] == str(highest) and pinned(body) == [highest]
         reliability.races += 1
         reliability.pointer_races += 1
     # an older version finishing late leaves serving where it is; only a rollback moves it back
@@ -276,7 +354,7 @@ def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tm
     assert {"1/saved_model.pb", "1/variables/variables.index", "1/neff/neuron_op_0.neff", "models.config"} <= keys
     base = f"s3://{settings.serving_bucket}/{settings.serving_prefix}/{exported.name}"
     assert f'base_path: "{base}"' in served["pointer"]
-    assert "model_version_policy { specific { versions: 1 } }" in served["pointer"]
+    assert pinned(served["pointer"], tf_serving=True) == [1]
     deployment = next(yaml.safe_load_all(Store(settings, exported.name).client.get_object(
         Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/k8s/1.yaml")["Body"].read()))  # fmt: skip
     container = deployment["spec"]["template"]["spec"]["containers"][0]

@@ -120,6 +120,7 @@ def _promote_and_die(settings, cand: Candidate, call: int, when: str) -> None:
 def _promotion_calls(settings, cand: Candidate) -> list[str]:
     """The S3 requests of one whole promotion, in order, as ``Operation key``."""
     seen = []
+    Store(settings, cand.model).check_conditional_writes()  # once per process: not one of the promotion's requests
 
     def note(params, model, **kwargs):
         seen.append(f"{model.name} {params.get('Key') or params.get('Prefix') or ''}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from tasks import sources, targets
 from tasks.core.param_schema import field_schemas
-from tasks.core.records import PipelineParams, RunContext
+from tasks.core.records import PipelineParams, RunContext, check_event_params
 from tasks.core.store import put_json
 from tasks.models import ARCHITECTURES
 from tasks.stages.compile_pipeline.plan import KNOWN_PRECISIONS, check_params
@@ -30,10 +30,11 @@ def param_schemas() -> dict[str, dict[str, Any]]:
 
 
 def params_from_event(params: dict, extra: dict) -> dict:
-    """compile_pipeline's params for a run started by a model_exported event: the event's model over the form's."""
+    """compile_pipeline's params for a run started by a model_exported event: the event's model over the form's, and
+    of its compile params only those an event may set (a refusal names the others); trust stays the form's."""
     return {
         **params,
-        **(extra.get("compile_params") or {}),
+        **check_event_params(extra.get("compile_params") or {}),
         "model_name": extra["model_name"],
         "model_uri": extra["model_uri"],
         "framework": extra["framework"],

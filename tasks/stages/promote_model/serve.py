@@ -6,7 +6,7 @@ from tasks.core import settings as settings_module
 from tasks.core.faults import names_unreachable
 from tasks.core.records import Promotion
 from tasks.serving import review
-from tasks.serving.store import point_serving
+from tasks.serving.store import committed_manifest, point_serving
 from tasks.stages.runner import progress
 
 
@@ -17,6 +17,9 @@ def run(smoked: dict) -> dict:
     if "promotion" in smoked:
         promotion = Promotion.model_validate(smoked["promotion"])
         review.mark_promoted(settings, smoked["model"], smoked["registry_version"], promotion, serving)
+    if serving["moved"]:  # the registry says what serves, after a rollback too
+        served = committed_manifest(settings, smoked["model"], serving["served_version"])
+        review.record_serving(settings, smoked["model"], served, rollback="rollback_to" in smoked)
     if serving["moved"]:
         said = f"{serving['pointer_uri']} now serves version {smoked['version']}"
     else:  # a promotion of a later version finished first; serving never moves backwards

@@ -16,13 +16,14 @@ from tasks.stages.runner import progress
 @names_unreachable
 def run(promoted: dict) -> dict:
     settings = settings_module.load()
-    run_id = (
-        promoted.get("run_id")
-        or committed_manifest(settings, promoted["model"], promoted["version"])["mlflow"]["run_id"]
-    )
+    manifest = committed_manifest(settings, promoted["model"], promoted["version"])
+    run_id = promoted.get("run_id") or manifest["mlflow"]["run_id"]
+    version = review.resolve(settings, promoted["model"], str(manifest["mlflow"]["version"]))
     with tempfile.TemporaryDirectory(prefix="smoke-samples-", dir=settings.home) as tmp:
         samples = review.smoke_samples(settings, run_id, Path(tmp))
-        result = smoke_test(settings, promoted["model"], promoted["version"], samples)
+        result = smoke_test(
+            settings, promoted["model"], promoted["version"], samples, review.registered_sha256(version)
+        )
     progress(
         "smoke",
         f"{promoted['model']} version {promoted['version']} from S3: {result.files_verified} files verified, "

@@ -15,19 +15,22 @@ from pathlib import Path
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import tree_sha256
-from tasks.core.records import PipelineParams, safe_run_id
+from tasks.core.records import PipelineParams, check_event_params, safe_run_id
 from tasks.models.keras_digits import train_and_save
 from tasks.sources.tensorflow import _load_signature, signature_specs
 
 BUILTIN_TRAINER = "builtin:keras_digits"
 
 
-def _trainer(name: str):
+def _trainer(name: str, trusted: bool = False):
     if name == BUILTIN_TRAINER:
         return lambda out_dir: train_and_save(out_dir)[0]
     module, _, function = name.partition(":")
     if not module or not function:
         raise ValueError(f"training callable {name!r} must read module:function or {BUILTIN_TRAINER}")
+    why_not = settings_module.code_refusal(module, trusted, f"training callable {name}", "trust_training_code")
+    if why_not:
+        raise ValueError(why_not)
     try:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as exc:
@@ -40,15 +43,17 @@ def run(params: dict, run_id: str) -> dict:
 
     settings = settings_module.load()
     model_name = params["model_name"]
+    # refused here, before training, not in the compile run the event starts
+    compile_params = check_event_params(dict(params.get("compile_params") or {}))
+    PipelineParams.model_validate(compile_params)
     out_dir = settings.scratch_dir / "trained" / model_name / safe_run_id(run_id)
     shutil.rmtree(out_dir, ignore_errors=True)  # a retried run trains again from nothing
-    saved_model = Path(_trainer(params.get("training_callable") or BUILTIN_TRAINER)(out_dir / "saved_model"))
+    trainer = _trainer(params.get("training_callable") or BUILTIN_TRAINER, bool(params.get("trust_training_code")))
+    saved_model = Path(trainer(out_dir / "saved_model"))
     if not (saved_model / "saved_model.pb").is_file():
         raise ValueError(f"the trainer returned {saved_model}, which is not a SavedModel directory")
     _, signature = _load_signature(saved_model)
     inputs, _ = signature_specs(signature)
-    compile_params = dict(params.get("compile_params") or {})
-    PipelineParams.model_validate(compile_params)  # refused here, not after training, in the compile run
     sha256 = tree_sha256(saved_model)
     where = store.join(settings.run_store_uri, "trained", model_name, safe_run_id(run_id), "saved_model")
     published = store.put_tree(saved_model, where)

@@ -108,6 +108,7 @@ def test_a_factory_whose_weights_change_misses_the_cache(tmp_path, monkeypatch):
     params = PipelineParams(
         model_uri="module:weighted_factory:build",
         input_specs=[{"name": "x", "shape": ["batch", 4], "dtype": "float32"}],
+        trust_model_code=True,  # the test's own factory, outside TRUSTED_CODE_MODULES
     )
     cache = LocalCache(tmp_path / "cache")
     config = CompileConfig(target="onnxruntime", precision="fp32")

@@ -39,13 +39,25 @@ def test_an_artifact_no_runtime_reads_is_named():
         layout_for("custom", ["weights.bin"])
 
 
+def triton(text: str):
+    """A config.pbtxt as Triton reads it: parsed with its own schema (model_config.proto)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
 def test_pointers_pin_one_version_in_each_runtimes_own_config():
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     base = "s3://model-serving/models/mobilenet_v2"
     tf = pointer_text(
         layout_for("neuron-inf1", ["saved_model/saved_model.pb"]), "mobilenet_v2", base, 3, INPUTS, OUTPUTS, 0
     )
-    assert 'base_path: "s3://model-serving/models/mobilenet_v2"' in tf
-    assert "model_version_policy { specific { versions: 3 } }" in tf
+    (served,) = text_format.Parse(tf, model_server_config_pb2.ModelServerConfig()).model_config_list.config
+    assert (served.name, served.base_path, served.model_platform) == ("mobilenet_v2", base, "tensorflow")
+    assert list(served.model_version_policy.specific.versions) == [3]
     ovms = json.loads(
         pointer_text(layout_for("openvino", ["model.xml", "model.bin"]), "m", base, 4, INPUTS, OUTPUTS, 64)
     )
@@ -57,21 +69,65 @@ def test_pointers_pin_one_version_in_each_runtimes_own_config():
     # serving runs in the mode the selected point was measured in (the read-only request count is not a setting)
     assert ovms["model_config_list"][0]["config"]["plugin_config"] == {
         "INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2"}  # fmt: skip
-    triton = pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64)
-    assert 'platform: "onnxruntime_onnx"' in triton and "max_batch_size: 64" in triton
-    assert 'name: "input" data_type: TYPE_FP32 dims: [3, 224, 224]' in triton
-    assert "version_policy: { specific: { versions: [5] } }" in triton
-    assert "instance_group" not in triton  # nothing measured: Triton's defaults
-    measured = {"sessions": "2", "intra_op_num_threads": "8"}
-    triton = pointer_text(
-        layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64, "fp32", measured
+    config = triton(pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64))
+    assert (config.platform, config.max_batch_size, config.default_model_filename) == (
+        "onnxruntime_onnx",
+        64,
+        "model.onnx",
     )
-    assert "instance_group [ { count: 2 kind: KIND_CPU } ]" in triton
-    assert 'parameters { key: "intra_op_thread_count" value: { string_value: "8" } }' in triton
-    inductor = pointer_text(layout_for("inductor", ["model.pt2"]), "m", base, 6, INPUTS, OUTPUTS, 64, "fp32",
-                            {"runners": "2", "intra_op_num_threads": "4"})  # fmt: skip
-    assert 'backend: "pytorch"' in inductor and "instance_group [ { count: 2 kind: KIND_CPU } ]" in inductor
-    assert 'parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "4" } }' in inductor
+    (tensor,) = config.input
+    assert (tensor.name, tensor.data_type, list(tensor.dims)) == ("input", 11, [3, 224, 224])  # TYPE_FP32, no batch
+    assert list(config.version_policy.specific.versions) == [5]
+    assert not config.instance_group  # nothing measured: Triton's defaults
+    measured = {"sessions": "2", "intra_op_num_threads": "8"}
+    config = triton(pointer_text(
+        layout_for("onnxruntime", ["model.onnx"]), "m", base, 5, INPUTS, OUTPUTS, 64, "fp32", measured
+    ))  # fmt: skip
+    assert [(g.count, g.kind) for g in config.instance_group] == [(2, 2)]  # KIND_CPU
+    assert config.parameters["intra_op_thread_count"].string_value == "8"
+    inductor = triton(pointer_text(layout_for("inductor", ["model.pt2"]), "m", base, 6, INPUTS, OUTPUTS, 64, "fp32",
+                                   {"runners": "2", "intra_op_num_threads": "4"}))  # fmt: skip
+    assert inductor.backend == "pytorch" and not inductor.platform and inductor.instance_group[0].count == 2
+    assert inductor.parameters["INTRA_OP_THREAD_COUNT"].string_value == "4"
+
+
+def test_a_fixed_batch_artifact_gets_its_full_dims_and_every_dtype_its_triton_type():
+    """A Neuron artifact runs one batch size: Triton does not batch it (max_batch_size 0), so dims are the whole
+    shape, batch included; bool and int8 inputs get their own types, never TYPE_FP32."""
+    from tritonclient.grpc import model_config_pb2
+
+    inputs = [
+        TensorSpec(name="input_ids", shape=["batch", 128], dtype="int64"),
+        TensorSpec(name="mask", shape=["batch", 128], dtype="bool"),
+        TensorSpec(name="scale", shape=["batch", 4], dtype="int8"),
+    ]
+    outputs = [TensorSpec(name="embedding", shape=["batch", 384], dtype="float16")]
+    layout = layout_for("neuron-inf2", ["model.neuronx.pt", "neff/graph.neff"])
+    config = triton(pointer_text(layout, "minilm", "s3://b/models/minilm", 2, inputs, outputs, 0, batch_size=8))
+    assert config.max_batch_size == 0
+    types = model_config_pb2.DataType
+    assert [(t.name, types.Name(t.data_type), list(t.dims)) for t in [*config.input, *config.output]] == [
+        ("input_ids", "TYPE_INT64", [8, 128]),
+        ("mask", "TYPE_BOOL", [8, 128]),
+        ("scale", "TYPE_INT8", [8, 4]),
+        ("embedding", "TYPE_FP16", [8, 384]),
+    ]
+
+
+def test_a_triton_deployment_loads_its_own_model_alone():
+    layout = layout_for("onnxruntime", ["model.onnx"])
+    (deployment, _) = k8s_objects(layout, "resnet", 3, "onnxruntime", pointer_uri="s3://b/models/resnet/config.pbtxt",
+                                  repository_uri="s3://b/models", s3_endpoint_url=None, region="us-east-1")  # fmt: skip
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--model-control-mode=explicit" in args and "--load-model=resnet" in args  # not every model in s3://b/models
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["compile-pipeline/version"] == "3"
+
+
+def test_a_dtype_triton_has_no_type_for_is_refused_naming_the_tensor(reliability):
+    reliability.bad_inputs += 1
+    odd = [TensorSpec(name="tokens", shape=["batch", 8], dtype="complex64")]
+    with pytest.raises(ValueError, match=r"tensor 'tokens' has dtype 'complex64', which Triton's model config has no"):
+        pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", "s3://b/m", 1, odd, OUTPUTS, 64)
 
 
 def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_validate():

@@ -9,7 +9,14 @@ from tasks.compile.cache import cache_key
 from tasks.compile.run import compile_config
 from tasks.core.cpu import has_native_bf16
 from tasks.core.files import local_path
-from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig, PipelineParams, TensorSpec
+from tasks.core.records import (
+    BaselineResult,
+    BenchmarkResult,
+    CompileConfig,
+    PipelineParams,
+    RetrainParams,
+    TensorSpec,
+)
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import InputSpecError, ModelLoadError, export_model
 from tasks.stages.compile_pipeline.gate import gate_all
@@ -128,13 +135,54 @@ def test_module_callable_source_and_its_errors(tmp_path):
     ])  # fmt: skip
     exported = export_model(params, tmp_path / "e1")
     assert exported.outputs[0].shape == ["batch", 64] and "exported_program" in exported.formats
+    assert exported.model_code.endswith("its module is under TRUSTED_CODE_MODULES")  # the project's own built-ins
     with pytest.raises(ModelLoadError, match="cannot import 'nope'"):
         export_model(
             PipelineParams(model_uri="module:tasks.models.text_encoder:nope", input_specs=SPECS), tmp_path / "e2"
         )
     no_batch = [{"name": "x", "shape": [2, 4], "dtype": "float32"}]
     with pytest.raises(InputSpecError, match="no batch dimension"):
-        export_model(PipelineParams(model_uri="module:torch.nn:Identity", input_specs=no_batch), tmp_path / "e3")
+        export_model(
+            PipelineParams(model_uri="module:torch.nn:Identity", input_specs=no_batch, trust_model_code=True),
+            tmp_path / "e3",
+        )
+
+
+def test_a_factory_outside_the_trusted_modules_runs_only_when_a_person_said_so(tmp_path, monkeypatch, reliability):
+    """Importing a module runs its code: a module: factory outside TRUSTED_CODE_MODULES is refused, naming the module
+    and both ways to allow it, before anything is imported; trust_model_code or the setting allow it."""
+    (tmp_path / "team_models").mkdir()
+    (tmp_path / "team_models" / "__init__.py").write_text(
+        "import pathlib\npathlib.Path(__file__).with_name('ran').touch()\n"
+    )
+    (tmp_path / "team_models" / "mlp.py").write_text("import torch\ndef build():\n    return torch.nn.Linear(4, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    specs = [{"name": "x", "shape": ["batch", 4], "dtype": "float32"}]
+    refused = PipelineParams(model_uri="module:team_models.mlp:build", input_specs=specs)
+    reliability.bad_inputs += 1
+    with pytest.raises(ModelLoadError, match=r"imports and runs module 'team_models\.mlp'.*trust_model_code=true.*"
+                       "TRUSTED_CODE_MODULES"):  # fmt: skip
+        export_model(refused, tmp_path / "e1")
+    assert not (tmp_path / "team_models" / "ran").exists()  # nothing of it was imported
+    trusted = export_model(refused.model_copy(update={"trust_model_code": True}), tmp_path / "e2")
+    assert "trust_model_code=true" in trusted.model_code
+    monkeypatch.setenv("TRUSTED_CODE_MODULES", "tasks.models,team_models")
+    assert "TRUSTED_CODE_MODULES" in export_model(refused, tmp_path / "e3").model_code
+
+
+def test_an_event_sets_how_to_compile_never_what_code_runs(reliability):
+    from tasks.stages.compile_pipeline.start import params_from_event
+
+    form = PipelineParams().to_json()
+    extra = {"model_name": "m", "model_uri": "s3://bucket/m", "framework": "tensorflow"}
+    started = params_from_event(form, {**extra, "compile_params": {"batch_sizes": [1, 8], "dataset": "builtin:digits"}})
+    assert started["batch_sizes"] == [1, 8] and started["trust_model_code"] is False
+    for smuggled in ({"trust_model_code": True}, {"model_uri": "module:evil:build"}, {"architecture": "resnet50"}):
+        reliability.bad_inputs += 1
+        with pytest.raises(ValueError, match=rf"compile_params \['{next(iter(smuggled))}'\] cannot come from a"):
+            params_from_event(form, {**extra, "compile_params": smuggled})
+    with pytest.raises(ValueError, match="trust_model_code"):  # refused at retrain time already, before training
+        RetrainParams(compile_params={"trust_model_code": True})
 
 
 def test_a_safetensors_state_dict_is_a_pytorch_source_read_without_pickle(tmp_path, exported):
