@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import json
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import psutil
 
 from tasks.core import cpu
+from tasks.core import settings as settings_module
 from tasks.core.files import write_json
 from tasks.core.records import MachineContext
 
@@ -95,7 +95,7 @@ def matmul_peak_gflops(dtype: str, sizes: tuple[int, ...] = MATMUL_SIZES, repeat
 def context(cache_dir: str | Path | None = None, refresh: bool = False) -> MachineContext:
     """This machine's context; the peak comes from ``cache_dir`` where it was measured before."""
 
-    host = socket.gethostname()
+    host = settings_module.this_host()
     if not cache_dir:
         return _measure(host, None)
     Path(cache_dir).mkdir(parents=True, exist_ok=True)

@@ -5,24 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from tasks.core.records import FileRef
-from tasks.core.settings import WORKER_HOSTNAME_ENV
+from tasks.core.settings import this_host
 
 
 class OtherHostError(ValueError):
     """A ``file://`` URI names another host's disk: hosts hand each other objects through the run store."""
-
-
-def this_host() -> str:
-    """The name this worker goes by, as ``file://`` URIs name it: the worker's given name (Airflow's hostname of its
-    task instances in ``make cluster``), else the machine's (not its FQDN, which is ``localhost`` on some hosts)."""
-    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.gethostname()
 
 
 def to_uri(path: str | Path) -> str:

@@ -84,6 +84,13 @@ def worker_hostname() -> str:
     return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
 
 
+def this_host() -> str:
+    """The name this host goes by in what the pipeline writes (``file://`` URIs, the hosts a report names): the
+    worker's given name (``make cluster``'s hosts), else the machine's; not its FQDN, which is ``localhost`` on some
+    machines, where every host would claim every ``file://<host>/`` path as its own."""
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.gethostname()
+
+
 def code_refusal(module: str, trusted: bool, what: str, setting: str) -> str:
     """Why importing ``module`` (running its code) is refused, or "" where a person said so: ``trusted`` (the
     param ``setting``) or a module under TRUSTED_CODE_MODULES."""

@@ -22,9 +22,10 @@ from tasks.report.tables import Table, render
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): mlflow.
 
 
-def _first_failure(stages: str) -> dict | None:
-    """The stage that failed first (a later one may have failed only for want of its result)."""
-    names = [name for name in store.list_files(stages) if name.endswith(".error.json")]
+def _first_failure(stages: str, listed: list[str]) -> dict | None:
+    """The stage that failed first (a later one may have failed only for want of its result); ``listed``: the names
+    under ``stages``."""
+    names = [name for name in listed if name.endswith(".error.json")]
     errors = [e for e in (store.read_json(store.join(stages, name)) for name in names) if e and e.get("error")]
     return min(errors, key=lambda e: (e.get("at") or 0, e.get("stage", ""), e.get("key", "")), default=None)
 
@@ -126,13 +127,14 @@ def build(run_uri: str, run_id: str, settings: Settings) -> dict:
     dataset = _load("prepare_dataset.json")
     plan = _load("plan.json") or {}
     # one baseline per host class that ran configs (baseline-<class>.json); the CPU hosts' is the report's main one
-    found = [_load(n) for n in store.list_files(stages) if n.startswith("baseline-") and not n.endswith("error.json")]
+    listed = store.list_files(stages)  # one listing for the baselines and the errors
+    found = [_load(n) for n in listed if n.startswith("baseline-") and not n.endswith("error.json")]
     baselines = {b.get("host_class", "cpu"): _baseline_summary(b) for b in found if b}
     baseline = next((b for b in found if b and b.get("host_class", "cpu") == "cpu"), found[0] if found else None)
     recorded = _load("record.json")
     outcomes = (recorded or {}).get("outcomes") or (_load("gate.json") or {}).get("outcomes") or []
     registration = _load("register.json")
-    failure = _first_failure(stages)
+    failure = _first_failure(stages, listed)
     if failure is None and registration is None:
         # A stage that ended without its result and without an error in the store: its task died, or could not
         # write to the run store (another host's file:// store); its task log says why.

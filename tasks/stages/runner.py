@@ -67,7 +67,7 @@ def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
         store.put_json(
             f"{base}.error.json",
             {"stage": stage, "key": key, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(),
-             "at": time.time(), "host": settings_module.worker_hostname()},
+             "at": time.time(), "host": settings_module.this_host()},
         )  # fmt: skip
         raise
 

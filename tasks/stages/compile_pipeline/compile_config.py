@@ -34,7 +34,7 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: C
         cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url) if ctx.params.compile_cache else None,
         calibration=store.fetch(dataset.calibration_ref) if dataset.calibration_ref else None,
     )
-    artifact = publish(ctx, artifact).model_copy(update={"host": settings_module.worker_hostname()})
+    artifact = publish(ctx, artifact).model_copy(update={"host": settings_module.this_host()})
     progress(
         "compile_config",
         f"{config.key}: {artifact.status} in {artifact.stage_seconds:.1f} s"

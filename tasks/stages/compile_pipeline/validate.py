@@ -23,7 +23,7 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseli
         result = validate_artifact(
             artifact, dataset, baseline, ctx.scratch("outputs"), atol=ctx.params.atol, rtol=ctx.params.rtol
         )
-    result = result.model_copy(update={"host": settings_module.worker_hostname()})
+    result = result.model_copy(update={"host": settings_module.this_host()})
     where = store.join(ctx.run_uri, "outputs", f"{key}.outputs.npz")
     result = result.model_copy(update={"predictions": publish_outputs(result.predictions, where)})
     if result.status == Status.OK and result.nonfinite_outputs:
