@@ -19,8 +19,8 @@ record → register**:
   top-5 agreement, no NaN/Inf, cosine and atol/rtol for other outputs), records everything
   and the suite's Data Docs in MLflow, registers the point the `selection` strategy picks
   (default: the fastest passing config) with alias `candidate` and a description a reviewer
-  decides from. Nothing goes to S3 here: a reviewer moves alias `champion` to a version and
-  the `promote_model` DAG promotes it.
+  decides from. Nothing goes to S3 here: a reviewer approves a version (copies it into
+  `<model>.approved`, alias `champion`) and the `promote_model` DAG promotes it.
 
 Where each task runs is a fact of its target: configs are grouped by host class (the target's
 run queue: `cpu`, `inf1`, `inf2`, `gpu`), each class with its own compile, baseline, validate and

@@ -1,12 +1,14 @@
 """
 ### Promote model
 
-Puts what a reviewer approved on S3 for serving. A reviewer approves a registered version by
-moving alias `champion` to it in the MLflow registry (or rejects it with tag `review=rejected`).
+Puts what a reviewer approved on S3 for serving. A reviewer approves a registered version of
+`<model>` by copying it into registered model `<model>.approved` (which the pipeline can only read)
+and moving alias `champion` there to the copy; a reviewer rejects one with tag `review=rejected`.
 
 - **Scheduled** (every 10 minutes, and whenever `compile_pipeline` registers a version: Asset
   `model_registered`; no model given): promotes every `champion` that has not been promoted yet.
-- **By hand**: `model_name` and `version` (a number or an alias; default `champion`), or
+- **By hand**: `model_name` and `version` (a version number of `<model>` that was approved, or an
+  alias of `<model>.approved`; default `champion`), or
   `rollback_to` (a committed serving version) to point serving back to it.
 
 Each version is staged, checked object by object against its sha256, copied into
@@ -15,7 +17,9 @@ committed by a `manifest.json` written only if absent. A smoke test then downloa
 the class the version's target runs on (its CPU, Neuron device or GPU: one chain of tasks per host class),
 loads it with its runtime and compares predictions with validation; only then does the runtime's
 pointer (`models.config`, `config.pbtxt` or `config.json`) move to it, beside Kubernetes manifests
-in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever the trigger says.
+in `k8s/<N>.yaml`. A rejected or gate-failed version is never promoted, whatever the trigger says, and
+no approval is trusted before promotion has shown that its own MLflow login cannot write
+`<model>.approved`.
 """
 
 from __future__ import annotations

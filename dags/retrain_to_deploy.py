@@ -5,8 +5,8 @@ Retrains the model on a schedule (the Keras digits classifier by default, or a t
 trainer named `module:function`), saves it as a SavedModel and emits the Asset event
 `model_exported` with the model's URI, framework, sha256, input specs and the compile params
 to use. `compile_pipeline` is scheduled on that Asset, so every retrain is compiled,
-validated, benchmarked and registered as a candidate; once a reviewer moves alias `champion`,
-`promote_model` ships it.
+validated, benchmarked and registered as a candidate; once a reviewer approves it (a copy in
+`<model>.approved` with alias `champion`), `promote_model` ships it.
 
 The schedule is a deployment setting: `RETRAIN_SCHEDULE` (cron, default weekly on Monday 03:00 UTC;
 `none`: only when triggered). Unpausing it with a cron starts the latest interval's retrain at once.

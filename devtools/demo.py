@@ -83,7 +83,7 @@ def ensure_airflow_db(
 
 # The main job on the built-in example (every target; the ones that cannot run here are listed with
 # their reason), then the Keras path: a model trained in the pipeline, judged against TensorFlow itself;
-# then a Hugging Face sentence-embedding model, judged by closeness and neighbour agreement.
+# then a Hugging Face sentence-embedding model, judged by closeness and neighbour recall.
 DEMO_RUNS = [
     ("MobileNetV2 (PyTorch, ImageNet weights)", None),
     (
@@ -137,12 +137,14 @@ def run_pipeline(settings: Settings, conf: dict | None = None) -> tuple[int, str
 
 
 def approve_and_promote(settings: Settings, report_data: dict) -> int:
-    """Do what a reviewer does in the MLflow UI (move alias champion to the candidate), then run promote_model."""
+    """Do what a reviewer does in the MLflow UI (copy the candidate into <model>.approved, alias champion there),
+    then run promote_model."""
 
     mlflow_info = report_data["mlflow"]
     model, version = mlflow_info["registered_model"], mlflow_info["version"]
-    registry.client(settings).set_registered_model_alias(model, registry.CHAMPION_ALIAS, version)
-    print(f"== review: alias champion -> {model} version {version} (what a reviewer does in the MLflow UI)")
+    copy = registry.approve(settings, model, version)
+    print(f"== review: {model} version {version} copied to {copy.name} version {copy.version}, alias champion "
+          "(what a reviewer does in the MLflow UI)")  # fmt: skip
     print("== running promote_model with airflow dags test")
     log_path = settings.home / "demo" / "airflow-dags-test.log"
     args = ["dags", "test", "promote_model", "-c", json.dumps({"model_name": model})]

@@ -54,6 +54,8 @@ def local_env(settings: Settings) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
         "MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+        # the local MLflow has no logins, so approval cannot be a control here (README "Who may do what")
+        "APPROVAL_CONTROL": os.environ.get("APPROVAL_CONTROL", "convention"),
     }
     return env
 

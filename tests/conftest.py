@@ -107,8 +107,8 @@ def local_services(pipeline_home):
         "MLFLOW_EXPERIMENT": "compile-pipeline-tests",
     }
     os.environ.update(env)
-    settings = settings_module.load()
-    os.environ.update(services.local_env(settings))
+    os.environ.update(services.local_env(settings_module.load()))
+    settings = settings_module.load()  # with the local services' environment (APPROVAL_CONTROL among it)
     services.start(settings)
     yield settings
     services.stop(settings)

@@ -1,10 +1,13 @@
 """Content-addressed cache of compiled artifacts, on local disk or on S3 (so CPU workers share it).
 
-The key is a sha256 over everything the compiled files depend on: the source model and
-the exporter that made the format the target compiles from (not that format's bytes:
-tf2onnx, for one, names things differently from run to run), the input and output
-specs, the target, precision and batch size, the compiler's version and flags, the
-calibration data, and the target's own code (which lays the artifact out). An entry is a
+The key is a sha256 over everything the compiled files depend on: what the model is, as
+the compiler reads it (the digest of the exported graph and weights the target compiles
+from, ``tasks.sources.graph_digest``: ONNX canonically, so tf2onnx's run-to-run names do
+not matter; with a state dict, also the ExportedProgram that captured its architecture),
+the source's sha256, the input and output specs, the target, precision and batch size,
+the compiler's version and flags, the calibration data, and the target's own code
+(which lays the artifact out). No change to a source file, a module it imports, a
+weight file or a remote object that changes the graph can reuse an entry. An entry is a
 directory of files plus ``entry.json`` (written last, the commit marker) that lists
 each file's sha256; a fetched entry whose files do not match is reported corrupt
 and compiled again, never used.
@@ -58,8 +61,7 @@ def cache_key(
         )
     material = {
         "source_sha256": exported.source_sha256,
-        # a record without its exporter's identity can only be known by the format's bytes
-        "exporter": exported.exporter or exported.formats[fingerprint.source_format].sha256,
+        "graph_sha256": {fmt: _graph_of(exported, fmt) for fmt in _compiled_from(fingerprint.source_format)},
         "inputs": [spec.to_json() for spec in exported.inputs],
         "outputs": [spec.to_json() for spec in exported.outputs],
         "config": config.to_json(),
@@ -68,6 +70,22 @@ def cache_key(
         "target_code_sha256": target_code_sha256(config.target),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+STATE_DICT_FORMATS = ("pytorch_state_dict",)
+ARCHITECTURE_FORMAT = "exported_program"  # a state dict's architecture is code; its ExportedProgram is the graph
+
+
+def _compiled_from(source_format: str) -> list[str]:
+    return [source_format, ARCHITECTURE_FORMAT] if source_format in STATE_DICT_FORMATS else [source_format]
+
+
+def _graph_of(exported: ExportedModel, fmt: str) -> str:
+    """The format's graph digest; a record without one (or a state dict without its ExportedProgram) is known by
+    its bytes, or by the source, which only ever costs a miss."""
+    if fmt in exported.graph_sha256:
+        return exported.graph_sha256[fmt]
+    return exported.formats[fmt].sha256 if fmt in exported.formats else f"source {exported.source_sha256}"
 
 
 class LocalCache:

@@ -107,12 +107,14 @@ class PipelineParams(Record):
         "*ForImageClassification; else the encoder's hidden states).",
         **_section(MODEL),
     )
-    sequence_length: int = Field(
-        128,
+    sequence_length: int | None = Field(
+        None,
         ge=1,
         le=8192,
         title="Sequence length",
-        description="Hugging Face text models: tokens per sample (texts are padded or truncated to it).",
+        description="Hugging Face text models: tokens per sample (texts are padded or cut to it; the report counts "
+        "those cut). Empty: the model's own limit (sentence-transformers' max_seq_length, else the tokenizer's "
+        "model_max_length, else max_position_embeddings).",
         **_section(MODEL),
     )
     # Static-shape compilers (Neuron) fix the sequence length into the NEFF: as optimum-neuron does, one artifact
@@ -251,14 +253,14 @@ class PipelineParams(Record):
         "that passes the gate.",
         **_section(GATE),
     )
-    # all-MiniLM-L6-v2 on the built-in sentences: 1.0 for fp32 and OpenVINO bf16, 0.06 for MinMax int8.
-    min_neighbour_agreement: float = Field(
+    min_neighbour_recall: float = Field(
         default=0.9,
         ge=0,
         le=1,
-        title="Minimum neighbour agreement",
-        description="For embeddings (one vector per sample, not class scores): share of samples whose 5 nearest "
-        "neighbours among the compiled model's embeddings are the baseline's.",
+        title="Minimum neighbour recall",
+        description="For embeddings (one vector per sample, not class scores): recall@5 against the baseline, the "
+        "mean share of each sample's 5 nearest neighbours (by cosine) among the compiled model's embeddings that are "
+        "among the baseline's 5.",
         **_section(GATE),
     )
     atol: float = Field(
@@ -320,7 +322,7 @@ class PipelineParams(Record):
 
     @model_validator(mode="after")
     def _buckets_within_the_sequence_length(self) -> PipelineParams:
-        bad = [b for b in self.sequence_buckets if b < 1 or b > self.sequence_length]
+        bad = [b for b in self.sequence_buckets if b < 1 or b > (self.sequence_length or b)]
         if bad:
             raise ValueError(
                 f"sequence_buckets {bad} must be between 1 and sequence_length {self.sequence_length} (the longest "
@@ -331,7 +333,9 @@ class PipelineParams(Record):
     @property
     def buckets(self) -> list[int]:
         """Sequence lengths a static-shape target compiles, shortest first; empty without buckets."""
-        return sorted({*self.sequence_buckets, self.sequence_length}) if self.sequence_buckets else []
+        if not self.sequence_buckets:
+            return []
+        return sorted({*self.sequence_buckets, *([self.sequence_length] if self.sequence_length else [])})
 
     @field_validator("batch_sizes")
     @classmethod
@@ -349,7 +353,7 @@ EVENT_PARAMS = frozenset(
         "hf_task", "sequence_length", "sequence_buckets", "input_specs", "targets", "precisions", "batch_sizes",
         "max_concurrency", "benchmark_window_s", "selection", "latency_budget_ms", "top5_tolerance_pp",
         "top1_tolerance_pp", "min_top1_agreement", "min_top1_in_top5", "max_top1_probability_shift",
-        "min_top5_agreement", "min_cosine", "min_neighbour_agreement", "atol", "rtol", "dataset",
+        "min_top5_agreement", "min_cosine", "min_neighbour_recall", "atol", "rtol", "dataset",
         "calibration_samples", "calibration_method", "compile_timeout_s", "compile_memory_mb", "compile_cache",
         "neuron_pipeline_cores",
     }
@@ -411,7 +415,10 @@ class PromoteParams(Record):
         json_schema_extra={"pattern": f"^({SAFE_NAME.pattern[1:-1]})?$"},
     )
     version: str = Field(
-        "champion", min_length=1, title="Version or alias", description="A registry version number or an alias."
+        "champion",
+        min_length=1,
+        title="Version or alias",
+        description="An approved version number of the model, or an alias of <model>.approved.",
     )
     rollback_to: int | None = Field(
         None,
@@ -462,10 +469,12 @@ class ExportedModel(Record):
     outputs: list[TensorSpec]
     formats: dict[str, FileRef]  # e.g. {"exported_program": ..., "onnx": ...}; a directory's sha256 is its tree's
     flops_per_sample: int | None = None  # multiply-adds x 2 of Conv/Gemm/MatMul in the ONNX graph, at batch 1
-    # What turned the source into the formats: the exporter code's sha256 and its libraries' versions.
-    # With source_sha256 it identifies every format, even where a conversion is not byte-reproducible
-    # (tf2onnx names deduplicated constants differently from one process to the next).
+    # What turned the source into the formats: the exporter code's sha256 and its libraries' versions (the report
+    # shows them; the compile cache keys on graph_sha256, what the exporter made).
     exporter: dict[str, str] = {}
+    # Each format's graph and weights as the compilers read them (tasks.sources.graph_digest): what the compile
+    # cache keys on, so a changed architecture anywhere upstream is a miss.
+    graph_sha256: dict[str, str] = {}
     # What code from the model file runs when it is loaded, on the user's opt-in; "" for none (weights and graphs).
     model_code: str = ""
 
@@ -593,6 +602,12 @@ class DatasetRef(Record):
     calibration_samples: int = 0
     class_output: str | None = None  # the output the labels judge; None for unlabelled data
     calibration_sources: list[str] = Field(default_factory=list)  # where the calibration inputs come from
+    sequence_length: int | None = None  # text: the tokens per sample, and how many samples were cut to it
+    truncated_samples: int = 0
+
+    @property
+    def truncated_share(self) -> float:
+        return self.truncated_samples / self.samples if self.samples else 0.0
 
     @property
     def ref(self) -> FileRef:
@@ -701,6 +716,15 @@ class BaselineResult(Record):
     host_class: str = "cpu"
 
 
+# How an output is judged, by what it is (tasks.validation.predictions.output_rule).
+OUTPUT_RULES = {
+    "class scores": "top-k against the labels, and agreement with the baseline's top class",
+    "embedding": "retrieval against the baseline's neighbours (recall@5), and cosine",
+    "values": "absolute and relative error (a scalar or a few values per sample: cosine says nothing there)",
+    "tensor": "cosine per sample, and absolute and relative error",
+}
+
+
 class OutputCheck(Record):
     """One output of a compiled config against the same output of the baseline, on the same samples."""
 
@@ -717,9 +741,15 @@ class OutputCheck(Record):
     max_abs_diff: float | None = None
     max_rel_diff: float | None = None  # |a - b| / (|b| + eps), so zero outputs do not divide by zero
     out_of_tolerance: float | None = None  # share of values off by more than atol AND by more than rtol
-    # Embeddings (one vector per sample, not class scores): share of samples whose 5 nearest neighbours are the
-    # baseline's
-    neighbour_agreement: float | None = None
+    # Embeddings (one vector per sample, not class scores): recall@5 of each sample's nearest neighbours against
+    # the baseline's (mean share kept), and the mean rank correlation of each sample's similarities (information)
+    neighbour_recall: float | None = None
+    similarity_rank_correlation: float | None = None
+    constant: bool = False  # the same value for every sample: nothing a model computes from its input
+    rule: str = ""  # which rule judged it (OUTPUT_RULES)
+    # 95 % interval of each figure above that has one, by its name: a paired bootstrap over the samples' sources
+    # (tasks.validation.uncertainty); absent where the samples come from one source only
+    intervals: dict[str, tuple[float, float]] = {}
 
 
 class ValidationResult(Record):
@@ -729,6 +759,7 @@ class ValidationResult(Record):
     predictions: Predictions | None = None
     outputs: list[OutputCheck] = Field(default_factory=list)  # every output of the model, in its declared order
     host: str = ""  # the worker that ran the validation
+    truncated_share: float = 0.0  # text cut to the sequence length, as a share of the validation samples
 
     # One-figure summaries (progress lines, tables, the registry's tags) show one output: the class scores
     # where labels judge one, else the first.
@@ -780,7 +811,8 @@ class ConfigOutcome(Record):
     compiled: CompiledArtifact
     validation: ValidationResult | None = None
     benchmark: BenchmarkResult | None = None
-    gate: Literal["pass", "fail"] = "fail"
+    # "undecided": no expectation failed, but the validation set cannot tell a figure from its threshold
+    gate: Literal["pass", "fail", "undecided"] = "fail"
     gate_reasons: list[str] = Field(default_factory=list)
     mlflow_run_id: str = ""
 

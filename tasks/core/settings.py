@@ -47,6 +47,10 @@ class Settings:
     # own endpoint (a local moto or MinIO no pod can reach). None: AWS S3 itself; "": the pipeline's region.
     serving_s3_endpoint_url: str | None = None
     serving_region: str = ""
+    # "required": promotion first proves that the pipeline's MLflow login cannot write the approved model (approval
+    # is a control, tasks.serving.review); "convention": a registry without logins (the local services), where
+    # nothing can be a control, and promotion says so.
+    approval_control: str = "required"
 
     @property
     def runs_dir(self) -> Path:
@@ -104,6 +108,14 @@ def code_refusal(module: str, trusted: bool, what: str, setting: str) -> str:
     )
 
 
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed`` (the first by default); anything else is refused by name."""
+    value = os.environ.get(name, allowed[0]).strip() or allowed[0]
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} must be one of: {', '.join(allowed)}")
+    return value
+
+
 def load() -> Settings:
     home = Path(os.environ.get("COMPILE_PIPELINE_HOME", PROJECT_ROOT / ".work")).resolve()
     mlflow_port = _int("MLFLOW_PORT", 5050)
@@ -133,4 +145,5 @@ def load() -> Settings:
         ),
         serving_s3_endpoint_url=os.environ.get("SERVING_S3_ENDPOINT_URL") or None,
         serving_region=os.environ.get("SERVING_AWS_REGION", ""),
+        approval_control=_choice("APPROVAL_CONTROL", ("required", "convention")),
     )

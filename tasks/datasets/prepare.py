@@ -142,10 +142,10 @@ def _resized(crop: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _photo_samples() -> tuple[np.ndarray, np.ndarray, int]:
-    """(uint8 images, padded label sets, index of the probe photo's centre crop)."""
-    images, labels, probe = [], [], 0
-    for photo in PHOTOS:
+def _photo_samples() -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(uint8 images, padded label sets, index of the probe photo's centre crop, the photo each crop is of)."""
+    images, labels, probe, groups = [], [], 0, []
+    for number, photo in enumerate(PHOTOS):
         image = photo.load()[..., :3]
         for i, (top, left, side, flip) in enumerate(crop_boxes(*image.shape[:2])):
             crop = image[top : top + side, left : left + side]
@@ -154,10 +154,11 @@ def _photo_samples() -> tuple[np.ndarray, np.ndarray, int]:
             if i == 0 and photo.name == PROBE_PHOTO:
                 probe = len(images)
             images.append(_resized(crop))
+            groups.append(number)
             label_row = np.full(8, -1, dtype=np.int32)  # padded set of correct class ids
             label_row[: len(photo.labels)] = sorted(photo.labels)
             labels.append(label_row)
-    return np.stack(images), np.stack(labels), probe
+    return np.stack(images), np.stack(labels), probe, np.array(groups)
 
 
 @dataclass
@@ -174,11 +175,15 @@ class Samples:
     calibration_sources: list[str] = field(default_factory=list)  # where the calibration inputs come from
     probe_index: int = 0
     probe_name: str = ""
+    sequence_length: int | None = None  # text: tokens per sample, and how many validation texts were cut to it
+    truncated: int = 0
+    groups: np.ndarray | None = None  # the source each sample was made from (a photo's crops); None: its own
 
 
 def photos(calibration_samples: int = CALIBRATION_SAMPLES) -> Samples:
-    images, labels, probe = _photo_samples()
+    images, labels, probe, groups = _photo_samples()
     return Samples(
+        groups=groups,
         name="builtin:photos",
         arrays={"input": images},
         calibration={"input": calibration_inputs(calibration_samples)},
@@ -250,6 +255,7 @@ def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: l
             "a Hugging Face model directory (framework huggingface) or token ids in a .npz file"
         )
     tokenizer_dir = fetch(exported.formats[huggingface.TOKENIZER_FORMAT])
+    length = exported.inputs[0].shape[1]
     return Samples(
         name=name,
         arrays=huggingface.tokenize(tokenizer_dir, texts, exported.inputs),
@@ -259,6 +265,8 @@ def text_samples(name: str, texts: list[str], exported: ExportedModel, labels: l
         sources=[Path(name).name],
         probe_index=0,
         probe_name=texts[0][:80],
+        sequence_length=length,
+        truncated=huggingface.truncated(tokenizer_dir, texts, length),
     )
 
 
@@ -522,6 +530,7 @@ def prepare(
         **extra,
         preprocess=np.array(samples.preprocess),
         probe_index=np.array(samples.probe_index),
+        **({} if samples.groups is None else {"groups": np.asarray(samples.groups)}),
     )
     ref = file_ref(out)
     calibration_uri = calibration_sha = ""
@@ -546,6 +555,8 @@ def prepare(
         calibration_samples=calibration_count,
         class_output=judged_output,
         calibration_sources=samples.calibration_sources if calibration_count else [],
+        sequence_length=samples.sequence_length,
+        truncated_samples=samples.truncated,
     )
 
 
@@ -556,6 +567,7 @@ class LoadedDataset:
     class_names: list[str] | None
     preprocess: str
     probe_index: int
+    groups: np.ndarray | None = None  # the source of each sample; None: each sample its own
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
@@ -594,6 +606,7 @@ class LoadedDataset:
                 class_names=self.class_names,
                 preprocess=self.preprocess,
                 probe_index=int(probe[0]) if len(probe) else 0,
+                groups=None if self.groups is None else self.groups[indices],
             ),
             indices,
         )
@@ -608,6 +621,7 @@ def load(ref: DatasetRef) -> LoadedDataset:
             class_names=[str(n) for n in data["class_names"]] if "class_names" in data.files else None,
             preprocess=str(data["preprocess"]),
             probe_index=int(data["probe_index"]),
+            groups=data["groups"] if "groups" in data.files else None,
         )
 
 

@@ -88,9 +88,10 @@ def _config_row(outcome: dict, baselines: dict[str, dict]) -> dict:
         "max_abs_diff": primary.get("max_abs_diff"),
         "max_rel_diff": primary.get("max_rel_diff"),
         "cosine_min": primary.get("cosine_min"),
-        "neighbour_agreement": primary.get("neighbour_agreement"),
+        "neighbour_recall": primary.get("neighbour_recall"),
         "out_of_tolerance": primary.get("out_of_tolerance"),
         "nonfinite_outputs": sum(check.get("nonfinite", 0) for check in outputs),
+        "intervals": primary.get("intervals") or {},
         "outputs": outputs,
         "probe_top5": predictions.get("probe_top5", []),
         "throughput": best["throughput"] if best else None,
@@ -193,7 +194,21 @@ def _model_lines(report: dict) -> list[str]:
         f"Model {model['name']} ({model['framework']}, {model['parameters']:,} parameters), "
         f"sha256 {model['sha256'][:16]}…",
         f"Code from the model file: {code}",
+        *_text_lines(report),
     ]
+
+
+def _text_lines(report: dict) -> list[str]:
+    """How the validation text fit the model's sequence length: never cut silently."""
+    dataset = report.get("dataset") or {}
+    if not dataset.get("sequence_length"):
+        return []
+    cut = dataset.get("truncated_samples", 0)
+    return [
+        f"Validation text: {dataset['samples']} samples at {dataset['sequence_length']} tokens; {cut} cut to fit"
+        + (" (most of them: the gate refuses judging a model on cut text; raise sequence_length)"
+           if cut * 2 > dataset["samples"] else "")
+    ]  # fmt: skip
 
 
 def _selected_line(report: dict) -> str:
@@ -223,9 +238,9 @@ def markdown(report: dict) -> str:
 
 
 def _shows_outputs(report: dict) -> bool:
-    """Per-output figures are worth a table for several outputs, or embeddings (neighbour agreement)."""
+    """Per-output figures are worth a table for several outputs, or any output not judged as class scores."""
     return any(
-        len(c["outputs"]) > 1 or any(o.get("neighbour_agreement") is not None for o in c["outputs"])
+        len(c["outputs"]) > 1 or any(o.get("rule", "class scores") != "class scores" for o in c["outputs"])
         for c in report["configs"]
     )
 
@@ -238,11 +253,14 @@ def outputs_table(report: dict) -> Table:
     """Every output of every validated config against the baseline's."""
     table = Table(
         ["config", "output", "judged by", "lowest cosine", "max abs diff", "out of tolerance", "top-1 agreement",
-         "top-1 probability shift", "top-5 set agreement", "neighbour agreement"]
+         "top-1 probability shift", "top-5 set agreement", "neighbour recall@5", "similarity rank correlation"]
     )  # fmt: skip
     for c in report["configs"]:
         for check in c["outputs"]:
-            judged = "top-k (labels)" if check.get("class_scores") else "closeness"
+            # the rule that judged it (records.OUTPUT_RULES); reports before rules were named: by class_scores
+            judged = check.get("rule") or ("class scores" if check.get("class_scores") else "tensor")
+            if check.get("constant"):
+                judged += " (constant output)"
             table.rows.append(
                 [
                     c["key"],
@@ -251,10 +269,11 @@ def outputs_table(report: dict) -> Table:
                     _fmt(check.get("cosine_min"), ".5f"),
                     _fmt(check.get("max_abs_diff"), ".4f"),
                     _fmt(check.get("out_of_tolerance"), ".2%"),
-                    _fmt(check.get("top1_agreement")),
-                    _fmt(check.get("top1_probability_shift")),
+                    _with_interval(_fmt, check, "top1_agreement"),
+                    _with_interval(_fmt, check, "top1_probability_shift"),
                     _fmt(check.get("top5_agreement")),
-                    _fmt(check.get("neighbour_agreement")),
+                    _with_interval(_fmt, check, "neighbour_recall"),
+                    _fmt(check.get("similarity_rank_correlation")),
                 ]
             )
     return table
@@ -281,11 +300,11 @@ def accuracy_table(report: dict) -> Table:
                 c["key"] + (f" ({c['samples']} samples fit {c['sequence_length']} tokens)" if fewer else ""),
                 accuracy(c["top1"]),
                 accuracy(c["top5"]),
-                accuracy(c["top1_delta"], "+.2f"),
-                accuracy(c["top5_delta"], "+.2f"),
-                accuracy(c.get("top1_agreement")),
-                accuracy(c.get("top1_in_top5")),
-                accuracy(c.get("top1_probability_shift")),
+                _with_interval(accuracy, c, "top1_delta", "+.2f"),
+                _with_interval(accuracy, c, "top5_delta", "+.2f"),
+                _with_interval(accuracy, c, "top1_agreement"),
+                _with_interval(accuracy, c, "top1_in_top5"),
+                _with_interval(accuracy, c, "top1_probability_shift"),
                 accuracy(c["top5_agreement"]),
                 _fmt(c.get("cosine_min"), ".5f"),
                 _fmt(c["max_abs_diff"], ".4f"),
@@ -293,6 +312,15 @@ def accuracy_table(report: dict) -> Table:
             ]
         )
     return table
+
+
+def _with_interval(formatter, config: dict, figure: str, spec: str = ".3f") -> str:
+    """A figure and its 95 % interval, ``+0.40 [-1.20, +2.01]``; the figure alone where it has none."""
+    shown = formatter(config.get(figure), spec)
+    bounds = (config.get("intervals") or {}).get(figure)
+    if bounds is None or shown in ("-", "n/a"):
+        return shown
+    return f"{shown} [{format(bounds[0], spec)}, {format(bounds[1], spec)}]"
 
 
 def hosts_table(report: dict) -> Table:
@@ -379,11 +407,21 @@ def throughput_table(report: dict) -> Table:
                 f"{_fmt(naive and best.throughput / naive.throughput, '.2f')}x",
                 f"{_fmt(base_best and best.throughput / base_best, '.2f')}x",
                 f"{best.spread:.1%}",
-                _fmt(share and 100 * share, ".1f"),
+                _peak_cell(share),
                 f"{best.device} {' '.join(f'{u:.0f}%' for u in best.utilisation) or '-'}",
             ]
         )
     return table
+
+
+def _peak_cell(share: float | None) -> str:
+    """A share of the measured peak; above 100 % the peak was measured low (a busy host), which is said, not shown
+    as if the model beat the machine."""
+    if share is None:
+        return "-"
+    if share > 1:
+        return f"over 100 ({100 * share:.0f}): peak measured low, a measurement error"
+    return f"{100 * share:.1f}"
 
 
 def machine_line(report: dict) -> str:
@@ -421,6 +459,7 @@ def summary(report: dict, report_path: Path | str) -> str:
     if report["error"]:
         lines.append(f"failed at stage '{report['failed_stage']}': {report['error']}")
     probe = probe_table(report)
+    lines += _text_lines(report)
     lines += ["", *(probe.markdown() if probe else []), "", *accuracy_table(report).markdown(), ""]
     lines += _outputs_lines(report)
     lines += [*throughput_table(report).markdown(), machine_line(report), ""]

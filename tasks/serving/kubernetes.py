@@ -10,42 +10,8 @@ import kubernetes_validate
 import yaml
 
 from tasks import targets
-from tasks.targets.base import ServingLayout
-
-# Container image, arguments and ports of each runtime; images can be overridden per deployment.
-RUNTIMES = {
-    "tensorflow-serving": {
-        "image": "tensorflow/serving:2.18.0",
-        "neuron_image": "public.ecr.aws/neuron/tensorflow-inference-neuron:latest",
-        "ports": {"grpc": 8500, "http": 8501},
-        "args": lambda pointer, repo, model: [
-            "--port=8500",
-            "--rest_api_port=8501",
-            f"--model_config_file={pointer}",
-            "--model_config_file_poll_wait_seconds=60",
-        ],
-    },
-    "triton": {
-        "image": "nvcr.io/nvidia/tritonserver:25.01-py3",
-        "neuron_image": "public.ecr.aws/neuron/tritonserver-neuron:latest",
-        "ports": {"http": 8000, "grpc": 8001, "metrics": 8002},
-        # The repository is the serving prefix every model shares: explicit model control loads this model alone
-        # (a poll would load every model in the bucket); a new version is a new pod (the template's annotation).
-        "args": lambda pointer, repo, model: [
-            "tritonserver",
-            f"--model-repository={repo}",
-            "--model-control-mode=explicit",
-            f"--load-model={model}",
-        ],
-    },
-    "openvino-model-server": {
-        "image": "openvino/model_server:2025.0",
-        "neuron_image": "",
-        "ports": {"grpc": 9000, "http": 8000},
-        "args": lambda pointer, repo, model: ["--config_path", pointer, "--port", "9000", "--rest_port", "8000"],
-    },
-}
-
+from tasks.serving import runtimes
+from tasks.serving.runtimes import ServingLayout
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names (and what we name Deployments)
 MAX_NAME = 63
@@ -101,7 +67,7 @@ def k8s_objects(
 ) -> list[dict]:
     """A Deployment and a Service running ``model`` at ``version`` with its runtime (Neuron as in the EKS guide:
     the device plugin's ``aws.amazon.com/neuron`` resource and ``IPC_LOCK``)."""
-    runtime = RUNTIMES[layout.runtime]
+    runtime = runtimes.get(layout.runtime).container
     device = targets.get(target).serving_device
     neuron = device == "neuron"
     name = object_name(model, layout.runtime)
@@ -114,13 +80,13 @@ def k8s_objects(
         ]
     container: dict = {
         "name": layout.runtime,
-        "image": runtime["neuron_image"] if neuron and runtime["neuron_image"] else runtime["image"],
-        "args": runtime["args"](pointer_uri, repository_uri, model),
-        "ports": [{"name": port, "containerPort": number} for port, number in runtime["ports"].items()],
+        "image": runtime.neuron_image if neuron and runtime.neuron_image else runtime.image,
+        "args": runtime.args(pointer_uri, repository_uri, model),
+        "ports": [{"name": port, "containerPort": number} for port, number in runtime.ports.items()],
         "env": env,
         "envFrom": [{"secretRef": {"name": "model-serving-s3", "optional": True}}],  # AWS credentials, if not IRSA
         "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
-        "readinessProbe": {"tcpSocket": {"port": runtime["ports"]["grpc"]}, "initialDelaySeconds": 10},
+        "readinessProbe": {"tcpSocket": {"port": runtime.ports["grpc"]}, "initialDelaySeconds": 10},
     }
     if neuron:
         container["resources"]["limits"]["aws.amazon.com/neuron"] = neuron_devices
@@ -147,9 +113,7 @@ def k8s_objects(
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "selector": labels,
-            "ports": [
-                {"name": port, "port": number, "targetPort": number} for port, number in runtime["ports"].items()
-            ],
+            "ports": [{"name": port, "port": number, "targetPort": number} for port, number in runtime.ports.items()],
         },
     }
     return [deployment, service]

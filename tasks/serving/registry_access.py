@@ -3,10 +3,11 @@
 - **admin**: created by the server itself on first start (``MLFLOW_AUTH_ADMIN_PASSWORD``); runs this module.
 - **the pipeline** (``MLFLOW_PIPELINE_USERNAME``/``_PASSWORD``; its tasks log in with the same values as
   ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``): creates experiments, runs and registered models, and MLflow
-  gives a creator MANAGE on what it created. It sets alias ``candidate``; the pipeline's code never
-  moves ``champion``.
+  gives a creator MANAGE on what it created. It sets alias ``candidate``. It creates ``<model>.approved``
+  with each new model and gives up its MANAGE there, so it can only read approvals (tasks.serving.review).
 - **reviewers** (``MLFLOW_REVIEWERS_FILE``: a JSON object, user name -> password): role ``reviewers``,
-  EDIT on every registered model, so they move ``champion`` (approve) and tag ``review=rejected``.
+  EDIT on every registered model, so they approve (copy a version into ``<model>.approved``, move
+  ``champion`` there) and reject (tag ``review=rejected``).
 - **anyone else with a login**: READ, the server's ``default_permission``. **No login**: 401 on every route.
 
 Run once per deployment and again whenever the files change: ``python -m tasks.serving.registry_access``

@@ -149,6 +149,31 @@ def tokenizer_inputs(directory: Path, length: int) -> list[TensorSpec]:
     return [TensorSpec(name=name, shape=["batch", length], dtype="int64") for name in names]
 
 
+DEFAULT_SEQUENCE_LENGTH = 128  # where the model states no limit of its own
+UNLIMITED = 100_000  # transformers' "no limit" sentinels (model_max_length 1e30) are above this
+
+
+def model_sequence_length(directory: Path, config: dict) -> int:
+    """The tokens per sample the model was made for: sentence-transformers' ``max_seq_length`` (what
+    SentenceTransformer.encode cuts at), else the tokenizer's ``model_max_length``, else the position embeddings."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        path = directory / name
+        if path.is_file():
+            value = json.loads(path.read_text()).get(key)
+            if isinstance(value, int | float) and 0 < value < UNLIMITED:
+                return int(value)
+    positions = config.get("max_position_embeddings")
+    return int(positions) if isinstance(positions, int) and positions > 0 else DEFAULT_SEQUENCE_LENGTH
+
+
+def truncated(tokenizer_dir: Path, texts: list[str], length: int) -> int:
+    """How many of ``texts`` have more tokens than ``length`` (special tokens included): cut when tokenised."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    return sum(len(ids) > length for ids in tokenizer(texts, truncation=False)["input_ids"])
+
+
 def image_inputs(config: dict) -> list[TensorSpec]:
     size = config.get("image_size", 224)
     height, width = (size, size) if isinstance(size, int) else (size["height"], size["width"])
@@ -223,7 +248,8 @@ def export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     weights_file(directory)  # named before transformers reads anything
     task = task_of(directory, config, params.hf_task)
     text = task != "image-classification"
-    declared = tokenizer_inputs(directory, params.sequence_length) if text else image_inputs(config)
+    length = params.sequence_length or model_sequence_length(directory, config)
+    declared = tokenizer_inputs(directory, length) if text else image_inputs(config)
     model = load_model(directory, config, task)
     what = f"model {params.model_uri}"
     specs = reconcile_specs(declared, params.input_specs, what)

@@ -27,44 +27,11 @@ from tasks.core.records import (
     PipelineParams,
 )
 from tasks.core.store import fetch
+from tasks.serving.runtimes.base import ServingLayout
 
 
 class CompileError(RuntimeError):
     """A config could not be compiled; the message names the cause (e.g. an unsupported operator)."""
-
-
-@dataclass(frozen=True)
-class ServingLayout:
-    """Where a compiled artifact's files go in a serving runtime's model repository."""
-
-    runtime: str  # tensorflow-serving | triton | openvino-model-server
-    files: dict[str, str]  # artifact file -> path inside the version directory
-    graph_file: str  # path inside the version directory, copied last
-    pointer_file: str  # beside the version directories
-    platform: str = ""  # Triton platform or backend
-
-
-def triton_layout(files: list[str], graph: str, platform: str, served_as: str = "") -> ServingLayout | None:
-    """Triton's layout (``<N>/model.*``, pointer ``config.pbtxt``) where ``graph`` is among ``files``."""
-    if graph not in files:
-        return None
-    name = served_as or graph
-    return ServingLayout("triton", {f: (name if f == graph else f) for f in files}, name, "config.pbtxt", platform)
-
-
-def openvino_server_layout(files: list[str]) -> ServingLayout | None:
-    """OpenVINO Model Server's layout (``<N>/model.xml`` and ``model.bin``, pointer ``config.json``)."""
-    if "model.xml" not in files:
-        return None
-    return ServingLayout("openvino-model-server", {f: f for f in files}, "model.xml", "config.json", "openvino")
-
-
-def tensorflow_serving_layout(files: list[str], prefix: str = "saved_model/") -> ServingLayout | None:
-    """TF Serving's layout: the SavedModel at the version root (``<N>/saved_model.pb``), pointer ``models.config``."""
-    if not any(f.startswith(prefix) for f in files):
-        return None
-    mapped = {f: f.removeprefix(prefix) for f in files}
-    return ServingLayout("tensorflow-serving", mapped, "saved_model.pb", "models.config", "tensorflow")
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,13 @@ from tasks.core.batching import Predict, named_outputs
 from tasks.core.cpu import bf16_missing
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.core.store import artifact_dir
+from tasks.serving.runtimes import triton
 from tasks.sources.pytorch import export_args
 from tasks.targets.base import (
     ServingLayout,
     SingleFormatTarget,
     package_version,
     read_signature,
-    triton_layout,
     write_signature,
 )
 
@@ -70,7 +70,7 @@ class InductorCPU(SingleFormatTarget):
     runtime_requirements = ("torch",)
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
-        return triton_layout(files, PACKAGE_FILE, "pytorch")
+        return triton.layout(files, PACKAGE_FILE, "pytorch")
 
     def precision_missing(self, precision: str) -> str:
         # PyTorch emulates bf16 where the CPU lacks it: about 1 GFLOP/s, a hundredth of fp32

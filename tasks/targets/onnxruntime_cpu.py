@@ -30,13 +30,13 @@ from tasks.core.batching import Predict, is_token_input
 from tasks.core.cpu import has_vnni
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
 from tasks.core.store import artifact_dir
+from tasks.serving.runtimes import triton
 from tasks.targets.base import (
     NO_CALIBRATION,
     CompileError,
     ServingLayout,
     SingleFormatTarget,
     calibration_items,
-    triton_layout,
 )
 
 # Imported inside the functions that need them, so that only a worker that compiles or runs this target
@@ -268,7 +268,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
         return True, f"onnxruntime {onnxruntime.__version__}"
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
-        return triton_layout(files, MODEL_FILE, "onnxruntime_onnx")
+        return triton.layout(files, MODEL_FILE, "onnxruntime_onnx")
 
     def compile(
         self,

@@ -26,12 +26,12 @@ from tasks.core.records import (
     TensorSpec,
 )
 from tasks.core.store import artifact_dir
+from tasks.serving.runtimes import openvino_server
 from tasks.targets.base import (
     CompileError,
     ServingLayout,
     SingleFormatTarget,
     calibration_items,
-    openvino_server_layout,
     quantiser_tolerance,
 )
 from tasks.validation.metrics import quantiser_quality
@@ -64,7 +64,7 @@ class OpenVINOCPU(SingleFormatTarget):
     runtime_requirements = ("openvino",)
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
-        return openvino_server_layout(files)
+        return openvino_server.layout(files)
 
     def configs(self, precision: str, params: PipelineParams) -> list[CompileConfig]:
         if precision != "int8":

@@ -15,7 +15,8 @@ import numpy as np
 from tasks.core.batching import Predict
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.core.store import artifact_dir
-from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, package_version, triton_layout
+from tasks.serving.runtimes import triton
+from tasks.targets.base import CompileError, ServingLayout, SingleFormatTarget, package_version
 
 # Imported inside the methods that need them, so that only a worker that compiles or runs this target
 # loads them: tensorrt, torch.
@@ -62,7 +63,7 @@ class TensorRTGPU(SingleFormatTarget):
     run_queue = "gpu"
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
-        return triton_layout(files, ENGINE_FILE, "tensorrt_plan")
+        return triton.layout(files, ENGINE_FILE, "tensorrt_plan")
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("tensorrt") is None:

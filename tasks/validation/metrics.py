@@ -18,11 +18,17 @@ def top_k(logits: np.ndarray, k: int = 5) -> np.ndarray:
     return np.argsort(-logits, axis=1, kind="stable")[:, :k]
 
 
+def hits(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per sample: whether any correct class (labels: -1 padded sets) is among the top k."""
+    top = top_k(logits, k)
+    return np.array(
+        [bool(set(row.tolist()) & set(label[label >= 0].tolist())) for row, label in zip(top, labels, strict=True)]
+    )
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Share of samples with any correct class (labels: -1 padded sets) among the top k."""
-    top = top_k(logits, k)
-    hits = [bool(set(row.tolist()) & set(label[label >= 0].tolist())) for row, label in zip(top, labels, strict=True)]
-    return float(np.mean(hits))
+    return float(np.mean(hits(logits, labels, k)))
 
 
 NEIGHBOURS = 5
@@ -40,21 +46,36 @@ def top_k_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = 5) -> f
     return same_sets(top_k(outputs, k), top_k(reference, k))
 
 
+def top1_kept(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per sample: whether its top class is the baseline's."""
+    return outputs.argmax(axis=1) == reference.argmax(axis=1)
+
+
+def top1_in_top5_kept(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per sample: whether the baseline's top class is among the compiled model's top 5."""
+    top = top_k(outputs, min(5, outputs.shape[1]))
+    return (top == reference.argmax(axis=1)[:, None]).any(axis=1)
+
+
 def top1_agreement(outputs: np.ndarray, reference: np.ndarray) -> float:
     """Share of samples whose top class is the baseline's."""
-    return float(np.mean(outputs.argmax(axis=1) == reference.argmax(axis=1)))
+    return float(np.mean(top1_kept(outputs, reference)))
 
 
 def top1_in_top5(outputs: np.ndarray, reference: np.ndarray) -> float:
     """Share of samples whose baseline top class is among the compiled model's top 5."""
-    top = top_k(outputs, min(5, outputs.shape[1]))
-    return float(np.mean((top == reference.argmax(axis=1)[:, None]).any(axis=1)))
+    return float(np.mean(top1_in_top5_kept(outputs, reference)))
 
 
 def top1_probability_shift(outputs: np.ndarray, reference: np.ndarray) -> float:
     """Mean absolute change of the probability of each sample's baseline top class (softmax of the scores):
     how far the scores themselves moved where it matters, e.g. a cat at 0.79 flattened to 0.42 shifts 0.37.
     Scores that are probabilities already (each row sums to 1) are taken as they are."""
+    return float(np.mean(top1_probability_shifts(outputs, reference)))
+
+
+def top1_probability_shifts(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per sample: the absolute change of the baseline top class's probability (see top1_probability_shift)."""
 
     def probabilities(scores: np.ndarray) -> np.ndarray:
         scores = scores.astype(np.float64)
@@ -64,23 +85,54 @@ def top1_probability_shift(outputs: np.ndarray, reference: np.ndarray) -> float:
 
     best = reference.argmax(axis=1)
     rows = np.arange(len(reference))
-    return float(np.mean(np.abs(probabilities(outputs)[rows, best] - probabilities(reference)[rows, best])))
+    return np.abs(probabilities(outputs)[rows, best] - probabilities(reference)[rows, best])
 
 
-def neighbour_agreement(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float | None:
-    """Share of samples whose k nearest neighbours (cosine, the sample itself excluded) among the compiled
-    outputs are the same set as among the baseline's: what a search index built on the embeddings would answer.
-    None where there are too few samples (k + 1) or the output is not one vector per sample."""
+def _neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities between samples (a sample to itself: -inf), and each sample's k nearest, nearest first."""
+    unit = vectors.astype(np.float64) / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity, np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def neighbour_recall(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> float | None:
+    """Recall@k: the mean share of each sample's k nearest neighbours (cosine, itself excluded) among the compiled
+    outputs that are among its k nearest in the baseline's: what a search index built on the embeddings keeps.
+    Near-ties that swap the k-th neighbour cost 1/k of a sample, not the whole sample. None where there are too
+    few samples (k + 1) or the output is not one vector per sample."""
+    kept = neighbours_kept(outputs, reference, k)
+    return None if kept is None else float(np.mean(kept))
+
+
+def neighbours_kept(outputs: np.ndarray, reference: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray | None:
+    """Per sample: the share of its k nearest neighbours that are the baseline's (see neighbour_recall)."""
     if outputs.ndim != 2 or len(outputs) <= k:
         return None
+    _, found = _neighbours(outputs, k)
+    _, expected = _neighbours(reference, k)
+    return np.array([len(set(a) & set(b)) / k for a, b in zip(found.tolist(), expected.tolist(), strict=True)])
 
-    def neighbours(vectors: np.ndarray) -> np.ndarray:
-        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        similarity = unit.astype(np.float64) @ unit.T.astype(np.float64)
-        np.fill_diagonal(similarity, -np.inf)
-        return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
 
-    return same_sets(neighbours(outputs), neighbours(reference))
+def similarity_rank_correlation(outputs: np.ndarray, reference: np.ndarray) -> float | None:
+    """Mean over samples of the Spearman rank correlation between its similarities to every other sample in the
+    compiled outputs and in the baseline's: does the whole ranking hold, not only the top k."""
+    if outputs.ndim != 2 or len(outputs) < 3:
+        return None
+    a, _ = _neighbours(outputs, 1)
+    b, _ = _neighbours(reference, 1)
+    off = ~np.eye(len(a), dtype=bool)
+    a, b = a[off].reshape(len(a), -1), b[off].reshape(len(b), -1)
+    ra = np.argsort(np.argsort(a, axis=1, kind="stable"), axis=1).astype(np.float64)
+    rb = np.argsort(np.argsort(b, axis=1, kind="stable"), axis=1).astype(np.float64)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    return float(np.mean((ra * rb).sum(axis=1) / np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))))
+
+
+def is_constant(outputs: np.ndarray) -> bool:
+    """The same output for every sample (at least two): a model that ignores its input, or a broken compile."""
+    return len(outputs) >= 2 and bool((outputs == outputs[:1]).all())
 
 
 def cosines(outputs: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -28,13 +28,17 @@ from tasks.sources.export import load_reference
 from tasks.validation.metrics import (
     accuracy,
     closeness,
-    neighbour_agreement,
+    hits,
+    is_constant,
+    neighbours_kept,
+    similarity_rank_correlation,
     softmax,
-    top1_agreement,
-    top1_in_top5,
-    top1_probability_shift,
+    top1_in_top5_kept,
+    top1_kept,
+    top1_probability_shifts,
     top_k_agreement,
 )
+from tasks.validation.uncertainty import interval
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> FileRef:
@@ -102,32 +106,64 @@ def baseline_predictions(exported: ExportedModel, dataset_ref: DatasetRef, out_d
     return summarise(outputs, data, Path(out_dir) / "baseline.outputs.npz")
 
 
+VALUES_BELOW = 8  # fewer values per sample are judged by error: the cosine of a scalar is always +-1
+
+
+def output_rule(values: np.ndarray, class_scores: bool) -> str:
+    """Which rule judges an output (records.OUTPUT_RULES), from what it is."""
+    if class_scores:
+        return "class scores"
+    if int(np.prod(values.shape[1:])) < VALUES_BELOW:
+        return "values"
+    return "embedding" if values.ndim == 2 else "tensor"
+
+
 def compare_output(
-    name: str, outputs: np.ndarray, reference: np.ndarray, atol: float, rtol: float, class_scores: bool
+    name: str,
+    outputs: np.ndarray,
+    reference: np.ndarray,
+    atol: float,
+    rtol: float,
+    class_scores: bool,
+    groups: np.ndarray | None = None,
 ) -> OutputCheck:
-    """One output against the baseline's: closeness always; for class scores, whether the top class is kept (top-1
-    agreement, the baseline's top class within the compiled top 5), how far its probability moved, and top-5 set
-    agreement (information: it measures the order of the tail)."""
+    """One output against the baseline's, by the rule that fits it: class scores by whether the top class is kept
+    (top-1 agreement, the baseline's top class within the compiled top 5), how far its probability moved, and
+    top-5 set agreement (information: it measures the order of the tail); embeddings by retrieval (recall@5 and the
+    rank correlation of similarities) and cosine; a few values per sample by error alone; other tensors by cosine
+    and error. A constant or non-finite output is measured as such, for the gate to name. Each share and mean comes
+    with its 95 % interval, resampling the samples' ``groups`` (their sources)."""
     if outputs.shape != reference.shape:
         raise ValueError(f"output {name!r} is shaped {outputs.shape}, the baseline's {reference.shape}")
+    rule = output_rule(outputs, class_scores)
     nonfinite = int((~np.isfinite(outputs)).sum())
     if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
-        return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite)
+        return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite, rule=rule)
     agreement: dict[str, float | None] = {}
+    per_sample: dict[str, np.ndarray | None] = {}
     if class_scores:
-        agreement = {
-            "top5_agreement": top_k_agreement(outputs, reference),
-            "top1_agreement": top1_agreement(outputs, reference),
-            "top1_in_top5": top1_in_top5(outputs, reference),
-            "top1_probability_shift": top1_probability_shift(outputs, reference),
+        per_sample = {
+            "top1_agreement": top1_kept(outputs, reference),
+            "top1_in_top5": top1_in_top5_kept(outputs, reference),
+            "top1_probability_shift": top1_probability_shifts(outputs, reference),
         }
-    else:
-        agreement = {"neighbour_agreement": neighbour_agreement(outputs, reference)}
+        agreement = {"top5_agreement": top_k_agreement(outputs, reference)}
+    elif rule == "embedding":
+        per_sample = {"neighbour_recall": neighbours_kept(outputs, reference)}
+        agreement = {"similarity_rank_correlation": similarity_rank_correlation(outputs, reference)}
+    agreement |= {figure: None if values is None else float(np.mean(values)) for figure, values in per_sample.items()}
+    intervals = {figure: interval(values, groups) for figure, values in per_sample.items() if values is not None}
+    close = closeness(outputs, reference, atol, rtol)
+    if rule == "values":
+        close["cosine_min"] = None
     return OutputCheck(
         name=name,
         class_scores=class_scores,
+        rule=rule,
+        constant=is_constant(outputs),
+        intervals={figure: bounds for figure, bounds in intervals.items() if bounds is not None},
         **agreement,
-        **closeness(outputs, reference, atol, rtol),
+        **close,
     )
 
 
@@ -177,7 +213,9 @@ def validate_artifact(
             run_batched(target.load(artifact, batch_size), data, batch_size), list(reference), config.key
         )
         checks = [
-            compare_output(name, outputs[name], reference[name], atol, rtol, class_scores=name == base.class_output)
+            compare_output(
+                name, outputs[name], reference[name], atol, rtol, name == base.class_output, groups=data.groups
+            )
             for name in reference
         ]
         if any(check.nonfinite for check in checks):
@@ -191,15 +229,33 @@ def validate_artifact(
             scores = reference[base.class_output]
             base_top1 = accuracy(scores, data.labels, 1)
             base_top5 = accuracy(scores, data.labels, min(5, scores.shape[1]))
+        scores, base_scores = outputs[base.class_output], reference[base.class_output]
+        k5 = min(5, scores.shape[1])
+        # paired: each sample's hit against the baseline's hit on it, resampled by source
+        delta_intervals = {
+            f"top{k}_delta": interval(
+                hits(scores, data.labels, width).astype(int) - hits(base_scores, data.labels, width).astype(int),
+                data.groups,
+                scale=100,
+            )
+            for k, width in ((1, 1), (5, k5))
+        }
         checks = [
             check.model_copy(
                 update={
                     "top1_delta": round(100 * (predictions.top1 - base_top1), 4),
                     "top5_delta": round(100 * (predictions.top5 - base_top5), 4),
+                    "intervals": {**check.intervals, **{f: b for f, b in delta_intervals.items() if b is not None}},
                 }
             )
             if check.class_scores
             else check
             for check in checks
         ]
-    return ValidationResult(config=config, status=Status.OK, predictions=predictions, outputs=checks)
+    return ValidationResult(
+        config=config,
+        status=Status.OK,
+        predictions=predictions,
+        outputs=checks,
+        truncated_share=dataset_ref.truncated_share,
+    )

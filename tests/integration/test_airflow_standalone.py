@@ -70,7 +70,7 @@ def test_a_retrain_is_compiled_through_the_asset_and_the_champion_promoted_by_th
         candidate = client.get_model_version_by_alias("keras-chain", "candidate")
         assert candidate.tags["target"] == "onnxruntime"
         # a reviewer approves; the schedule of promote_model does the rest
-        client.set_registered_model_alias("keras-chain", "champion", candidate.version)
+        registry.approve(local_services, "keras-chain", candidate.version)
         promoted = _wait("promotion of the champion",
                          lambda: client.get_model_version("keras-chain", candidate.version).tags.get("promoted_uri"), 300, log)  # fmt: skip
         assert promoted.endswith("/keras-chain/1/")

@@ -125,7 +125,7 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     ]  # fmt: skip
     assert bf16 or "this CPU has no bf16 support" in report["skipped_targets"]["openvino-bf16"]
     for config in report["configs"]:
-        assert config["gate"] in ("pass", "fail")
+        assert config["gate"] in ("pass", "fail", "undecided")
         assert config["throughput"] > 0 and config["latency_ms"]["p99"] >= config["latency_ms"]["p50"]
         assert config["benchmark_seconds"] > 0  # its sweep's wall time, summed in the demo summary
         assert {p["batch_size"] for p in config["benchmark"]} == {1, 4}
@@ -140,9 +140,14 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
     # NNCF's int8, with its bias correction, keeps the top class and the scores in ONNX Runtime as in OpenVINO (ONNX
     # Runtime's own quantiser changed the top class of a quarter of the photos: calibration_method MinMax)
+    # On 6 photos a 0.93 top-1 agreement cannot be told from the 0.9 floor (its interval reaches 0.89): undecided,
+    # not passed, and the reason says what would decide it
     for key in ("onnxruntime-int8", "openvino-int8"):
         int8 = next(c for c in report["configs"] if c["key"] == key)
-        assert int8["gate"] == "pass" and int8["top1_agreement"] >= 0.9 and int8["top1_in_top5"] >= 0.99, int8
+        assert int8["top1_agreement"] >= 0.9 and int8["top1_in_top5"] >= 0.99, int8
+        assert int8["gate"] == "pass" or (int8["gate"] == "undecided" and "cannot resolve" in int8["gate_reasons"][0])
+        low, high = int8["intervals"]["top1_agreement"]
+        assert low <= int8["top1_agreement"] <= high
         assert "convolutions and matmuls quantised (NNCF" in int8["compile_report"]["notes"][0]
     assert report["selected_point"]["concurrency"] >= 1
     assert report["machine"]["peak_gflops"]["fp32"] > 0 and report["model"]["flops_per_sample"] == 601548544
@@ -265,7 +270,9 @@ def test_retrain_to_deploy_emits_one_model_exported_event_with_what_compile_need
     assert params["dataset"] == "builtin:digits" and params["top5_tolerance_pp"] == 1.0
 
 
-UI_USERS = {"admin": ("admin", "admin-pw"), "reviewer": ("viewer", "reviewer-pw")}  # name: (role, password)
+# name: (role, password). "outsider" logs in but has no role: the auth manager denies it everything.
+UI_USERS = {"admin": ("admin", "admin-pw"), "reviewer": ("viewer", "reviewer-pw"), "outsider": ("", "outsider-pw")}
+READERS = ("admin", "reviewer")
 JWT_SECRET = secrets.token_hex(32)  # the test API server's signing key
 
 
@@ -357,9 +364,17 @@ def test_every_reports_route_refuses_anonymous_and_forged_callers(local_services
                 assert code in (401, 403) or to_login, (why, path, accept, code)
                 assert run_id.encode() not in body and b"mobilenet" not in body and b"PNG" not in body, (why, path)
                 reliability.anonymous_refused += 1
-    for user in UI_USERS:  # the admin and a viewer may both read the reports
+    for user in READERS:  # the admin and a viewer may both read the reports
         code, body, _ = _get(f"{airflow_ui}/compile-reports/", {"Authorization": f"Bearer {_token(airflow_ui, user)}"})
         assert code == 200 and run_id.encode() in body, user
+    denied = _token(airflow_ui, "outsider")  # a real login the auth manager denies: 403 from every route
+    for path in paths:
+        for accept in ("application/json", "text/html"):
+            code, body, _ = _get(
+                f"{airflow_ui}/compile-reports{path}", {"Authorization": f"Bearer {denied}", "Accept": accept}
+            )
+            assert code == 403 and run_id.encode() not in body and b"PNG" not in body, (path, accept, code)
+            reliability.anonymous_refused += 1
     code, png, _ = _get(f"{airflow_ui}/compile-reports/plot/{run_id}", {"Authorization": f"Bearer {real}"})
     assert code == 200 and png.startswith(b"\x89PNG")
     # and only a pipeline run's plot: another MLflow run id gets nothing

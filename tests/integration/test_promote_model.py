@@ -91,7 +91,7 @@ def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered
     settings = serving_prefix
     model, (first, _) = registered
     client = registry.client(settings)
-    client.set_registered_model_alias(model.name, "champion", first.version)
+    registry.approve(settings, model.name, first.version)  # what a reviewer does
     assert (model.name, first.version) in registry.pending_champions(settings)
 
     (request,) = promotion.find.run({"model_name": model.name, "version": "champion"})
@@ -125,7 +125,7 @@ def test_a_rejected_or_gate_failed_version_is_never_promoted(serving_prefix, reg
     settings = serving_prefix
     model, (_, second) = registered
     client = registry.client(settings)
-    client.set_registered_model_alias(model.name, "champion", second.version)
+    registry.approve(settings, model.name, second.version)
     client.set_model_version_tag(model.name, second.version, "review", "rejected")
     try:
         with pytest.raises(PromotionError, match=f"version {second.version} of {model.name} was rejected in review"):
@@ -173,6 +173,7 @@ def test_a_changed_byte_in_a_registered_artifact_fails_promotion_by_name_even_wi
     artifact_record["sha256"] = tree.hexdigest()
     s3.put_object(Bucket=settings.mlflow_artifacts_bucket, Key=record_key, Body=json.dumps(artifact_record).encode())
     reliability.faults += 1
+    registry.approve(settings, model.name, version.version)
     with pytest.raises(PromotionError, match=rf"version {version.version} of tampered: its compiled files are not what "
                        "was registered .*artifact_sha256"):  # fmt: skip
         promotion.promote.run({"model": model.name, "registry_version": version.version})
@@ -271,6 +272,7 @@ def test_a_rollback_moves_the_registry_with_serving(serving_prefix, exported, da
     client = registry.client(settings)
     served = []
     for version in versions:
+        registry.approve(settings, model.name, version.version)
         (request,) = promotion.find.run({"model_name": model.name, "version": version.version})
         served.append(promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))["version"])
     assert client.get_model_version_by_alias(model.name, "serving").version == versions[1].version
@@ -388,11 +390,11 @@ def test_promote_to_a_missing_bucket_names_it(local_services, exported, compiled
 
 def test_mlflow_models_serve_answers_for_the_champion(local_services, registered, dataset_ref, tmp_path):
     model, (first, _) = registered
-    registry.client(local_services).set_registered_model_alias(model.name, "champion", first.version)
+    registry.approve(local_services, model.name, first.version)
     port = free_port()
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
-         f"models:/{model.name}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+         f"models:/{registry.approved_model(model.name)}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
         stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},  # its uvicorn
     )  # fmt: skip

@@ -12,8 +12,10 @@ from tasks.stages.runner import progress, stage
 @stage("benchmark", key=lambda artifact, **_: artifact.config.key)
 def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef) -> BenchmarkResult:
     with host_lock.sweep() as waited:
+        # the peak (measured once per host) is measured holding the sweep lock: no sweep of ours shares the cores
+        machine = machine_context()
         result = benchmark_artifact(artifact, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
-    result = result.model_copy(update={"machine": machine_context(), "waited_s": round(waited, 1)})
+    result = result.model_copy(update={"machine": machine, "waited_s": round(waited, 1)})
     best = result.best
     progress(
         "benchmark",

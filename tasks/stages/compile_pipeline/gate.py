@@ -50,11 +50,13 @@ class Check:
     floor: bool
     param: str = ""  # the PipelineParams field(s) the threshold comes from; "" for a fixed rule
     rows: str = ""  # a pandas row condition, or "" for every row
+    meaning: str = ""  # what a failure means, where the column's name does not say it
 
     @property
     def description(self) -> str:
         source = f" (param {self.param})" if self.param else ""
-        return f"{self.column} {'>=' if self.floor else '<='} {self.threshold:g}{source}"
+        meaning = f" ({self.meaning})" if self.meaning else ""
+        return f"{self.column} {'>=' if self.floor else '<='} {self.threshold:g}{source}{meaning}"
 
 
 def checks(params: PipelineParams) -> list[Check]:
@@ -65,6 +67,9 @@ def checks(params: PipelineParams) -> list[Check]:
     ]
     return [
         Check("nonfinite_outputs", 0, floor=False),
+        Check("constant_output", 0, floor=False, meaning="the same output for every sample"),
+        # a validation set whose texts are mostly cut judges a model nobody will serve
+        Check("truncated_share", 0.5, floor=False, param="sequence_length", meaning="validation texts cut to it"),
         # labelled accuracy first, as MLPerf judges reduced precision
         Check("top5_delta", -params.top5_tolerance_pp, floor=True, param="top5_tolerance_pp", rows=LABELLED),
         Check("top1_delta", -params.top1_tolerance_pp, floor=True, param="top1_tolerance_pp", rows=LABELLED),
@@ -81,10 +86,10 @@ def checks(params: PipelineParams) -> list[Check]:
         *[check for check in optional if check.threshold > 0],
         Check("cosine_min", params.min_cosine, floor=True, param="min_cosine", rows=UNLABELLED),
         Check(
-            "neighbour_agreement",
-            params.min_neighbour_agreement,
+            "neighbour_recall",
+            params.min_neighbour_recall,
             floor=True,
-            param="min_neighbour_agreement",
+            param="min_neighbour_recall",
             rows=UNLABELLED,
         ),
         # the share of values off by more than atol and, relatively, by more than rtol
@@ -103,7 +108,10 @@ def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
                     "config": v.config.key,
                     "output": check.name,
                     "labelled": check.class_scores and check.top5_delta is not None,
+                    "rule": check.rule,
                     "nonfinite_outputs": check.nonfinite,
+                    "constant_output": int(check.constant),
+                    "truncated_share": v.truncated_share,
                     "top1_delta": check.top1_delta,
                     "top5_delta": check.top5_delta,
                     "top5_agreement": check.top5_agreement,
@@ -111,7 +119,7 @@ def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
                     "top1_in_top5": check.top1_in_top5,
                     "top1_probability_shift": check.top1_probability_shift,
                     "cosine_min": check.cosine_min,
-                    "neighbour_agreement": check.neighbour_agreement,
+                    "neighbour_recall": check.neighbour_recall,
                     "out_of_tolerance": check.out_of_tolerance,
                 }
             )
@@ -129,7 +137,7 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
     reasons: dict[str, list[str]] = {row["config"]: [] for row in rows}
     if not rows:
         return reasons
-    frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int})
+    frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int, "constant_output": int})
     shutil.rmtree(out_dir / "gx", ignore_errors=True)  # a retried gate task starts from a new GX project
     context = gx.get_context(mode="file", project_root_dir=str(out_dir))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -211,16 +219,39 @@ def gate_all(
         reasons = stage_reasons(compiled, validation, benchmark) or suite_reasons.get(key, [])
         if not reasons and validation.status == "ok" and key not in suite_reasons:
             reasons = ["not checked by the gate suite"]  # never pass a config the suite did not see
+        unresolved = [] if reasons else undecided(validation, params)
         outcomes.append(
             ConfigOutcome(
                 compiled=compiled,
                 validation=validation,
                 benchmark=benchmark,
-                gate="fail" if reasons else "pass",
-                gate_reasons=reasons,
+                gate="fail" if reasons else "undecided" if unresolved else "pass",
+                gate_reasons=reasons or unresolved,
             )
         )
     return outcomes
+
+
+def undecided(validation: ValidationResult, params: PipelineParams) -> list[str]:
+    """Figures that met their threshold while their 95 % interval reaches past it: the validation set cannot tell
+    them from the threshold, so the config is neither passed nor failed, and the reason says what would decide."""
+    found = []
+    for output in validation.outputs:
+        name = f"output {output.name!r}: " if len(validation.outputs) > 1 else ""
+        for check in checks(params):
+            bounds = output.intervals.get(check.column)
+            point = getattr(output, check.column, None)
+            if bounds is None or point is None or not check.param:
+                continue
+            low, high = bounds
+            if (low < check.threshold) if check.floor else (high > check.threshold):
+                found.append(
+                    f"undecided: {name}{check.column} {point:g}, 95 % interval [{low:g}, {high:g}] reaches past "
+                    f"{check.threshold:g} (param {check.param}): the validation set cannot resolve +-{(high - low) / 2:.3g}; "
+                    f"give more samples from more sources (photos, documents: not more crops of the same ones), or a "
+                    f"looser {check.param}"
+                )
+    return found
 
 
 def select(

@@ -40,6 +40,10 @@ def plan_configs(
             f"sequence_buckets {params.sequence_buckets} are lengths of token inputs, and model "
             f"{exported.name} takes none ({', '.join(f'{s.name} {s.shape}' for s in exported.inputs)})"
         )
+    tokens = [s.shape[1] for s in (exported.inputs if exported else []) if is_token_input(s)]
+    if params.sequence_length is None and tokens and isinstance(tokens[0], int):
+        # the length the export took from the model itself: the longest bucket, as a length given would be
+        params = PipelineParams.model_validate({**params.model_dump(), "sequence_length": tokens[0]})
     configs: list[CompileConfig] = []
     skipped: dict[str, str] = {}
     fleet = settings_module.load().host_classes  # empty: this machine runs every task itself

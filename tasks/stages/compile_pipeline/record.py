@@ -29,7 +29,7 @@ GATE_PARAMS = (
     "max_top1_probability_shift",
     "min_top5_agreement",
     "min_cosine",
-    "min_neighbour_agreement",
+    "min_neighbour_recall",
     "atol",
     "rtol",
 )
@@ -168,7 +168,7 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
                 "top1_in_top5": validation.primary.top1_in_top5 if validation.primary else None,
                 "top1_probability_shift": validation.primary.top1_probability_shift if validation.primary else None,
                 "cosine_min": validation.cosine_min,
-                "neighbour_agreement": validation.primary.neighbour_agreement if validation.primary else None,
+                "neighbour_recall": validation.primary.neighbour_recall if validation.primary else None,
                 "max_abs_diff": validation.max_abs_diff,
                 "max_rel_diff": validation.max_rel_diff,
                 "out_of_tolerance": validation.out_of_tolerance,

@@ -25,6 +25,7 @@ from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
 from tasks.datasets.prepare import load as load_dataset
 from tasks.report.tables import Table
+from tasks.serving.review import prepare_approved_model
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, select
 from tasks.stages.runner import fmt, progress, stage
 from tasks.validation.predictions import load_outputs
@@ -92,7 +93,8 @@ def review_description(
         f"[plots]({link(parent_run_id, 'plots')}), "
         f"[run report]({link(parent_run_id, 'report.html')}).",
         "",
-        "Approve: move alias `champion` to this version. Reject: set tag `review=rejected`.",
+        "Approve: copy this version into registered model `<this model>.approved` and move alias `champion` there "
+        "to the copy. Reject: set tag `review=rejected`.",
     ]
     return "\n".join(lines)
 
@@ -154,6 +156,8 @@ def register(
                     code_paths=[str(serving_code(Path(tmp) / "code"))],
                     pip_requirements=[*targets.get(config.target).runtime_requirements, "numpy", "pydantic"],
                 )
+        # Before the first version: the approved model exists, and is out of the pipeline's hands, first.
+        prepare_approved_model(settings, exported.name)
         # The pipeline-run tag is set as the version is created, so a retry finds it.
         mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
         version = version_of_pipeline_run(registry, exported.name, ctx.run_id)

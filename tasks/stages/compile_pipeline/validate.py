@@ -38,11 +38,17 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseli
                     f"top-1 agreement {fmt(check.top1_agreement)}, top-1 probability shift "
                     f"{fmt(check.top1_probability_shift)}, top-5 set agreement {fmt(check.top5_agreement)}"
                 )
+            elif check.rule == "values":
+                figures.append(
+                    f"{name}max abs diff {fmt(check.max_abs_diff, '.3g')}, max rel diff {fmt(check.max_rel_diff, '.3g')}"
+                )
             else:
                 neighbours = (
-                    "" if check.neighbour_agreement is None else f", neighbours {check.neighbour_agreement:.3f}"
+                    "" if check.neighbour_recall is None else f", neighbour recall@5 {check.neighbour_recall:.3f}"
                 )
                 figures.append(f"{name}lowest cosine {fmt(check.cosine_min, '.5f')}{neighbours}")
+            if check.constant:
+                figures[-1] += " (constant: the same output for every sample)"
         progress("validate", f"{key}: " + "; ".join(figures))
     else:
         progress("validate", f"{key}: {result.status}, {result.reason}")

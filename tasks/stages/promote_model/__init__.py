@@ -2,7 +2,8 @@
 smoke test on the host class of the version's target, so one chain per host class after promote).
 
 Triggered by hand with a model and a version or alias (``champion`` by default), or on a schedule
-with no model: then every champion that is promotable and not promoted yet. ``rollback_to`` points
+with no model: then every champion (alias in ``<model>.approved``, tasks.serving.review) that is
+promotable and not promoted yet. ``rollback_to`` points
 serving back to an earlier committed version instead. A refused version (rejected in review, or
 gate-failed) stops the run with the reason; nothing is written for it. Requests travel as JSON.
 """

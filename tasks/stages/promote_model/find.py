@@ -24,11 +24,12 @@ def run(params: dict) -> list[dict]:
         host_class = targets.get(manifest["target"]).run_queue
         return [{"model": model, "rollback_to": int(params["rollback_to"]), "host_class": host_class}]
     if model:
-        version = review.resolve(settings, model, str(params.get("version") or CHAMPION_ALIAS))
-        why = review.refusal(version)
+        approval = review.approved(settings, model, str(params.get("version") or CHAMPION_ALIAS))
+        why = review.refusal(approval)
         if why:
             raise PromotionError(f"{why}; it is never promoted")
-        found = [(model, str(version.version))]
+        found = [(model, str(approval.source.version))]
+        progress("find", f"approval of {model} version {approval.source.version}: {approval.control}")
     else:
         found = review.pending_champions(settings)
     progress("find", f"to promote: {', '.join(f'{m} version {v}' for m, v in found) or 'nothing'}")

@@ -18,12 +18,15 @@ def run(request: dict) -> dict:
     settings = settings_module.load()
     if "rollback_to" in request:  # nothing to copy: the version is already committed
         return {**request, "version": request["rollback_to"]}
-    version = review.resolve(settings, request["model"], request["registry_version"])
-    why = review.refusal(version)  # again: a reviewer may have rejected it since the run started
+    # again, just before the commit: a reviewer may have rejected it, or the approval's control changed
+    approval = review.approved(settings, request["model"], request["registry_version"])
+    why = review.refusal(approval)
     if why:
         raise PromotionError(f"{why}; it is never promoted")
+    version = approval.source
     with tempfile.TemporaryDirectory(prefix="promote-", dir=settings.home) as tmp:
-        promotion = promote_candidate(settings, review.fetch(settings, version, Path(tmp)))
+        promotion = promote_candidate(settings, review.fetch(settings, approval, Path(tmp)))
     state = "already committed" if promotion.already_promoted else "committed"
     progress("promote", f"{request['model']} registry version {request['registry_version']}: {state} {promotion.uri}")
-    return {**request, "version": promotion.version, "run_id": version.run_id, "promotion": promotion.to_json()}
+    return {**request, "version": promotion.version, "run_id": version.run_id, "promotion": promotion.to_json(),
+            "approval": approval.control}  # fmt: skip

@@ -18,11 +18,12 @@ def run(promoted: dict) -> dict:
     settings = settings_module.load()
     manifest = committed_manifest(settings, promoted["model"], promoted["version"])
     run_id = promoted.get("run_id") or manifest["mlflow"]["run_id"]
-    version = review.resolve(settings, promoted["model"], str(manifest["mlflow"]["version"]))
+    # checked against the approved copy's sha256: the registry's record the pipeline cannot rewrite
+    approval = review.approved(settings, promoted["model"], str(manifest["mlflow"]["version"]))
     with tempfile.TemporaryDirectory(prefix="smoke-samples-", dir=settings.home) as tmp:
         samples = review.smoke_samples(settings, run_id, Path(tmp))
         result = smoke_test(
-            settings, promoted["model"], promoted["version"], samples, review.registered_sha256(version)
+            settings, promoted["model"], promoted["version"], samples, review.registered_sha256(approval.copy)
         )
     progress(
         "smoke",

@@ -28,6 +28,7 @@ from tasks.core.records import (
     PipelineParams,
 )
 from tasks.core.store import artifact_dir, fetch
+from tasks.serving.runtimes import tf_serving, triton
 from tasks.targets.base import (
     CompileError,
     CopyPinning,
@@ -35,8 +36,6 @@ from tasks.targets.base import (
     package_version,
     read_signature,
     static_shape_configs,
-    tensorflow_serving_layout,
-    triton_layout,
     write_signature,
 )
 from tasks.targets.neuron import common
@@ -120,9 +119,7 @@ class NeuronInf1:
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
         # TensorFlow: the Neuron SavedModel under TF Serving; PyTorch: the traced TorchScript under Triton
-        return tensorflow_serving_layout(files) or triton_layout(
-            files, TORCHSCRIPT_FILE, "pytorch_libtorch", "model.pt"
-        )
+        return tf_serving.layout(files) or triton.layout(files, TORCHSCRIPT_FILE, "pytorch_libtorch", "model.pt")
 
     def available(self) -> tuple[bool, str]:
         statuses = [common.sdk_status(*TF_SDK), common.sdk_status(*TORCH_SDK)]

@@ -20,6 +20,7 @@ from tasks.core.records import (
     PipelineParams,
 )
 from tasks.core.store import artifact_dir
+from tasks.serving.runtimes import triton
 from tasks.targets.base import (
     CompileError,
     CopyPinning,
@@ -27,7 +28,6 @@ from tasks.targets.base import (
     package_version,
     read_signature,
     static_shape_configs,
-    triton_layout,
     write_signature,
 )
 from tasks.targets.neuron import common
@@ -62,7 +62,7 @@ class NeuronInf2:
         return common.copy_pinning(1)  # torch_neuronx.trace compiles for one NeuronCore
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
-        return triton_layout(files, TORCHSCRIPT_FILE, "pytorch_libtorch", "model.pt")
+        return triton.layout(files, TORCHSCRIPT_FILE, "pytorch_libtorch", "model.pt")
 
     def available(self) -> tuple[bool, str]:
         return common.sdk_status(*SDK)

@@ -74,3 +74,10 @@ def test_gpu_and_neuroncore_utilisation_are_read_from_their_monitors_output():
     }  # fmt: skip
     assert NeuronProbe.parse(json.dumps(report)) == {0: 89.4, 1: 40.5}
     assert probe_for("NeuronCore v2 (inf2/trn1)").device in ("Neuron", "CPU")  # CPU where neuron-monitor is absent
+
+
+def test_a_share_of_peak_above_100_is_flagged_as_a_measurement_error():
+    from tasks.report.run_report import _peak_cell
+
+    assert _peak_cell(0.423) == "42.3" and _peak_cell(None) == "-"
+    assert _peak_cell(1.31) == "over 100 (131): peak measured low, a measurement error"

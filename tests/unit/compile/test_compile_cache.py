@@ -18,13 +18,13 @@ def test_cache_key_changes_with_everything_the_artifact_depends_on(exported):
     other_flags = fingerprint.model_copy(update={"flags": ["graph_optimization_level=ORT_ENABLE_ALL"]})
     other_version = fingerprint.model_copy(update={"compiler_version": "0.0.1"})
     other_source = exported.model_copy(update={"source_sha256": "0" * 64})
-    other_exporter = exported.model_copy(update={"exporter": {**exported.exporter, "onnx": "0.0.1"}})
+    other_graph = exported.model_copy(update={"graph_sha256": {**exported.graph_sha256, "onnx": "0" * 64}})
     keys = {
         key,
         cache_key(exported, config, other_flags),
         cache_key(exported, config, other_version),
         cache_key(other_source, config, fingerprint),
-        cache_key(other_exporter, config, fingerprint),
+        cache_key(other_graph, config, fingerprint),
         cache_key(exported, CompileConfig(target="onnxruntime", precision="fp32", batch_size=8), fingerprint),
         cache_key(exported, config, fingerprint, calibration_sha256="1" * 64),
     }
@@ -119,3 +119,82 @@ def test_a_factory_whose_weights_change_misses_the_cache(tmp_path, monkeypatch):
     torch.save(torch.nn.Linear(4, 3).state_dict(), weights)  # new weights, the factory's code unchanged
     changed = compile_config(export_model(params, tmp_path / "e3"), config, tmp_path / "c3", cache=cache)
     assert changed.cache == "miss" and changed.cache_key != first.cache_key
+
+
+def test_a_factory_whose_imported_architecture_changes_misses_the_cache(tmp_path, monkeypatch):
+    """The factory's own file and its weights unchanged, the architecture in a module it imports changed (its
+    logits scaled by 3): the exported graph differs, so the key does; the stale artifact is never reused."""
+    import sys
+
+    import torch
+
+    (tmp_path / "scaled_arch.py").write_text(
+        "import torch\n"
+        "SCALE = 1.0\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(4, 3)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x) * SCALE\n"
+    )
+    (tmp_path / "scaled_factory.py").write_text(
+        "import pathlib, torch\n"
+        "from scaled_arch import Net\n"
+        "def build():\n"
+        "    model = Net()\n"
+        "    model.load_state_dict(torch.load(pathlib.Path(__file__).with_name('net.pt'), weights_only=True))\n"
+        "    return model.eval()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    torch.save({f"fc.{k}": v for k, v in torch.nn.Linear(4, 3).state_dict().items()}, tmp_path / "net.pt")
+    params = PipelineParams(
+        model_uri="module:scaled_factory:build",
+        input_specs=[{"name": "x", "shape": ["batch", 4], "dtype": "float32"}],
+        trust_model_code=True,
+    )
+    cache = LocalCache(tmp_path / "cache")
+    config = CompileConfig(target="onnxruntime", precision="fp32")
+    before = export_model(params, tmp_path / "e1")
+    first = compile_config(before, config, tmp_path / "c1", cache=cache)
+
+    arch = tmp_path / "scaled_arch.py"
+    arch.write_text(arch.read_text().replace("SCALE = 1.0", "SCALE = 3.0"))
+    for name in ("scaled_arch", "scaled_factory"):  # a new task process imports them afresh
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    after = export_model(params, tmp_path / "e2")
+    assert after.source_sha256 == before.source_sha256  # what the old key followed did not change...
+    assert after.graph_sha256["onnx"] != before.graph_sha256["onnx"]  # ...what the compiler reads did
+    changed = compile_config(after, config, tmp_path / "c2", cache=cache)
+    assert (first.cache, changed.cache) == ("miss", "miss") and changed.cache_key != first.cache_key
+
+
+def test_the_onnx_graph_digest_ignores_names_and_follows_weights(exported, tmp_path):
+    """Renamed intermediate tensors and nodes (what tf2onnx does from run to run) are the same model; one changed
+    weight is another."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tasks.sources.graph_digest import onnx_graph_sha256
+
+    original = local_path(exported.formats["onnx"].uri)
+    model = onnx.load(str(original))
+    interface = {v.name for v in model.graph.input} | {v.name for v in model.graph.output}
+    renamed = {n: f"renamed_{i}" for i, n in enumerate(o for node in model.graph.node for o in node.output)
+               if n not in interface}  # fmt: skip
+    for node in model.graph.node:
+        node.name = f"node_{id(node)}"
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+        node.output[:] = [renamed.get(n, n) for n in node.output]
+    onnx.save(model, str(tmp_path / "renamed.onnx"))
+    assert (tmp_path / "renamed.onnx").read_bytes() != original.read_bytes()
+    assert onnx_graph_sha256(tmp_path / "renamed.onnx") == onnx_graph_sha256(original)
+
+    weight = model.graph.initializer[0]
+    values = numpy_helper.to_array(weight).copy()
+    values.flat[0] += np.float32(1e-3)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(tmp_path / "reweighted.onnx"))
+    assert onnx_graph_sha256(tmp_path / "reweighted.onnx") != onnx_graph_sha256(original)

@@ -123,11 +123,31 @@ def test_a_triton_deployment_loads_its_own_model_alone():
     assert deployment["spec"]["template"]["metadata"]["annotations"]["compile-pipeline/version"] == "3"
 
 
-def test_a_dtype_triton_has_no_type_for_is_refused_naming_the_tensor(reliability):
+@pytest.mark.parametrize(
+    "target, files, runtime",
+    [
+        ("onnxruntime", ["model.onnx"], "triton"),
+        ("neuron-inf1", ["saved_model/saved_model.pb"], "tensorflow-serving"),
+        ("openvino", ["model.bin", "model.xml"], "openvino-model-server"),
+    ],
+)
+def test_a_dtype_a_runtime_has_no_type_for_is_refused_naming_the_tensor(target, files, runtime, reliability):
     reliability.bad_inputs += 1
     odd = [TensorSpec(name="tokens", shape=["batch", 8], dtype="complex64")]
-    with pytest.raises(ValueError, match=r"tensor 'tokens' has dtype 'complex64', which Triton's model config has no"):
-        pointer_text(layout_for("onnxruntime", ["model.onnx"]), "m", "s3://b/m", 1, odd, OUTPUTS, 64)
+    with pytest.raises(ValueError, match=rf"tensor 'tokens' has dtype 'complex64', which {runtime} has no type for"):
+        pointer_text(layout_for(target, files), "m", "s3://b/m", 1, odd, OUTPUTS, 64)
+
+
+def test_each_runtime_is_one_room_declaring_its_layout_config_container_and_dtypes():
+    """Every layout a target can produce names a registered runtime, and each runtime serves the dtypes the
+    exporters write (bool and int8 inputs included) with a container that exposes a gRPC port."""
+    from tasks.serving.runtimes import RUNTIMES
+
+    assert set(RUNTIMES) == {"triton", "tensorflow-serving", "openvino-model-server"}
+    for runtime in RUNTIMES.values():
+        assert {"float32", "float16", "int64", "int32", "int8", "uint8", "bool"} <= set(runtime.dtypes)
+        assert runtime.container.image and "grpc" in runtime.container.ports
+        assert runtime.container.args("s3://b/m/pointer", "s3://b/m", "m")
 
 
 def test_kubernetes_objects_for_neuron_tf_serving_follow_the_eks_guide_and_validate():

@@ -1,5 +1,5 @@
 """Hugging Face model directories as a source: the task from the directory, inputs from the tokenizer, text
-validation data tokenised by it, embeddings judged by closeness and neighbour agreement; bad directories fail
+validation data tokenised by it, embeddings judged by closeness and neighbour recall; bad directories fail
 with an error that names the file and the problem."""
 
 import json
@@ -79,7 +79,7 @@ def test_a_sentence_transformers_directory_is_an_embedding_judged_by_closeness_a
     similarity = embeddings @ embeddings.T
     assert similarity[0, 1] > similarity[0, 6]  # two sentences about pets are closer than pets and markets
     (check,) = results[f"openvino-{reduced}"].outputs
-    assert check.cosine_min > 0.999 and check.neighbour_agreement == 1.0
+    assert check.cosine_min > 0.999 and check.neighbour_recall == 1.0
     # ONNX Runtime quantises a transformer dynamically (its guidance): static QDQ gave a lowest cosine of 0.27
     onnxruntime = targets.get("onnxruntime")
     assert onnxruntime.fingerprint(exported, CompileConfig(target="onnxruntime", precision="int8")).flags[0] == (
@@ -175,4 +175,27 @@ def test_a_directory_on_s3_is_read_like_a_local_one(local_services, tmp_path):
     (tmp_path / "texts.txt").write_text("\n".join(SENTENCES * 2))
     _, _, results = _validate(exported, str(tmp_path / "texts.txt"), tmp_path)
     (check,) = results["onnxruntime-fp32"].outputs
-    assert check.cosine_min > 0.9999 and check.neighbour_agreement is None  # hidden states are not one vector
+    assert check.cosine_min > 0.9999 and check.neighbour_recall is None  # hidden states are not one vector
+
+
+def test_the_sequence_length_comes_from_the_model_and_cut_text_is_counted(tmp_path):
+    """all-MiniLM-L6-v2 says 256 tokens (sentence_bert_config.json): that, not a fixed 128, is its default; a
+    tiny BERT without one gets its tokenizer's or its position embeddings' limit. Texts longer than the length
+    are counted, never cut silently."""
+    from tasks.sources.export import resolve_source
+    from tasks.sources.huggingface import model_sequence_length, read_config, truncated
+
+    minilm = resolve_source("builtin:all_minilm_l6_v2")
+    assert model_sequence_length(minilm, read_config(minilm)) == 256
+    tiny = _tiny_bert(tmp_path / "tiny")
+    assert model_sequence_length(tiny, read_config(tiny)) == 64  # max_position_embeddings
+    long_text = " ".join(WORDS * 3)  # 48 words: more than 16 tokens
+    assert truncated(tiny, [*SENTENCES, long_text], 16) == 1
+
+    exported = export_model(PipelineParams(model_name="tiny", model_uri=str(tiny), framework="huggingface"),
+                            tmp_path / "export")  # fmt: skip
+    assert exported.inputs[0].shape == ["batch", 64]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join([*SENTENCES, long_text * 2, long_text * 2, long_text * 3]))
+    ref = datasets.prepare(str(texts), tmp_path / "data", exported)
+    assert (ref.sequence_length, ref.truncated_samples, ref.samples) == (64, 3, 8)

@@ -77,7 +77,7 @@ def test_each_class_score_expectation_fails_with_its_name_the_observed_value_and
     assert out["int8-nncf"].gate == "pass", out["int8-nncf"].gate_reasons  # top-5 sets are information only
     # the suite's result and its Data Docs are files the record stage logs to MLflow
     result = json.loads((tmp_path / "validation_result.json").read_text())
-    assert result["success"] is False and result["statistics"]["evaluated_expectations"] == 9
+    assert result["success"] is False and result["statistics"]["evaluated_expectations"] == 11
     assert (tmp_path / "data_docs" / "index.html").is_file()
     assert list((tmp_path / "data_docs" / "validations").rglob("*.html"))
 
@@ -147,3 +147,51 @@ def test_a_validation_that_judged_no_output_fails(tmp_path):
     benchmarks = {config.key: BenchmarkResult(subject=config.key, status="ok", points=[POINT])}
     (outcome,) = gate_all([artifact], validations, benchmarks, PipelineParams(), tmp_path)
     assert outcome.gate_reasons == ["validation judged no output"]  # nothing unchecked passes
+
+
+def test_a_scalar_head_is_judged_by_error_and_a_constant_output_fails_named_as_such(tmp_path):
+    close = OutputCheck(name="score", rule="values", max_abs_diff=0.001, out_of_tolerance=0.0)
+    far = OutputCheck(name="score", rule="values", max_abs_diff=0.8, out_of_tolerance=0.4)
+    constant = OutputCheck(name="score", rule="values", max_abs_diff=0.001, out_of_tolerance=0.0, constant=True)
+    out = _gate(tmp_path, {"fp32": [close], "bf16": [far], "int8": [constant]})
+    assert out["fp32"].gate == "pass"  # no cosine asked of a scalar (it would be +-1 whatever the error)
+    assert (
+        out["bf16"].gate == "fail"
+        and "out_of_tolerance <= 0 (param atol, rtol): observed 0.4" in out["bf16"].gate_reasons[0]
+    )
+    assert out["int8"].gate == "fail"
+    assert "constant_output <= 0 (the same output for every sample): observed 1" in out["int8"].gate_reasons[0]
+
+
+def test_a_validation_set_whose_text_is_mostly_cut_fails_the_gate_saying_so(tmp_path):
+    embedding = OutputCheck(name="e", rule="embedding", cosine_min=0.9999, neighbour_recall=1.0, out_of_tolerance=0.0)
+    config = CompileConfig(target="openvino", precision="fp32", batch_size=1)
+    for share, verdict in ((0.5, "pass"), (0.75, "fail")):
+        validation = ValidationResult(config=config, status="ok", outputs=[embedding], truncated_share=share)
+        (outcome,) = gate_all(
+            [CompiledArtifact(config=config, status="ok")],
+            {config.key: validation},
+            {config.key: BenchmarkResult(subject=config.key, status="ok", points=[POINT])},
+            PipelineParams(),
+            tmp_path / str(share),
+        )
+        assert outcome.gate == verdict, outcome.gate_reasons
+    assert (
+        "truncated_share <= 0.5 (param sequence_length) (validation texts cut to it): observed 0.75"
+        in (outcome.gate_reasons[0])
+    )
+
+
+def test_a_figure_whose_interval_reaches_past_its_threshold_is_undecided_with_what_to_do(tmp_path):
+    """top-5 -0.4 pp meets the 1 pp tolerance, but on a handful of photos its interval reaches -2.6 pp: neither
+    a pass nor a fail, and the reason says what would decide it."""
+    sure = {**CLASSIFIER, "top5_delta": -0.4, "intervals": {"top5_delta": (-0.8, 0.0)}}
+    unsure = {**CLASSIFIER, "top5_delta": -0.4, "intervals": {"top5_delta": (-2.6, 1.6)}}
+    worse = {**CLASSIFIER, "top5_delta": -1.5, "intervals": {"top5_delta": (-3.0, 0.2)}}
+    out = _gate(tmp_path, {"fp32": sure, "bf16": unsure, "int8": worse})
+    assert out["fp32"].gate == "pass"
+    assert out["bf16"].gate == "undecided"
+    (reason,) = out["bf16"].gate_reasons
+    assert reason.startswith("undecided: top5_delta -0.4, 95 % interval [-2.6, 1.6] reaches past -1 (param ")
+    assert "cannot resolve +-2.1" in reason and "more samples from more sources" in reason
+    assert out["int8"].gate == "fail"  # a figure past its threshold fails, whatever its interval

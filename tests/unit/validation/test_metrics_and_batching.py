@@ -68,3 +68,44 @@ def test_agreement_judges_the_top_class_and_its_probability_not_the_order_of_the
     assert top1_probability_shift(softmax(flattened), softmax(reference)) == pytest.approx(0.37 / 2)
     swapped_top = reference[:, [1, 0, 2, 3, 4, 5]]  # both rows change their top class, kept in the top 5
     assert top1_agreement(swapped_top, reference) == 0 and top1_in_top5(swapped_top, reference) == 1
+
+
+def test_each_output_is_judged_by_the_rule_that_fits_it():
+    from tasks.validation.predictions import compare_output
+
+    rng = np.random.default_rng(0)
+    scalar = rng.normal(size=(40, 1)).astype(np.float32)
+    check = compare_output("score", scalar + 0.5, scalar, atol=1e-2, rtol=5e-2, class_scores=False)
+    # a single value per sample: the cosine would be +-1 whatever the error, so error judges it
+    assert check.rule == "values" and check.cosine_min is None
+    assert check.max_abs_diff == pytest.approx(0.5) and check.out_of_tolerance > 0.5
+    embedding = rng.normal(size=(40, 16)).astype(np.float32)
+    check = compare_output("embedding", embedding, embedding, atol=1e-2, rtol=5e-2, class_scores=False)
+    assert check.rule == "embedding" and check.neighbour_recall == 1.0
+    assert check.similarity_rank_correlation == pytest.approx(1.0)
+    hidden = rng.normal(size=(10, 4, 16)).astype(np.float32)
+    check = compare_output("hidden", hidden, hidden, atol=1e-2, rtol=5e-2, class_scores=False)
+    assert check.rule == "tensor" and check.neighbour_recall is None and check.cosine_min == pytest.approx(1.0)
+
+
+def test_a_constant_output_is_named_as_such():
+    from tasks.validation.predictions import compare_output
+
+    reference = np.random.default_rng(1).normal(size=(12, 16)).astype(np.float32)
+    flat = np.repeat(reference[:1], 12, axis=0)  # every sample answered as the first
+    assert compare_output("embedding", flat, reference, 1e-2, 5e-2, class_scores=False).constant
+    assert not compare_output("embedding", reference, reference, 1e-2, 5e-2, class_scores=False).constant
+
+
+def test_neighbour_recall_costs_a_near_tie_a_fifth_of_a_sample_not_the_whole_sample():
+    """Identical 5-nearest *sets* fail a sample whose 5th and 6th neighbours swap on a rounding difference;
+    recall@5 counts the 4 of 5 neighbours it kept."""
+    from tasks.validation.metrics import neighbour_recall, same_sets
+
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(60, 32))
+    # every sample's 5th and 6th nearest neighbours as good as tied: a tiny change swaps them
+    noisy = reference + rng.normal(scale=1e-3, size=reference.shape)
+    exact_sets = same_sets(*(np.argsort(-(v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T, axis=1)[:, 1:6] for v in (noisy, reference)))  # fmt: skip
+    recall = neighbour_recall(noisy, reference)
+    assert recall >= exact_sets and recall > 0.9
