@@ -90,8 +90,8 @@ def _as(monkeypatch, login: tuple[str, str] | None) -> None:
 def test_only_a_reviewer_approves_and_the_pipeline_still_registers(
     auth_mlflow, local_services, exported, dataset_ref, compiled_outcome, monkeypatch, reliability
 ):
-    settings = dataclasses.replace(local_services, mlflow_tracking_uri=auth_mlflow)
-    required = dataclasses.replace(settings, approval_control="required")
+    # as a deployment with logins runs: approval required (the local services' own setting is "convention")
+    settings = dataclasses.replace(local_services, mlflow_tracking_uri=auth_mlflow, approval_control="required")
     outcome, baseline = compiled_outcome
     model = exported.model_copy(update={"name": "access-test"})
     _as(monkeypatch, PIPELINE)  # the pipeline's tasks run with its own login
@@ -137,7 +137,7 @@ def test_only_a_reviewer_approves_and_the_pipeline_still_registers(
             pytest.fail(f"the pipeline's login could {what}")
         reliability.anonymous_refused += 1
     # and promotion, as the pipeline, proves that before it finds the approved version
-    approval = review.approved(required, model.name, "champion")
+    approval = review.approved(settings, model.name, "champion")
     assert approval.source.version == version and approval.control == "enforced"
 
 
