@@ -484,7 +484,8 @@ def summary(report: dict, report_path: Path | str) -> str:
         lines.append(f"registered: {mlflow['registered_model']} version {mlflow['version']} (alias {mlflow['alias']})")
     if mlflow["run_id"]:
         lines.append(f"MLflow UI: {mlflow['tracking_uri']} (experiment {mlflow['experiment']}, run {mlflow['run_id']})")
-    lines.append(f"report: {report_path.resolve()}")
+    # a path on this machine (resolved), or the report's URI in the run store as it is
+    lines.append(f"report: {Path(report_path).resolve() if '://' not in str(report_path) else report_path}")
     return "\n".join(lines)
 
 

@@ -136,6 +136,8 @@ def test_airflow_dags_test_runs_the_pipeline_end_to_end(local_services, e2e_run)
     assert "Code from the model file: none" in Path(report_path).with_suffix(".md").read_text()
     swept = report["baseline"]["benchmark_seconds"] + sum(c["benchmark_seconds"] for c in report["configs"])
     assert f"benchmark stages (baseline and every config): {swept:.1f} s" in summary(report, Path(report_path))
+    # as make demo calls it: the path as a string (a run-store URI elsewhere); the last line names the report
+    assert summary(report, str(report_path)).splitlines()[-1] == f"report: {Path(report_path).resolve()}"
     fp32 = next(c for c in report["configs"] if c["key"] == "openvino-fp32")
     assert fp32["top5_delta"] == 0 and fp32["max_abs_diff"] < 1e-3 and fp32["gate"] == "pass"
     # NNCF's int8, with its bias correction, keeps the top class and the scores in ONNX Runtime as in OpenVINO (ONNX

@@ -245,8 +245,8 @@ def undecided(validation: ValidationResult, params: PipelineParams) -> list[str]
                 continue
             low, high = bounds
             if (low < check.threshold) if check.floor else (high > check.threshold):
-                found.append(
-                    f"undecided: {name}{check.column} {point:g}, 95 % interval [{low:g}, {high:g}] reaches past "
+                found.append(  # the verdict beside it says "undecided"
+                    f"{name}{check.column} {point:.4g}, 95 % interval [{low:.4g}, {high:.4g}] reaches past "
                     f"{check.threshold:g} (param {check.param}): the validation set cannot resolve +-{(high - low) / 2:.3g}; "
                     f"give more samples from more sources (photos, documents: not more crops of the same ones), or a "
                     f"looser {check.param}"

@@ -192,6 +192,6 @@ def test_a_figure_whose_interval_reaches_past_its_threshold_is_undecided_with_wh
     assert out["fp32"].gate == "pass"
     assert out["bf16"].gate == "undecided"
     (reason,) = out["bf16"].gate_reasons
-    assert reason.startswith("undecided: top5_delta -0.4, 95 % interval [-2.6, 1.6] reaches past -1 (param ")
+    assert reason.startswith("top5_delta -0.4, 95 % interval [-2.6, 1.6] reaches past -1 (param ")
     assert "cannot resolve +-2.1" in reason and "more samples from more sources" in reason
     assert out["int8"].gate == "fail"  # a figure past its threshold fails, whatever its interval
