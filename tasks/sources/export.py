@@ -24,7 +24,7 @@ from tasks.core.storage import error_code, s3_client, split_s3_uri
 from tasks.core.store import IntegrityError, StoreError, fetch
 from tasks.sources import SOURCE_MODULES, names
 from tasks.sources.flops import count_onnx
-from tasks.sources.graph_digest import graph_sha256
+from tasks.sources.graph_digest import ONNX_FORMAT, onnx_graph_sha256
 from tasks.targets.base import package_version
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore, mlflow.
@@ -219,7 +219,9 @@ def _export(params: PipelineParams, out_dir: Path) -> ExportedModel:
     flops = None
     if "onnx" in exported.formats:
         flops = count_onnx(local_path(exported.formats["onnx"].uri))
-    graphs = {fmt: graph_sha256(fmt, local_path(ref.uri)) for fmt, ref in exported.formats.items()}
+    # ONNX canonically; any other format is known by the bytes its FileRef has already hashed
+    graphs = {fmt: onnx_graph_sha256(local_path(ref.uri)) if fmt == ONNX_FORMAT else ref.sha256
+              for fmt, ref in exported.formats.items()}  # fmt: skip
     return exported.model_copy(
         update={"exporter": exporter_identity(module), "flops_per_sample": flops, "graph_sha256": graphs}
     )

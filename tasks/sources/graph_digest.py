@@ -16,17 +16,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from tasks.core.files import sha256_file, tree_sha256
-
 # Heavy, so imported inside the functions that need them: onnx.
 
 ONNX_FORMAT = "onnx"
-
-
-def graph_sha256(fmt: str, path: Path) -> str:
-    if fmt == ONNX_FORMAT and path.is_file():
-        return onnx_graph_sha256(path)
-    return tree_sha256(path) if path.is_dir() else sha256_file(path)
 
 
 def onnx_graph_sha256(path: Path) -> str:

@@ -15,6 +15,7 @@ pinning transformers' versions. Nothing is downloaded: ``local_files_only`` and 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -166,11 +167,17 @@ def model_sequence_length(directory: Path, config: dict) -> int:
     return int(positions) if isinstance(positions, int) and positions > 0 else DEFAULT_SEQUENCE_LENGTH
 
 
-def truncated(tokenizer_dir: Path, texts: list[str], length: int) -> int:
-    """How many of ``texts`` have more tokens than ``length`` (special tokens included): cut when tokenised."""
+@functools.lru_cache(maxsize=4)
+def _tokenizer(tokenizer_dir: Path):
+    """The export's tokenizer, loaded once per process: a dataset tokenises, and counts what it cuts, with it."""
     import transformers
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    return transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+
+
+def truncated(tokenizer_dir: Path, texts: list[str], length: int) -> int:
+    """How many of ``texts`` have more tokens than ``length`` (special tokens included): cut when tokenised."""
+    tokenizer = _tokenizer(tokenizer_dir)
     return sum(len(ids) > length for ids in tokenizer(texts, truncation=False)["input_ids"])
 
 
@@ -296,9 +303,7 @@ def load_reference(exported: ExportedModel):
 
 def tokenize(tokenizer_dir: Path, texts: list[str], specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """``texts`` as the model's inputs: its own tokenizer, padded or truncated to the specs' sequence length."""
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+    tokenizer = _tokenizer(tokenizer_dir)
     length = specs[0].shape[1]
     encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="np")
     return {s.name: encoded[s.name].astype(s.dtype) for s in specs}
