@@ -58,7 +58,7 @@ test-scenarios: venv system
 test-fast: venv
 	$(PY) -m pytest -m "not integration"
 
-## The benchmark harness on MobileNetV2 and ResNet-50 over every available target; prints figures.
+## The benchmark harness on MobileNetV2, ResNet-50 and all-MiniLM-L6-v2 over every available target; prints figures.
 bench: venv
 	$(PY) -m devtools.bench
 

@@ -163,7 +163,7 @@ class QueueStreams:
     def __len__(self) -> int:
         return self.requests.size
 
-    def _finished(self, _outputs: dict[str, np.ndarray], seconds: float) -> None:
+    def _finished(self, seconds: float) -> None:
         self.calls.append((time.perf_counter(), seconds))
         if self.running < len(self):
             with self._count:

@@ -289,12 +289,14 @@ class PipelineParams(Record):
         "file's calibration__<input> arrays, a text file's <name>.calibration.txt beside it.",
         **_section(DATA),
     )
-    calibration_method: Literal["NNCF", "MinMax", "Entropy", "Percentile"] = Field(
+    calibration_method: Literal["NNCF", "Dynamic", "MinMax", "Entropy", "Percentile"] = Field(
         "NNCF",
         title="ONNX Runtime int8 quantiser",
         description="NNCF: NNCF's post-training quantisation with fast bias correction, written for ONNX Runtime's "
-        "int8 kernels. MinMax, Entropy, Percentile: ONNX Runtime's own static quantiser with that calibration "
-        "(on MobileNetV2 none of the three keeps top-1 agreement; Entropy and Percentile take about 8x longer).",
+        "int8 kernels (for a model that takes tokens, NNCF's transformer recipe). Dynamic: ONNX Runtime's dynamic "
+        "quantisation (int8 weights, activations scaled at run time, no calibration data). MinMax, Entropy, "
+        "Percentile: ONNX Runtime's own static quantiser with that calibration (on MobileNetV2 none of the three "
+        "keeps top-1 agreement; Entropy and Percentile take about 8x longer).",
         **_section(DATA),
     )
     compile_timeout_s: int = Field(default=1800, ge=1, title="Compile time limit (s)", **_section(LIMITS))
@@ -716,7 +718,7 @@ class BaselineResult(Record):
     host_class: str = "cpu"
 
 
-# How an output is judged, by what it is (tasks.validation.predictions.output_rule).
+# How an output is judged, by what it is (tasks.validation.metrics.output_rule).
 OUTPUT_RULES = {
     "class scores": "top-k against the labels, and agreement with the baseline's top class",
     "embedding": "retrieval against the baseline's neighbours (recall@5), and cosine",

@@ -280,33 +280,40 @@ def user_text(path: Path, exported: ExportedModel) -> Samples:
     """A .txt file (one text per line) or .jsonl file (``text``, optional ``label``), tokenised for the model."""
     if not path.is_file():
         raise ValueError(f"dataset file {path} does not exist")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     calibration, calibration_source = _text_calibration(path)
+    texts, labels = _texts(path)
+    return text_samples(
+        str(path),
+        texts,
+        exported,
+        labels=labels,
+        calibration=calibration,
+        calibration_source=calibration_source,
+    )
+
+
+def _texts(path: Path) -> tuple[list[str], list[int] | None]:
+    """The texts of a .txt file (one per line) or a .jsonl file (``text``, optional ``label``: all or none), and
+    their labels (None where there are none)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix == ".txt":
-        return text_samples(str(path), lines, exported, calibration=calibration, calibration_source=calibration_source)
+        return lines, None
     texts, labels = [], []
     for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except ValueError as exc:
-            raise ValueError(f"dataset file {path} line {number} is not JSON: {exc}") from exc
+            raise ValueError(f"file {path} line {number} is not JSON: {exc}") from exc
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise ValueError(f'dataset file {path} line {number} has no "text" string')
+            raise ValueError(f'file {path} line {number} has no "text" string')
         texts.append(row["text"])
         if "label" in row:
             if not isinstance(row["label"], int):
-                raise ValueError(f"dataset file {path} line {number}: label {row['label']!r} is not a class id")
+                raise ValueError(f"file {path} line {number}: label {row['label']!r} is not a class id")
             labels.append(row["label"])
     if labels and len(labels) != len(texts):
-        raise ValueError(f"dataset file {path}: {len(labels)} of {len(texts)} lines have a label; all or none must")
-    return text_samples(
-        str(path),
-        texts,
-        exported,
-        labels=labels or None,
-        calibration=calibration,
-        calibration_source=calibration_source,
-    )
+        raise ValueError(f"file {path}: {len(labels)} of {len(texts)} lines have a label; all or none must")
+    return texts, labels or None
 
 
 def _builtin_texts(name: str) -> list[str]:
@@ -314,14 +321,16 @@ def _builtin_texts(name: str) -> list[str]:
 
 
 def _text_calibration(path: Path) -> tuple[list[str], str]:
-    """int8 calibration texts for a user's text file: ``<name>.calibration.txt`` beside it (one text per line),
-    else the built-in calibration sentences; never the validation texts themselves."""
-    beside = path.with_name(f"{path.stem}.calibration.txt")
-    if beside.is_file():
-        texts = [line for line in beside.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise ValueError(f"calibration file {beside} holds no texts")
-        return texts, str(beside)
+    """int8 calibration texts for a user's text file: ``<name>.calibration.txt`` (one text per line) or
+    ``<name>.calibration.jsonl`` (a ``text`` per line) beside it, else the built-in calibration sentences; never the
+    validation texts themselves."""
+    for suffix in (".txt", ".jsonl"):
+        beside = path.with_name(f"{path.stem}.calibration{suffix}")
+        if beside.is_file():
+            texts, _ = _texts(beside)
+            if not texts:
+                raise ValueError(f"calibration file {beside} holds no texts")
+            return texts, str(beside)
     return _builtin_texts("calibration.txt"), BUILTIN_CALIBRATION_TEXTS
 
 

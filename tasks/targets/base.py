@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.core.batching import Predict
+from tasks.core.batching import Predict, is_token_input
 from tasks.core.files import write_json
 from tasks.core.records import (
     CompileConfig,
@@ -136,13 +136,25 @@ def calibration_items(calibration: dict[str, np.ndarray] | None, names: list[str
     return [{name: calibration[name][i : i + 1] for name in names} for i in range(count)]
 
 
+# The share of each of the gate's allowances an accuracy-aware quantiser may use on the calibration inputs: the gate
+# then judges the int8 model on validation samples the quantiser never saw, with the other half to spare.
+QUANTISER_SHARE = 0.5
+
+
 def quantiser_tolerance(params: PipelineParams) -> dict[str, float]:
-    """How far an accuracy-aware quantiser may move the gate's figures on the calibration inputs: half of what the
-    gate allows, so that the gate then judges the int8 model on validation samples the quantiser never saw."""
+    """The gate's allowances an accuracy-aware quantiser measures its figures against (metrics.quantiser_quality):
+    how far the gate lets the top-1 probability move, the lowest cosine fall below 1 and recall@5 below 1."""
     return {
-        "top1_probability_shift": round(params.max_top1_probability_shift / 2, 6),
-        "cosine": round((1 - params.min_cosine) / 2, 6),
+        "top1_probability_shift": round(params.max_top1_probability_shift, 6),
+        "cosine": round(1 - params.min_cosine, 6),
+        "neighbour_recall": round(1 - params.min_neighbour_recall, 6),
     }
+
+
+def takes_tokens(exported: ExportedModel) -> bool:
+    """A transformer, as quantisers tell one: a model that takes token ids. NNCF's transformer recipe
+    (``model_type=TRANSFORMER``) is written for these."""
+    return any(map(is_token_input, exported.inputs))
 
 
 def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:

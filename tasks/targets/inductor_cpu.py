@@ -1,7 +1,7 @@
 """TorchInductor ahead-of-time on CPU: the exported program compiled to a ``.pt2`` package (C++ and weights).
 
-bf16 casts the weights and the floating-point inputs to bfloat16 inside the compiled
-graph, so callers still pass and receive float32.
+bf16 casts the weights, the floating-point inputs and the float32 tensors the graph makes itself (an attention mask
+from integer ids) to bfloat16 inside the compiled graph, so callers still pass and receive float32.
 """
 
 from __future__ import annotations
@@ -36,10 +36,19 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def _cast_module(module, dtype_name: str):
-    """Wrap ``module`` so it runs in ``dtype_name`` but takes and returns float32."""
+    """Wrap ``module`` (an exported program's graph module) so it runs in ``dtype_name`` but takes and returns
+    float32."""
     import torch
 
     dtype = getattr(torch, dtype_name)
+    # The graph states float32 wherever it makes a float tensor itself (a mask from integer ids, a cast, a
+    # constant); left so, it meets the cast activations in one operator, which attention refuses.
+    for node in module.graph.nodes:
+        if node.op == "call_function":
+            node.args = tuple(dtype if arg is torch.float32 else arg for arg in node.args)
+            if node.kwargs.get("dtype") is torch.float32:
+                node.kwargs = {**node.kwargs, "dtype": dtype}
+    module.recompile()
 
     class Cast(torch.nn.Module):
         def __init__(self, inner):

@@ -161,12 +161,41 @@ def closeness(outputs: np.ndarray, reference: np.ndarray, atol: float = 1e-2, rt
     }
 
 
+VALUES_BELOW = 8  # fewer values per sample are judged by error: the cosine of a scalar is always +-1
+
+
+def output_rule(values: np.ndarray, class_scores: bool) -> str:
+    """Which rule judges an output (records.OUTPUT_RULES), from what it is."""
+    if class_scores:
+        return "class scores"
+    if int(np.prod(values.shape[1:])) < VALUES_BELOW:
+        return "values"
+    return "embedding" if values.ndim == 2 else "tensor"
+
+
 def quantiser_quality(
-    outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], judged_output: str | None
+    outputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    judged_output: str | None,
+    allowance: dict[str, float],
 ) -> float:
-    """What the accuracy-aware quantiser keeps high, 1 at best: for class scores judged by labels, one minus the
-    gate's top-1 probability shift (the top-1 agreement itself is too coarse on calibration photos whose top class
-    is uncertain: bf16 agrees on only 0.91 of them); for other outputs, the lowest of their mean cosines."""
+    """What the accuracy-aware quantiser keeps high, 1 at best: one minus the largest share of the gate's allowance
+    (``allowance``: how far the gate lets each figure move) that a figure the gate judges uses on these inputs.
+    Class scores judged by labels: the top-1 probability shift (calibration inputs have no labels, and top-1
+    agreement is too coarse on photos whose top class is uncertain: bf16 agrees on only 0.91 of them); embeddings:
+    the lowest cosine and recall@5 against the float model's neighbours; other outputs: the lowest cosine."""
+
+    def used(figure: str, moved: float) -> float:
+        return moved / max(allowance.get(figure, 0.0), 1e-6)
+
     if judged_output:
-        return 1 - top1_probability_shift(outputs[judged_output], reference[judged_output])
-    return min(float(np.mean(cosines(outputs[name], reference[name]))) for name in reference)
+        return 1 - used(
+            "top1_probability_shift", top1_probability_shift(outputs[judged_output], reference[judged_output])
+        )
+    shares = []
+    for name, expected in reference.items():
+        shares.append(used("cosine", 1 - float(cosines(outputs[name], expected).min())))
+        recall = neighbour_recall(outputs[name], expected) if output_rule(expected, False) == "embedding" else None
+        if recall is not None:
+            shares.append(used("neighbour_recall", 1 - recall))
+    return 1 - max(shares)

@@ -31,6 +31,7 @@ from tasks.validation.metrics import (
     hits,
     is_constant,
     neighbours_kept,
+    output_rule,
     similarity_rank_correlation,
     softmax,
     top1_in_top5_kept,
@@ -104,18 +105,6 @@ def baseline_predictions(exported: ExportedModel, dataset_ref: DatasetRef, out_d
     outputs = run_batched(load_reference(exported), data, VALIDATION_BATCH)
     outputs = match_outputs(outputs, [s.name for s in exported.outputs], f"the {exported.framework} baseline")
     return summarise(outputs, data, Path(out_dir) / "baseline.outputs.npz")
-
-
-VALUES_BELOW = 8  # fewer values per sample are judged by error: the cosine of a scalar is always +-1
-
-
-def output_rule(values: np.ndarray, class_scores: bool) -> str:
-    """Which rule judges an output (records.OUTPUT_RULES), from what it is."""
-    if class_scores:
-        return "class scores"
-    if int(np.prod(values.shape[1:])) < VALUES_BELOW:
-        return "values"
-    return "embedding" if values.ndim == 2 else "tensor"
 
 
 def compare_output(

@@ -7,13 +7,22 @@ where the config's run hosts fetch it.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from tasks.compile.cache import open_cache
 from tasks.compile.run import compile_config
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import file_ref, local_path
-from tasks.core.records import CompileConfig, CompiledArtifact, DatasetRef, ExportedModel, RunContext, Status
+from tasks.core.records import (
+    CompileConfig,
+    CompiledArtifact,
+    DatasetRef,
+    ExportedModel,
+    PipelineParams,
+    RunContext,
+    Status,
+)
 from tasks.stages.runner import progress, stage
 
 CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was corrupt and is rebuilt"}
@@ -21,19 +30,7 @@ CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was c
 
 @stage("compile_config", key=lambda config, **_: config.key)
 def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: CompileConfig) -> CompiledArtifact:
-    settings = settings_module.load()
-    if config.quantiser_tolerance:  # an accuracy-aware quantiser judges the output the labels judge, as the gate
-        config = config.model_copy(update={"judged_output": dataset.class_output})
-    scratch = ctx.scratch("compiled")
-    artifact = compile_config(
-        exported,
-        config,
-        scratch,
-        timeout_s=ctx.params.compile_timeout_s,
-        memory_mb=ctx.params.compile_memory_mb,
-        cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url) if ctx.params.compile_cache else None,
-        calibration=store.fetch(dataset.calibration_ref) if dataset.calibration_ref else None,
-    )
+    artifact = compile_here(exported, dataset, config, ctx.scratch("compiled"), ctx.params)
     artifact = publish(ctx, artifact).model_copy(update={"host": settings_module.this_host()})
     progress(
         "compile_config",
@@ -41,6 +38,26 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: C
         f"{CACHE_NOTE.get(artifact.cache, '')}, peak {artifact.peak_memory_mb:.0f} MiB {artifact.reason}".rstrip(),
     )
     return artifact
+
+
+def compile_here(
+    exported: ExportedModel, dataset: DatasetRef, config: CompileConfig, out_dir: Path, params: PipelineParams
+) -> CompiledArtifact:
+    """``config`` compiled on this host into ``out_dir`` as the pipeline compiles it (through the compile cache, with
+    the dataset's calibration inputs and the run's limits). ``make bench`` compiles through it too, so that it
+    measures the artifacts the pipeline would register."""
+    settings = settings_module.load()
+    if config.quantiser_tolerance:  # an accuracy-aware quantiser judges the output the labels judge, as the gate
+        config = config.model_copy(update={"judged_output": dataset.class_output})
+    return compile_config(
+        exported,
+        config,
+        out_dir,
+        timeout_s=params.compile_timeout_s,
+        memory_mb=params.compile_memory_mb,
+        cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url) if params.compile_cache else None,
+        calibration=store.fetch(dataset.calibration_ref) if dataset.calibration_ref else None,
+    )
 
 
 def publish(ctx: RunContext, artifact: CompiledArtifact) -> CompiledArtifact:

@@ -75,7 +75,7 @@ def test_each_target_compiles_and_predicts_like_the_baseline(
 
 def test_openvino_runs_requests_in_flight_from_its_async_queue_in_throughput_mode(exported, dataset_ref, tmp_path):
     """One request: the LATENCY hint; several: the THROUGHPUT hint; either way an AsyncInferQueue of that many
-    requests, whose outputs are the synchronous predictor's, each batch's its own."""
+    requests, each of which says when it finished (its outputs stay in the request: the benchmark only times)."""
     from tasks.benchmark.harness import Harness, Sweep, stream_loader_for
 
     artifact = compile_config(exported, CompileConfig(target="openvino", precision="fp32"), tmp_path)
@@ -87,17 +87,12 @@ def test_openvino_runs_requests_in_flight_from_its_async_queue_in_throughput_mod
     assert int(throughput["OPTIMAL_NUMBER_OF_INFER_REQUESTS"]) >= 1
     data = load(dataset_ref)
     batches = [data.inputs(start, start + 4) for start in (0, 4, 8, 12, 0)]  # more than the queue holds
-    synchronous = target.load(artifact, 4)
     for queue in (single, requests):
-        finished: dict[int, tuple[dict, float]] = {}
+        finished: dict[int, float] = {}
         for i, batch in enumerate(batches):
-            queue.submit(batch, lambda outputs, seconds, i=i, into=finished: into.__setitem__(i, (outputs, seconds)))
+            queue.submit(batch, lambda seconds, i=i, into=finished: into.__setitem__(i, seconds))
         queue.wait()
-        assert sorted(finished) == list(range(len(batches)))
-        for i, batch in enumerate(batches):
-            outputs, seconds = finished[i]
-            assert list(outputs) == ["logits"] and seconds > 0
-            np.testing.assert_allclose(outputs["logits"], synchronous(batch)["logits"], atol=1e-4)
+        assert sorted(finished) == list(range(len(batches))) and min(finished.values()) > 0
     # and the harness's points say which mode they ran in, with every request of the queue in flight
     sweep = Sweep(lambda bs: target.load(artifact, bs), batches[0],
                   Harness(window_s=0.1, warmup_s=0.05, max_windows=4), stream_loader=stream_loader_for(target, artifact))  # fmt: skip
@@ -220,7 +215,8 @@ def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_withou
 
     target = targets.get("openvino")
     (config,) = target.configs("int8", PipelineParams())
-    assert config.quantiser_tolerance == {"top1_probability_shift": 0.05, "cosine": 0.005}
+    # the gate's own allowances, of which the quantiser may use half on the calibration inputs
+    assert config.quantiser_tolerance == {"top1_probability_shift": 0.1, "cosine": 0.01, "neighbour_recall": 0.1}
     config = config.model_copy(update={"judged_output": "logits"})  # the compile stage sets it from the dataset
     with pytest.raises(CompileError, match=r"int8 quantisation needs calibration data \(the dataset's"):
         target.compile(exported, config, tmp_path, None)
@@ -228,13 +224,13 @@ def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_withou
     with pytest.raises(CompileError, match="int8 quantisation needs calibration data"):
         onnxruntime.compile(exported, CompileConfig(target="onnxruntime", precision="int8"), tmp_path, {})
 
-    # Accuracy control: asked for scores within 0.0001 of the float model, NNCF quantises every convolution and
+    # Accuracy control: asked for scores within 0.0002 / 2 of the float model, NNCF quantises every convolution and
     # matmul, then keeps the ones that cost most in float (one round, on 24 calibration inputs, for time) and the
     # report names them. The default tolerance end to end (all or nearly all int8, and the gate passes it) is in
     # the DAG test.
     monkeypatch.setattr(openvino_cpu, "MAX_RESTORE_ITERATIONS", 1)
     calibration = {k: v[:24] for k, v in calibration_file.load(local_path(dataset_ref.calibration_uri)).items()}
-    strict = config.model_copy(update={"quantiser_tolerance": {"top1_probability_shift": 0.0001}})
+    strict = config.model_copy(update={"quantiser_tolerance": {"top1_probability_shift": 0.0002}})
     (tmp_path / "strict").mkdir()
     quantised, kept = target.compile(exported, strict, tmp_path / "strict", calibration).notes
     assert 40 <= _quantised(quantised) < 53

@@ -109,3 +109,38 @@ def test_neighbour_recall_costs_a_near_tie_a_fifth_of_a_sample_not_the_whole_sam
     exact_sets = same_sets(*(np.argsort(-(v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T, axis=1)[:, 1:6] for v in (noisy, reference)))  # fmt: skip
     recall = neighbour_recall(noisy, reference)
     assert recall >= exact_sets and recall > 0.9
+
+
+def test_the_quantiser_measures_the_figures_the_gate_judges_as_shares_of_its_allowance():
+    """What NNCF's accuracy control keeps within half of the gate's allowance is what the gate judges: the lowest
+    cosine and recall@5 for embeddings (a mean cosine hides the one sentence the gate fails), the top-1
+    probability shift for class scores."""
+    from tasks.core.records import PipelineParams
+    from tasks.targets.base import quantiser_tolerance
+    from tasks.validation.metrics import cosines, neighbour_recall, quantiser_quality
+
+    allowance = quantiser_tolerance(PipelineParams())
+    assert allowance == {"top1_probability_shift": 0.1, "cosine": 0.01, "neighbour_recall": 0.1}
+    rng = np.random.default_rng(3)
+    reference = rng.normal(size=(60, 32))
+    assert quantiser_quality({"e": reference}, {"e": reference}, None, allowance) == pytest.approx(1.0)
+    # one embedding of 60 off by a cosine of about 0.99: the mean cosine stays near 1, the lowest uses the allowance
+    one_off = reference.copy()
+    one_off[0] += rng.normal(scale=0.15, size=32) * np.linalg.norm(reference[0]) / np.sqrt(32)
+    lowest = 1 - closeness(one_off, reference)["cosine_min"]
+    mean = 1 - float(np.mean(cosines(one_off, reference)))
+    assert mean < 0.001 < 0.005 < lowest
+    assert quantiser_quality({"e": one_off}, {"e": reference}, None, allowance) == pytest.approx(1 - lowest / 0.01)
+    # neighbours shuffled: recall@5 moves more than the cosines
+    shuffled = reference + rng.normal(scale=0.3, size=reference.shape)
+    recall = neighbour_recall(shuffled, reference)
+    quality = quantiser_quality({"e": shuffled}, {"e": reference}, None, allowance)
+    assert recall < 0.9 and quality == pytest.approx(
+        1 - max((1 - recall) / 0.1, (1 - closeness(shuffled, reference)["cosine_min"]) / 0.01)
+    )
+    logits = rng.normal(size=(20, 10)) * 3
+    moved = logits + rng.normal(scale=0.5, size=logits.shape)
+    shift = top1_probability_shift(moved, logits)
+    assert quantiser_quality({"logits": moved}, {"logits": logits}, "logits", allowance) == pytest.approx(
+        1 - shift / 0.1
+    )
