@@ -36,7 +36,11 @@ def harness_at(rev: str) -> ModuleType:
     source = subprocess.run(
         ["git", "show", f"{rev}:tasks/benchmark/harness.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    name = f"harness_at_{rev}"
+    return harness_from(source, f"harness_at_{rev}")
+
+
+def harness_from(source: str, name: str) -> ModuleType:
+    """A harness module's ``source`` imported as module ``name``, beside today's ``tasks.benchmark.harness``."""
     path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)

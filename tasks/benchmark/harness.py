@@ -38,8 +38,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -61,11 +62,31 @@ from tasks.core.records import (
 from tasks.core.store import artifact_dir
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
+from tasks.targets.base import Target
 
 Loader = Callable[[int], Predict]  # batch size -> a predictor (one per stream)
 # (batch size, requests in flight) -> the predictors sharing one runtime instance, or its own queue of that
 # many requests, and its settings
-StreamLoader = Callable[[int, int], tuple[list[Predict] | RequestQueue, dict[str, str]]]
+# (batch size, requests in flight) -> the target's own streams and their settings, or None: one predictor per stream
+StreamLoader = Callable[[int, int], tuple[list[Predict] | RequestQueue, dict[str, str]] | None]
+
+
+class Clock(Protocol):
+    """What the harness waits and times windows by: the real one, or a test's simulated one."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """``time.perf_counter`` and ``time.sleep``: the clock the streams stamp their calls with."""
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class Harness:
     max_concurrency: int = 16
     load_timeout_s: float = 600.0  # until every stream has made its first call (a Neuron copy loads first)
     race_windows: int = 2  # windows a point runs before it may stop as a clear loser; 0: every point in full
+    clock: Clock = field(default_factory=RealClock, compare=False, repr=False)
 
 
 def harness_for(params: PipelineParams) -> Harness:
@@ -321,18 +343,18 @@ POLL_S = 0.005  # how often a window looks for its end
 def _window_end(streams: Streams, first: int, boundary: float, harness: Harness) -> tuple[int, float]:
     """Wait for the window that started at ``boundary`` with call ``first`` to end: at a call's end, once it has
     lasted ``window_s`` and held a call per stream. (the end call's index, when the window's last call ended)"""
-    calls, errors = streams.calls, streams.errors
+    calls, errors, clock = streams.calls, streams.errors, harness.clock
     while True:
-        time.sleep(POLL_S)
+        clock.sleep(POLL_S)
         if errors:
             raise errors[0]
         end = len(calls)
         # the clock first (cheap); the scan of the window's calls only once it can end
-        if end - first >= len(streams) and time.perf_counter() - boundary >= harness.window_s:
+        if end - first >= len(streams) and clock.now() - boundary >= harness.window_s:
             ended = max(when for when, _ in calls[first:end])  # threads may append a hair out of order
             if ended - boundary >= harness.window_s:
                 return end, ended
-        if time.perf_counter() - boundary > harness.load_timeout_s:
+        if clock.now() - boundary > harness.load_timeout_s:
             raise TimeoutError(f"no call ended in {harness.load_timeout_s} s")
 
 
@@ -341,21 +363,21 @@ def measure_streams(
 ) -> BenchmarkPoint:
     """One point: ``streams`` running until the windows settle, or until it is clearly under ``to_beat`` (see the
     module's docstring)."""
-    calls, errors = streams.calls, streams.errors
-    started = time.perf_counter()
+    calls, errors, clock = streams.calls, streams.errors, harness.clock
+    started = clock.now()
     streams.start()
     probe = probe_for(device)
     try:
         # warm-up: every stream has finished one call (a copy has loaded), then warmup_s more
         while not errors and streams.running < len(streams):
-            if time.perf_counter() - started > harness.load_timeout_s:
+            if clock.now() - started > harness.load_timeout_s:
                 raise TimeoutError(
                     f"{len(streams) - streams.running} streams made no call in {harness.load_timeout_s} s"
                 )
-            time.sleep(0.01)
-        warm = time.perf_counter()
-        while not errors and time.perf_counter() - warm < harness.warmup_s:
-            time.sleep(0.01)
+            clock.sleep(0.01)
+        warm = clock.now()
+        while not errors and clock.now() - warm < harness.warmup_s:
+            clock.sleep(0.01)
         if errors:
             raise errors[0]
         windows: list[tuple[int, int, float]] = []  # (first call, end call, throughput)
@@ -431,8 +453,9 @@ class Sweep:
         return f"batch {step[0]} x {step[1]} streams"
 
     def streams(self, batch_size: int, concurrency: int) -> Streams:
-        if self.stream_loader is not None:
-            requests, self.runtime_settings = self.stream_loader(batch_size, concurrency)
+        loaded = self.stream_loader(batch_size, concurrency) if self.stream_loader is not None else None
+        if loaded is not None:
+            requests, self.runtime_settings = loaded
             batch = self.batch(batch_size)
             return ThreadStreams(requests, batch) if isinstance(requests, list) else QueueStreams(requests, batch)
         predictors = self.predictors.setdefault(batch_size, [])
@@ -551,10 +574,9 @@ def run_sweep(
     return _result(subject, sweep, batch_sizes)
 
 
-def stream_loader_for(target, artifact: CompiledArtifact) -> StreamLoader | None:
-    """The target's own way to run several requests at once, where it has one (``load_streams``)."""
-    load_streams = getattr(target, "load_streams", None)
-    return None if load_streams is None else (lambda batch, in_flight: load_streams(artifact, batch, in_flight))
+def stream_loader_for(target: Target, artifact: CompiledArtifact) -> StreamLoader:
+    """The target's own way to run several requests at once (``load_streams``; None where it has none)."""
+    return lambda batch, in_flight: target.load_streams(artifact, batch, in_flight)
 
 
 def _result(subject: str, sweep: Sweep, batch_sizes: list[int]) -> BenchmarkResult:

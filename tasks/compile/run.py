@@ -28,18 +28,17 @@ from tasks.compile.worker import PARENT_PID_ENV
 from tasks.core.files import sha256_file, to_uri, tree_files
 from tasks.core.records import CacheStatus, CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.core.settings import PROJECT_ROOT
-from tasks.targets.base import CompileError
+from tasks.targets.base import CompileError, Target
 
 DEFAULT_TIMEOUT_S = 1800
 DEFAULT_MEMORY_MB = 16 * 1024
 NEEDS_CALIBRATION = {"int8"}
 
 
-def calibration_needed(target, exported: ExportedModel, config: CompileConfig) -> bool:
-    """int8 needs calibration inputs, unless the target quantises this model without them (its optional
-    ``calibration_free``, e.g. ONNX Runtime's dynamic int8 for transformers)."""
-    free = getattr(target, "calibration_free", None)
-    return config.precision in NEEDS_CALIBRATION and not (free is not None and free(exported, config))
+def calibration_needed(target: Target, exported: ExportedModel, config: CompileConfig) -> bool:
+    """int8 needs calibration inputs, unless the target quantises this model without them (``calibration_free``,
+    e.g. ONNX Runtime's dynamic int8)."""
+    return config.precision in NEEDS_CALIBRATION and not target.calibration_free(exported, config)
 
 
 POLL_S = 0.1

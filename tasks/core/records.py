@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tasks.core import settings as settings_module
-from tasks.targets import TARGET_MODULES
+from tasks.targets.registry import TARGET_MODULES
 
 # Names that become S3 keys, paths and registered-model names.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

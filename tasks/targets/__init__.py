@@ -1,34 +1,27 @@
-"""Compile targets: one module each, found by name in :data:`TARGET_MODULES` (the registry).
+"""Compile targets: one module each, found by name in :data:`TARGET_MODULES` (the registry, in
+:mod:`tasks.targets.registry`).
 
-A target module defines ``TARGET``, an object with the whole :class:`tasks.targets.base.Target`
-interface (its module imports it; this one imports nothing of the project, so the records can name
-the registered targets as their default). A target whose runtime or SDK is missing answers ``available() == (False, reason)``
-and is skipped with that reason; nothing is faked.
+A target module defines ``TARGET``, an object with the whole :class:`tasks.targets.base.Target` interface. A target
+whose runtime or SDK is missing answers ``available() == (False, reason)`` and is skipped with that reason; nothing
+is faked.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-# name -> module that defines TARGET (the registry: one line per target, in the order a run compiles them by
-# default); modules are imported only when used, so
-# listing targets never imports a heavy runtime.
-TARGET_MODULES = {
-    "onnxruntime": "tasks.targets.onnxruntime_cpu",
-    "openvino": "tasks.targets.openvino_cpu",
-    "inductor": "tasks.targets.inductor_cpu",
-    "neuron-inf1": "tasks.targets.neuron.inf1",
-    "neuron-inf2": "tasks.targets.neuron.inf2",
-    "tensorrt": "tasks.targets.tensorrt_gpu",
-}
+from tasks.targets.registry import TARGET_MODULES
+
+if TYPE_CHECKING:  # the interface, for type checkers only: the records import the registry
+    from tasks.targets.base import Target
 
 
 def names() -> list[str]:
     return sorted(TARGET_MODULES)
 
 
-def get(name: str) -> Any:
+def get(name: str) -> Target:
     """The ``TARGET`` of ``name``'s module: a :class:`tasks.targets.base.Target`."""
     try:
         module = TARGET_MODULES[name]

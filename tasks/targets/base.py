@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.core.batching import Predict, is_token_input
+from tasks.core.batching import Predict, RequestQueue, is_token_input
 from tasks.core.files import write_json
 from tasks.core.records import (
     CompileConfig,
@@ -88,6 +88,29 @@ class Target(Protocol):
 
     def serving_layout(self, files: list[str]) -> ServingLayout | None:
         """The serving runtime's layout of an artifact with ``files``; None if no runtime reads them."""
+
+    # Hooks with a default (TargetDefaults), which a target overrides where it has a way of its own.
+
+    def load_streams(
+        self, artifact: CompiledArtifact, batch_size: int, in_flight: int
+    ) -> tuple[list[Predict] | RequestQueue, dict[str, str]] | None:
+        """``in_flight`` requests at once in the runtime's own throughput mode (predictors, one per stream, or the
+        runtime's request queue) and the settings used; None: the harness loads one predictor per stream."""
+
+    def calibration_free(self, exported: ExportedModel, config: CompileConfig) -> bool:
+        """Whether ``config`` (an int8 one) quantises ``exported`` without calibration inputs (dynamic int8)."""
+
+
+class TargetDefaults:
+    """The default of each hook of :class:`Target` that a target may leave out."""
+
+    def load_streams(
+        self, artifact: CompiledArtifact, batch_size: int, in_flight: int
+    ) -> tuple[list[Predict] | RequestQueue, dict[str, str]] | None:
+        return None
+
+    def calibration_free(self, exported: ExportedModel, config: CompileConfig) -> bool:
+        return False
 
 
 SIGNATURE_FILE = "signature.json"  # input and output names, for runtimes that take and give tensors by position
@@ -163,7 +186,7 @@ def needs_format(exported: ExportedModel, fmt: str, target: str) -> str:
     return f"{target} compiles from {fmt}, which a {exported.framework} export does not write"
 
 
-class SingleFormatTarget:
+class SingleFormatTarget(TargetDefaults):
     """What the targets that compile from one export format and run every operator on one device share:
     the format check, the fingerprint from a per-precision flags table, and the compile report.
     Subclasses set the class attributes and ``flags_by_precision``, and write compile and load."""

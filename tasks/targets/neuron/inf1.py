@@ -33,6 +33,7 @@ from tasks.targets.base import (
     CompileError,
     CopyPinning,
     ServingLayout,
+    TargetDefaults,
     package_version,
     read_signature,
     static_shape_configs,
@@ -99,7 +100,7 @@ def report_for(config: CompileConfig, args: list[str], counts: dict, neffs, vers
     )
 
 
-class NeuronInf1:
+class NeuronInf1(TargetDefaults):
     name = "neuron-inf1"
     precisions = tuple(common.NEURON_CC_CAST)
     runtime_requirements = ("tensorflow-neuron", "torch-neuron")

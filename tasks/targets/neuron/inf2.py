@@ -25,6 +25,7 @@ from tasks.targets.base import (
     CompileError,
     CopyPinning,
     ServingLayout,
+    TargetDefaults,
     package_version,
     read_signature,
     static_shape_configs,
@@ -45,7 +46,7 @@ def trace_kwargs(config: CompileConfig, workdir: Path) -> dict:
     return {"compiler_args": common.neuronx_cc_args(config.precision), "compiler_workdir": str(workdir)}
 
 
-class NeuronInf2:
+class NeuronInf2(TargetDefaults):
     name = "neuron-inf2"
     precisions = tuple(common.NEURONX_CC_CAST)
     runtime_requirements = ("torch-neuronx",)

@@ -114,6 +114,10 @@ def test_outputs_that_are_not_class_scores_are_judged_by_cosine_and_atol_rtol(tm
     assert out["int8"].gate_reasons == [
         "expect_column_values_to_be_between out_of_tolerance <= 0 (param atol, rtol): observed 0.25"
     ]
+    # an embedding is judged by its neighbours and its cosine (records.OUTPUT_RULES): a quarter of its values off
+    # by atol and rtol is information, where recall@5 and the cosine hold
+    embedding = {**close, "out_of_tolerance": 0.25, "neighbour_recall": 0.95, "rule": "embedding"}
+    assert _gate(tmp_path, {"int8": embedding})["int8"].gate == "pass"
 
 
 def test_nan_or_inf_outputs_fail_by_count_and_a_failed_stage_fails_with_its_reason(tmp_path):

@@ -86,5 +86,7 @@ def test_onnxruntime_int8_names_its_quantisers_and_refuses_an_unknown_one():
     assert TARGET.flags(CompileConfig(target="onnxruntime", precision="int8"))[0] == "nncf.quantize"
     static = TARGET.flags(CompileConfig(target="onnxruntime", precision="int8", calibration_method="Entropy"))
     assert "calibrate=Entropy" in static and "quant_format=QDQ" in static
-    with pytest.raises(CompileError, match="unknown calibration method 'KL'; ONNX Runtime int8 has NNCF, Dynamic, MinMax"):
+    with pytest.raises(
+        CompileError, match="unknown calibration method 'KL'; ONNX Runtime int8 has NNCF, Dynamic, MinMax"
+    ):
         TARGET.flags(CompileConfig(target="onnxruntime", precision="int8", calibration_method="KL"))
