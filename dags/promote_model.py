@@ -31,7 +31,7 @@ from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param,
 
 from tasks import targets
 from tasks.core.param_schema import field_schemas
-from tasks.core.records import PromoteParams
+from tasks.core.params import PromoteParams
 from tasks.stages import MODEL_REGISTERED
 from tasks.stages import promote_model as stages
 from tasks.stages.runner import NETWORK_RETRIES

@@ -20,7 +20,7 @@ import pendulum
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tasks.core.param_schema import field_schemas
-from tasks.core.records import RetrainParams
+from tasks.core.params import RetrainParams
 from tasks.stages import MODEL_EXPORTED
 from tasks.stages.retrain_to_deploy import train_and_export as stage
 

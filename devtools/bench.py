@@ -29,25 +29,15 @@ import numpy as np
 
 from tasks import targets
 from tasks.benchmark import machine as machines
-from tasks.benchmark.harness import (
-    Harness,
-    Sweep,
-    ThreadStreams,
-    benchmark_artifact,
-    benchmark_baseline,
-    measure_streams,
-    stream_loader_for,
-)
+from tasks.benchmark.harness import benchmark_artifact, benchmark_baseline, stream_loader_for
+from tasks.benchmark.streams import ThreadStreams
+from tasks.benchmark.sweep import Sweep
+from tasks.benchmark.windows import Harness, measure_streams
 from tasks.core import settings as settings_module
 from tasks.core.files import local_path, write_json
-from tasks.core.records import (
-    BaselineResult,
-    BenchmarkPoint,
-    CompiledArtifact,
-    DatasetRef,
-    ExportedModel,
-    PipelineParams,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel
+from tasks.core.results import BaselineResult, BenchmarkPoint
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model
 from tasks.stages.compile_pipeline.compile_config import compile_here

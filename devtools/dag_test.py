@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ensure_airflow_db(settings, log_path)
     print(f"== airflow dags test {dag_id} (Airflow's log: {log_path})")
     code = airflow(["dags", "test", dag_id, *(["-c", conf] if conf else [])], settings, log_path, echo_progress=True)
-    print(f"== {dag_id}: {'success' if code == 0 else f'failed (exit code {code}); see {log_path}'}")
+    failed = f"failed (exit code {code}): the failing stage and its reason are the FAILED line above; Airflow's log: "
+    print(f"== {dag_id}: {'success' if code == 0 else failed + str(log_path)}")
     return code
 
 

@@ -19,8 +19,7 @@ from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import local_path
 from tasks.core.settings import PROJECT_ROOT, Settings
-from tasks.report import run_report as report
-from tasks.report.run_report import LATEST
+from tasks.report.publish import LATEST, summary
 from tasks.serving import review as registry
 from tasks.stages.runner import PROGRESS_MARK
 
@@ -174,7 +173,7 @@ def main() -> int:
             return code or 1
         print(f"== done in {time.monotonic() - run_started:.0f} s\n")
         report_data = store.read_json(report_uri)
-        print(report.summary(report_data, report_uri) + "\n")
+        print(summary(report_data, report_uri) + "\n")
         if code == 0 and report_data["mlflow"]["version"]:
             promote_started = time.monotonic()
             code = approve_and_promote(settings, report_data)

@@ -4,9 +4,11 @@ today's, on the same model and the same compiled configs, in turns (then, now, n
 The pipeline's benchmark stage as the demo runs it (the CPU baseline and every config, one after another, the
 default params' batch sizes, each harness with its own defaults) is run once per round with each harness; the
 table gives each subject's seconds, points and best samples/s per harness, medians over the
-rounds. What differs between the two is the harness module alone (``tasks/benchmark/harness.py`` as it was at
-REV): targets, runtimes and artifacts are today's, so a harness of before the throughput modes drives each target
-through ``load`` (one predictor per stream), as it did then. Figures, not assertions: compare within one run.
+rounds. What differs between the two is the harness alone (the single ``tasks/benchmark/harness.py`` as it was at
+REV, against today's harness, windows, streams and sweep modules of tasks.benchmark): targets, runtimes and artifacts
+are today's, so a harness of before the throughput modes drives each target through ``load`` (one predictor per
+stream), as it did then. A REV whose harness is already split into those modules is refused (its harness.py would
+run on today's windows). Figures, not assertions: compare within one run.
 
     python -m devtools.harness_ab --rev a210395 [--model mobilenet_v2] [--rounds 2]
 """
@@ -21,10 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 from statistics import median
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from devtools.bench import MODELS, Prepared, prepare_model
 from tasks.benchmark import harness as harness_now
+from tasks.benchmark import windows
 from tasks.core import settings as settings_module
 from tasks.core.files import write_json
 
@@ -36,11 +39,16 @@ def harness_at(rev: str) -> ModuleType:
     source = subprocess.run(
         ["git", "show", f"{rev}:tasks/benchmark/harness.py"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout
-    return harness_from(source, f"harness_at_{rev}")
+    module = harness_from(source, f"harness_at_{rev}")
+    if module.Harness.__module__ != module.__name__:  # a split harness's settings come from today's modules
+        raise SystemExit(
+            f"{rev}'s harness.py takes its Harness from {module.Harness.__module__}: not a single-file harness"
+        )
+    return module
 
 
 def harness_from(source: str, name: str) -> ModuleType:
-    """A harness module's ``source`` imported as module ``name``, beside today's ``tasks.benchmark.harness``."""
+    """A harness module's ``source`` imported as module ``name``, beside today's modules of tasks.benchmark."""
     path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)
@@ -50,7 +58,17 @@ def harness_from(source: str, name: str) -> ModuleType:
     return module
 
 
-def run_stage(harness: ModuleType, prepared: Prepared, log=print) -> dict[str, dict]:
+def harness_today() -> SimpleNamespace:
+    """Today's harness as ``run_stage`` calls one: its settings (tasks.benchmark.windows) and its entry points
+    (tasks.benchmark.harness), which an old revision's single harness.py held together."""
+    return SimpleNamespace(
+        Harness=windows.Harness,
+        benchmark_baseline=harness_now.benchmark_baseline,
+        benchmark_artifact=harness_now.benchmark_artifact,
+    )
+
+
+def run_stage(harness: ModuleType | SimpleNamespace, prepared: Prepared, log=print) -> dict[str, dict]:
     """The baseline and every compiled config, one after another, timed here (older harnesses do not time).
 
     Each harness with its own defaults, which are the pipeline's defaults of its day (window, racing, streams)."""
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = settings_module.load().home / "bench" / f"ab-{time.strftime('%Y%m%dT%H%M%S')}"
     prepared = prepare_model(args.model, out / args.model)
-    harnesses = {f"then ({args.rev})": harness_at(args.rev), "now": harness_now}
+    harnesses = {f"then ({args.rev})": harness_at(args.rev), "now": harness_today()}
     runs: dict[str, list[dict]] = {name: [] for name in harnesses}
     for round_ in range(args.rounds):
         order = list(harnesses) if round_ % 2 == 0 else list(reversed(harnesses))

@@ -11,7 +11,7 @@ import pytest
 
 from devtools import services
 from tasks.core import settings as settings_module
-from tasks.core.records import PipelineParams
+from tasks.core.params import PipelineParams
 from tasks.datasets import prepare as datasets
 
 
@@ -117,9 +117,11 @@ def local_services(pipeline_home):
 @pytest.fixture(scope="session")
 def compiled_outcome(exported, dataset_ref, tmp_path_factory):
     """The ONNX Runtime fp32 config of the exported model, validated, benchmarked and gated; and its baseline."""
-    from tasks.benchmark.harness import Harness, benchmark_artifact
+    from tasks.benchmark.harness import benchmark_artifact
+    from tasks.benchmark.windows import Harness
     from tasks.compile.run import compile_config
-    from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig
+    from tasks.core.records import CompileConfig
+    from tasks.core.results import BaselineResult, BenchmarkResult
     from tasks.stages.compile_pipeline.gate import gate_all
     from tasks.validation.predictions import baseline_predictions, validate_artifact
 

@@ -26,7 +26,7 @@ import psutil
 from tasks.core import cpu
 from tasks.core import settings as settings_module
 from tasks.core.files import write_json
-from tasks.core.records import MachineContext
+from tasks.core.results import MachineContext
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx, onnxruntime, torch.
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 
 VALIDATION_BATCH = 8
 # One batch of inputs, keyed by input name -> every output of the model, keyed by output name.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 
 if TYPE_CHECKING:
     import torch

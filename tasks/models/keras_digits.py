@@ -16,7 +16,7 @@ import numpy as np
 
 IMAGE_SHAPE = (8, 8, 1)
 CLASSES = 10
-TRAIN_SAMPLES = 1400  # the rest of the 1797 digits are the validation set (tasks.datasets.prepare, builtin:digits)
+TRAIN_SAMPLES = 1400  # the rest of the 1797 digits are the validation set (tasks.datasets.builtin, builtin:digits)
 EPOCHS = 12
 
 

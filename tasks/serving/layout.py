@@ -10,7 +10,7 @@ A pointer only ever names committed versions, so it is the switch that moves ser
 from __future__ import annotations
 
 from tasks import targets
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 from tasks.serving import runtimes
 from tasks.serving.runtimes import PointerRequest, ServingLayout
 

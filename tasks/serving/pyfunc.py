@@ -18,7 +18,8 @@ import numpy as np
 from tasks import targets
 from tasks.core.batching import ArrayInputs, run_batched
 from tasks.core.files import to_uri
-from tasks.core.records import CompiledArtifact, TensorSpec
+from tasks.core.records import CompiledArtifact
+from tasks.core.schema import TensorSpec
 from tasks.core.settings import PROJECT_ROOT
 
 SERVING_BATCH = 8

@@ -20,9 +20,12 @@ from typing import NamedTuple
 
 from tasks.core.files import to_uri, tree_sha256
 from tasks.core.mlflow_client import CHAMPION_ALIAS, client
-from tasks.core.records import CompiledArtifact, Promotion, TensorSpec
+from tasks.core.records import CompiledArtifact
+from tasks.core.results import Promotion
+from tasks.core.schema import TensorSpec
 from tasks.core.settings import Settings
-from tasks.serving.store import Candidate, PromotionError
+from tasks.serving.commit import Candidate
+from tasks.serving.store import PromotionError
 
 APPROVED_SUFFIX = ".approved"
 WRITE_PROBE_TAG = "approval-control-probe"  # a tag nobody sets: deleting it asks "may I write?" and changes nothing

@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.files import dir_ref, file_ref, tree_sha256
-from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.params import PipelineParams
+from tasks.core.records import ExportedModel
+from tasks.core.schema import TensorSpec
 from tasks.sources import pytorch
 from tasks.sources.export import ModelLoadError, reconcile_specs, resolve_source
 from tasks.sources.pytorch import code_in_pickle, export_onnx, export_program, forward_check, output_specs

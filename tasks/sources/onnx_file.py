@@ -8,7 +8,9 @@ import numpy as np
 
 from tasks.core.batching import example_inputs
 from tasks.core.files import file_ref, local_path, sha256_file
-from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.params import PipelineParams
+from tasks.core.records import ExportedModel
+from tasks.core.schema import TensorSpec
 from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): onnx, onnxruntime.

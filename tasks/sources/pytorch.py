@@ -18,7 +18,9 @@ import numpy as np
 from tasks import models
 from tasks.core.batching import example_inputs, named_outputs
 from tasks.core.files import file_ref, sha256_file
-from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.params import PipelineParams
+from tasks.core.records import ExportedModel
+from tasks.core.schema import TensorSpec
 from tasks.core.settings import code_refusal
 from tasks.sources.export import (
     BUILTIN_MODELS,

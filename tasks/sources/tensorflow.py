@@ -15,7 +15,9 @@ import numpy as np
 
 from tasks.core.batching import example_inputs
 from tasks.core.files import dir_ref, file_ref, local_path, tree_sha256
-from tasks.core.records import ExportedModel, PipelineParams, TensorSpec
+from tasks.core.params import PipelineParams
+from tasks.core.records import ExportedModel
+from tasks.core.schema import TensorSpec
 from tasks.models.keras_digits import train_and_save
 from tasks.sources.export import ModelLoadError, check_outputs, reconcile_specs, verified_format
 

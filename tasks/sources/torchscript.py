@@ -13,7 +13,8 @@ import numpy as np
 
 from tasks.core.batching import example_inputs, named_outputs
 from tasks.core.files import file_ref, local_path, sha256_file
-from tasks.core.records import ExportedModel, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import ExportedModel
 from tasks.sources.export import ModelLoadError, reconcile_specs, verified_format
 from tasks.sources.pytorch import ONNX_OPSET, forward_check, output_specs, run_module
 

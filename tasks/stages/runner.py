@@ -51,6 +51,31 @@ def progress(stage: str, message: str) -> None:
 
 
 @contextlib.contextmanager
+def failure_said(stage: str, key: str = "") -> Iterator[None]:
+    """A stage's failure said as a progress line too, so that the console of ``make demo`` and ``make dag-test``
+    names the stage and its reason (not only Airflow's log); then raised on."""
+    try:
+        yield
+    except Exception as exc:
+        progress(stage, f"{key + ': ' if key else ''}FAILED: {type(exc).__name__}: {str(exc)[:1000]}")
+        raise
+
+
+def says_failure(stage: str) -> Callable:
+    """:func:`failure_said` around a stage function that takes and returns plain dicts (promote_model's)."""
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with failure_said(stage):
+                return fn(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+@contextlib.contextmanager
 def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
     """Save a stage's exception (type, message, traceback, when) in the run store before it propagates.
 
@@ -59,7 +84,7 @@ def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
     base = stage_file(run_uri, stage, key)
     store.delete(f"{base}.error.json")
     try:
-        with named_unreachable(settings_module.load()):
+        with failure_said(stage, key), named_unreachable(settings_module.load()):
             yield
     except OtherHostError:
         raise  # nothing of the run can be written from here either: the task's log holds the reason

@@ -18,14 +18,8 @@ import numpy as np
 
 from tasks.core.batching import Predict, RequestQueue, is_token_input
 from tasks.core.files import write_json
-from tasks.core.records import (
-    CompileConfig,
-    CompiledArtifact,
-    CompileReport,
-    ExportedModel,
-    Fingerprint,
-    PipelineParams,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
 from tasks.core.store import fetch
 from tasks.serving.runtimes.base import ServingLayout
 

@@ -31,7 +31,8 @@ import numpy as np
 
 from tasks.core.batching import Predict
 from tasks.core.cpu import has_vnni
-from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
 from tasks.core.store import artifact_dir
 from tasks.serving.runtimes import triton
 from tasks.targets.base import (

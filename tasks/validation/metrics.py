@@ -165,7 +165,7 @@ VALUES_BELOW = 8  # fewer values per sample are judged by error: the cosine of a
 
 
 def output_rule(values: np.ndarray, class_scores: bool) -> str:
-    """Which rule judges an output (records.OUTPUT_RULES), from what it is."""
+    """Which rule judges an output (results.OUTPUT_RULES), from what it is."""
     if class_scores:
         return "class scores"
     if int(np.prod(values.shape[1:])) < VALUES_BELOW:

@@ -10,19 +10,10 @@ from tasks import targets
 from tasks.core import store
 from tasks.core.batching import VALIDATION_BATCH, match_outputs, run_batched
 from tasks.core.files import file_ref, local_path
-from tasks.core.records import (
-    BaselineResult,
-    ClassScore,
-    CompiledArtifact,
-    DatasetRef,
-    ExportedModel,
-    FileRef,
-    OutputCheck,
-    Predictions,
-    Status,
-    ValidationResult,
-)
+from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel, FileRef, Status
+from tasks.core.results import BaselineResult, ClassScore, OutputCheck, Predictions, ValidationResult
 from tasks.core.store import artifact_dir, fetch
+from tasks.datasets import bind
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
 from tasks.validation.metrics import (
@@ -76,7 +67,7 @@ def summarise(outputs: dict[str, np.ndarray], data: datasets.LoadedDataset, out_
     judged = None
     if data.labels is not None:  # the output the labels judge (checked to exist when the dataset was prepared)
         widths = {name: values.shape[1] if values.ndim == 2 else None for name, values in outputs.items()}
-        judged = datasets.class_output(widths, None if data.class_names is None else len(data.class_names))
+        judged = bind.class_output(widths, None if data.class_names is None else len(data.class_names))
     if judged is None:
         return Predictions(outputs_uri=uri, outputs_sha256=sha256, samples=samples)
     scores = outputs[judged]

@@ -22,7 +22,7 @@ from tasks.core.cpu import has_native_bf16
 from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.core.storage import s3_client
-from tasks.report.run_report import summary
+from tasks.report.publish import summary
 from tasks.serving.store import Store
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's, installed by make test

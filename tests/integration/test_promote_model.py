@@ -18,11 +18,14 @@ from conftest import free_port
 from devtools.services import wait_until_answering
 from tasks.core import settings as settings_module
 from tasks.core.files import local_path, sha256_file, to_uri, tree_sha256
-from tasks.core.records import PipelineParams, RunContext
+from tasks.core.params import PipelineParams
+from tasks.core.records import RunContext
 from tasks.datasets.prepare import load
+from tasks.serving import commit as promote_module
 from tasks.serving import review as registry
-from tasks.serving import store as promote_module
-from tasks.serving.store import Candidate, PromotionError, Store, point_serving, promote
+from tasks.serving.commit import Candidate, promote
+from tasks.serving.pointer import point_serving
+from tasks.serving.store import PromotionError, Store
 from tasks.stages import promote_model as promotion
 from tasks.stages.compile_pipeline.record import record
 from tasks.stages.compile_pipeline.register import register

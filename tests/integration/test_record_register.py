@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from devtools import services
-from tasks.core.records import PipelineParams, RunContext
+from tasks.core.params import PipelineParams
+from tasks.core.records import RunContext
 from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.datasets.prepare import load

@@ -17,7 +17,8 @@ from mlflow.server import get_app_client
 
 from devtools.services import stop_child, wait_until_answering
 from tasks.core import settings as settings_module
-from tasks.core.records import PipelineParams, RunContext
+from tasks.core.params import PipelineParams
+from tasks.core.records import RunContext
 from tasks.core.settings import PROJECT_ROOT
 from tasks.serving import review
 from tasks.serving.store import PromotionError, Store

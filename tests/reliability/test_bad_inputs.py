@@ -21,7 +21,8 @@ from devtools.services import LOCAL_CREDENTIALS
 from tasks.compile.cache import LocalCache
 from tasks.compile.run import compile_config
 from tasks.core.faults import ServiceUnreachable, named_unreachable
-from tasks.core.records import CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
 from tasks.core.settings import PROJECT_ROOT
 from tasks.core.settings import load as load_settings
 from tasks.serving.store import PromotionError, Store

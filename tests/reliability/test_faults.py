@@ -20,9 +20,11 @@ from conftest import SENTINEL_CREDENTIALS, wait_until
 from devtools import services
 from tasks.core import mlflow_client
 from tasks.core.files import sha256_file, to_uri, tree_files, tree_sha256
-from tasks.core.records import CompileConfig, CompiledArtifact, RunContext, TensorSpec
+from tasks.core.records import CompileConfig, CompiledArtifact, RunContext
+from tasks.core.schema import TensorSpec
 from tasks.core.settings import PROJECT_ROOT
-from tasks.serving.store import CLAIMS, MANIFEST, STAGING, Candidate, Store, promote
+from tasks.serving.commit import CLAIMS, STAGING, Candidate, promote
+from tasks.serving.store import MANIFEST, Store
 from tasks.stages.compile_pipeline import record as record_stage
 from tasks.stages.compile_pipeline import register as register_stage
 
@@ -280,7 +282,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
     """The record and register stages, with MLflow stopped and started again while record is logging."""
     from mlflow.exceptions import MlflowException
 
-    from tasks.core.records import PipelineParams
+    from tasks.core.params import PipelineParams
 
     settings = local_services
     outcome, baseline = compiled_outcome

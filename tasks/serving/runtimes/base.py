@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ serving prefix every model shares, so a Deployment loads its own model alone (ex
 
 from __future__ import annotations
 
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 from tasks.serving.runtimes.base import Container, PointerRequest, ServingLayout, ServingRuntime
 
 NAME = "triton"

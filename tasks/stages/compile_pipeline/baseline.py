@@ -6,7 +6,8 @@ from __future__ import annotations
 from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_baseline, harness_for, machine_context
 from tasks.core import store
-from tasks.core.records import BaselineResult, DatasetRef, ExportedModel, RunContext
+from tasks.core.records import DatasetRef, ExportedModel, RunContext
+from tasks.core.results import BaselineResult
 from tasks.stages.runner import fmt, progress, stage
 from tasks.validation.predictions import baseline_predictions, publish_outputs
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_artifact, harness_for, machine_context
-from tasks.core.records import BenchmarkResult, CompiledArtifact, DatasetRef, RunContext
+from tasks.core.records import CompiledArtifact, DatasetRef, RunContext
+from tasks.core.results import BenchmarkResult
 from tasks.stages.runner import progress, stage
 
 

@@ -14,15 +14,8 @@ from tasks.compile.run import compile_config
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import file_ref, local_path
-from tasks.core.records import (
-    CompileConfig,
-    CompiledArtifact,
-    DatasetRef,
-    ExportedModel,
-    PipelineParams,
-    RunContext,
-    Status,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, CompiledArtifact, DatasetRef, ExportedModel, RunContext, Status
 from tasks.stages.runner import progress, stage
 
 CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was corrupt and is rebuilt"}

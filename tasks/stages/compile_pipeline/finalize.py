@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tasks.core import settings as settings_module
 from tasks.core.records import safe_run_id
-from tasks.report.run_report import write
+from tasks.report.publish import write
 from tasks.stages.runner import run_uri_for
 
 

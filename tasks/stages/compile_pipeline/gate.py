@@ -16,17 +16,9 @@ from pathlib import Path
 
 from tasks.core import store
 from tasks.core.files import dir_ref, write_json
-from tasks.core.records import (
-    BenchmarkPoint,
-    BenchmarkResult,
-    CompiledArtifact,
-    ConfigOutcome,
-    Gated,
-    PipelineParams,
-    RunContext,
-    Status,
-    ValidationResult,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompiledArtifact, RunContext, Status
+from tasks.core.results import BenchmarkPoint, BenchmarkResult, ConfigOutcome, Gated, ValidationResult
 from tasks.stages.runner import progress, stage
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): great_expectations, pandas.
@@ -40,7 +32,7 @@ DOCS_DIR = "data_docs"
 # Class-score checks apply to class-score outputs judged on labels, closeness checks to every other output.
 LABELLED, UNLABELLED = "labelled==True", "labelled==False"
 # Values off by atol and rtol judge numbers a consumer reads as numbers, not embeddings: retrieval reads those by
-# their neighbours and direction (records.OUTPUT_RULES), which recall@5 and the cosine judge.
+# their neighbours and direction (results.OUTPUT_RULES), which recall@5 and the cosine judge.
 READ_AS_NUMBERS = 'labelled==False and rule!="embedding"'
 
 

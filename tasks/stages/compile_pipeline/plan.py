@@ -11,7 +11,8 @@ from __future__ import annotations
 from tasks import sources, targets
 from tasks.core import settings as settings_module
 from tasks.core.batching import is_token_input
-from tasks.core.records import CompileConfig, ExportedModel, Outcome, PipelineParams, Plan, RunContext, Status
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, ExportedModel, Outcome, Plan, RunContext, Status
 from tasks.stages.runner import progress, stage
 
 KNOWN_PRECISIONS = ("fp32", "bf16", "fp16", "int8")

@@ -5,17 +5,8 @@ from __future__ import annotations
 
 from tasks.core import settings as settings_module
 from tasks.core.mlflow_client import PIPELINE_RUN_TAG, client, experiment_id_of, version_of_pipeline_run
-from tasks.core.records import (
-    BaselineResult,
-    ConfigOutcome,
-    DatasetRef,
-    ExportedModel,
-    FileRef,
-    Gated,
-    Outcome,
-    Recorded,
-    RunContext,
-)
+from tasks.core.records import DatasetRef, ExportedModel, FileRef, Outcome, RunContext
+from tasks.core.results import BaselineResult, ConfigOutcome, Gated, Recorded
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir, fetch
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR

@@ -12,15 +12,8 @@ import numpy as np
 from tasks import targets
 from tasks.core import settings as settings_module
 from tasks.core.mlflow_client import CANDIDATE_ALIAS, PIPELINE_RUN_TAG, client, run_url, version_of_pipeline_run
-from tasks.core.records import (
-    BenchmarkPoint,
-    ConfigOutcome,
-    DatasetRef,
-    ExportedModel,
-    Recorded,
-    Registration,
-    RunContext,
-)
+from tasks.core.records import DatasetRef, ExportedModel, RunContext
+from tasks.core.results import BenchmarkPoint, ConfigOutcome, Recorded, Registration
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
 from tasks.datasets.prepare import load as load_dataset

@@ -7,7 +7,8 @@ from typing import Any
 
 from tasks import sources, targets
 from tasks.core.param_schema import field_schemas
-from tasks.core.records import PipelineParams, RunContext, check_event_params
+from tasks.core.params import PipelineParams, check_event_params
+from tasks.core.records import RunContext
 from tasks.core.store import put_json
 from tasks.models import ARCHITECTURES
 from tasks.stages.compile_pipeline.plan import KNOWN_PRECISIONS, check_params

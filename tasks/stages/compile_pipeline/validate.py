@@ -7,7 +7,8 @@ from tasks import targets
 from tasks.benchmark import host_lock
 from tasks.core import settings as settings_module
 from tasks.core import store
-from tasks.core.records import BaselineResult, CompiledArtifact, DatasetRef, RunContext, Status, ValidationResult
+from tasks.core.records import CompiledArtifact, DatasetRef, RunContext, Status
+from tasks.core.results import BaselineResult, ValidationResult
 from tasks.stages.runner import fmt, progress, stage
 from tasks.validation.predictions import publish_outputs, validate_artifact
 

@@ -8,9 +8,10 @@ from tasks.core.faults import names_unreachable
 from tasks.core.mlflow_client import CHAMPION_ALIAS, client
 from tasks.serving import review
 from tasks.serving.store import PromotionError, committed_manifest
-from tasks.stages.runner import progress
+from tasks.stages.runner import progress, says_failure
 
 
+@says_failure("find")
 @names_unreachable
 def run(params: dict) -> list[dict]:
     settings = settings_module.load()

@@ -8,11 +8,12 @@ from pathlib import Path
 from tasks.core import settings as settings_module
 from tasks.core.faults import names_unreachable
 from tasks.serving import review
+from tasks.serving.commit import promote as promote_candidate
 from tasks.serving.store import PromotionError
-from tasks.serving.store import promote as promote_candidate
-from tasks.stages.runner import progress
+from tasks.stages.runner import progress, says_failure
 
 
+@says_failure("promote")
 @names_unreachable
 def run(request: dict) -> dict:
     settings = settings_module.load()

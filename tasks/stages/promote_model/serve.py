@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from tasks.core import settings as settings_module
 from tasks.core.faults import names_unreachable
-from tasks.core.records import Promotion
+from tasks.core.results import Promotion
 from tasks.serving import review
-from tasks.serving.store import committed_manifest, point_serving
-from tasks.stages.runner import progress
+from tasks.serving.pointer import point_serving
+from tasks.serving.store import committed_manifest
+from tasks.stages.runner import progress, says_failure
 
 
+@says_failure("serve")
 @names_unreachable
 def run(smoked: dict) -> dict:
     settings = settings_module.load()

@@ -10,9 +10,10 @@ from tasks.core.faults import names_unreachable
 from tasks.serving import review
 from tasks.serving.smoke import smoke_test
 from tasks.serving.store import committed_manifest
-from tasks.stages.runner import progress
+from tasks.stages.runner import progress, says_failure
 
 
+@says_failure("smoke_test")
 @names_unreachable
 def run(promoted: dict) -> dict:
     settings = settings_module.load()

@@ -15,9 +15,11 @@ from pathlib import Path
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import tree_sha256
-from tasks.core.records import PipelineParams, check_event_params, safe_run_id
+from tasks.core.params import PipelineParams, check_event_params
+from tasks.core.records import safe_run_id
 from tasks.models.keras_digits import train_and_save
 from tasks.sources.tensorflow import _load_signature, signature_specs
+from tasks.stages.runner import says_failure
 
 BUILTIN_TRAINER = "builtin:keras_digits"
 
@@ -37,6 +39,7 @@ def _trainer(name: str, trusted: bool = False):
         raise ValueError(f"training callable {name!r} cannot be imported: {exc}") from exc
 
 
+@says_failure("train_and_export")
 def run(params: dict, run_id: str) -> dict:
     """Train on this host, put the SavedModel in the run store (``<RUN_STORE_URI>/trained/<model>/<run>/``), where
     compile_pipeline's export reads it on whichever host it runs; return the model_exported event's extra."""

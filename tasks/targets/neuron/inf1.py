@@ -19,14 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Predict, at_sequence_length, example_inputs, named_outputs
-from tasks.core.records import (
-    CompileConfig,
-    CompiledArtifact,
-    CompileReport,
-    ExportedModel,
-    Fingerprint,
-    PipelineParams,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel, Fingerprint
 from tasks.core.store import artifact_dir, fetch
 from tasks.serving.runtimes import tf_serving, triton
 from tasks.targets.base import (

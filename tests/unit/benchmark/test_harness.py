@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tasks.benchmark.harness import Harness, Sweep, measure, measure_streams
+from tasks.benchmark.sweep import Sweep
+from tasks.benchmark.windows import Harness, measure, measure_streams
 
 
 class SimulatedClock:
@@ -180,7 +181,7 @@ def test_the_sweep_races_its_losing_points_but_stops_where_it_did_and_picks_the_
 
 def test_the_harness_races_only_where_the_most_samples_per_second_is_picked():
     from tasks.benchmark.harness import harness_for
-    from tasks.core.records import PipelineParams
+    from tasks.core.params import PipelineParams
 
     assert harness_for(PipelineParams()).race_windows == 2
     budget = PipelineParams(selection="max_throughput_under_latency", latency_budget_ms=50)

@@ -77,7 +77,7 @@ def test_gpu_and_neuroncore_utilisation_are_read_from_their_monitors_output():
 
 
 def test_a_share_of_peak_above_100_is_flagged_as_a_measurement_error():
-    from tasks.report.run_report import _peak_cell
+    from tasks.report.run_tables import _peak_cell
 
     assert _peak_cell(0.423) == "42.3" and _peak_cell(None) == "-"
     assert _peak_cell(1.31) == "over 100 (131): peak measured low, a measurement error"

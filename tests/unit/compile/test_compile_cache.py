@@ -5,7 +5,8 @@ import pytest
 from tasks.compile.cache import LocalCache, S3Cache, cache_key, open_cache
 from tasks.compile.run import compile_config
 from tasks.core.files import local_path
-from tasks.core.records import CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
 from tasks.sources.export import export_model
 from tasks.targets import get
 

@@ -13,7 +13,8 @@ from tasks import targets
 from tasks.compile.run import compile_config
 from tasks.core.cpu import has_native_bf16
 from tasks.core.files import local_path
-from tasks.core.records import CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
 from tasks.core.settings import PROJECT_ROOT
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model

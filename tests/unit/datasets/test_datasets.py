@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tasks.datasets import builtin, imagenet
 from tasks.datasets import calibration as calibration_file
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import resolve_source
@@ -31,10 +32,10 @@ def test_builtin_dataset_is_large_labelled_and_deterministic(tmp_path, exported)
 
 
 def test_calibration_photos_are_not_validation_photos(dataset_ref):
-    calibration = datasets.calibration_inputs(16)
+    calibration = builtin.calibration_inputs(16)
     assert calibration.shape == (16, 224, 224, 3)
-    validation_images = {datasets.PHOTOS[i].load().tobytes()[:4096] for i in range(len(datasets.PHOTOS))}
-    calibration_images = {load()[..., :3].tobytes()[:4096] for load in datasets.CALIBRATION_PHOTOS}
+    validation_images = {builtin.PHOTOS[i].load().tobytes()[:4096] for i in range(len(builtin.PHOTOS))}
+    calibration_images = {load()[..., :3].tobytes()[:4096] for load in builtin.CALIBRATION_PHOTOS}
     assert not validation_images & calibration_images
     # stored as uint8 photos, handed to quantisers as model input
     stored = calibration_file.load(datasets.local_path(dataset_ref.calibration_uri))
@@ -61,9 +62,9 @@ def test_a_user_npz_dataset_with_labels_is_read(tmp_path, exported):
 
 def test_preprocess_normalises_with_imagenet_statistics():
     white = np.full((1, 224, 224, 3), 255, dtype=np.uint8)
-    x = datasets.preprocess(white)
+    x = imagenet.preprocess(white)
     assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
-    np.testing.assert_allclose(x[0, :, 0, 0], (1 - datasets.IMAGENET_MEAN) / datasets.IMAGENET_STD, rtol=1e-6)
+    np.testing.assert_allclose(x[0, :, 0, 0], (1 - imagenet.IMAGENET_MEAN) / imagenet.IMAGENET_STD, rtol=1e-6)
 
 
 def _photo_dir(tmp_path, rows):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.datasets import prepare as datasets
+from tasks.datasets import builtin, imagenet
 from tasks.sources.export import resolve_source
 from tasks.sources.pytorch import load_state_dict_model
 from tasks.validation.metrics import softmax
@@ -16,15 +16,15 @@ def test_mobilenet_v2_loads_torchvision_weights_and_sees_a_cat():
     model = load_state_dict_model(resolve_source("builtin:mobilenet_v2"), "mobilenet_v2")
     from skimage.data import chelsea
 
-    boxes = datasets.crop_boxes(*chelsea().shape[:2])
+    boxes = builtin.crop_boxes(*chelsea().shape[:2])
     top, left, side, _ = boxes[0]
-    image = datasets._resized(chelsea()[top : top + side, left : left + side])
+    image = builtin._resized(chelsea()[top : top + side, left : left + side])
     with torch.inference_mode():
-        probs = softmax(model(torch.from_numpy(datasets.preprocess(image[None]))).numpy())[0]
+        probs = softmax(model(torch.from_numpy(imagenet.preprocess(image[None]))).numpy())[0]
     top5 = np.argsort(-probs)[:5]
     assert top5[0] in CAT_CLASSES
     assert set(top5[:3]) == CAT_CLASSES
-    assert datasets.class_names()[281] == "tabby"
+    assert builtin.class_names()[281] == "tabby"
 
 
 @pytest.mark.parametrize("architecture", ["resnet9000"])

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks.core.records import TensorSpec
+from tasks.core.schema import TensorSpec
 from tasks.serving.kubernetes import k8s_objects, k8s_yaml, validate_k8s
 from tasks.serving.layout import layout_for, pointer_text, upload_order
 
@@ -185,7 +185,7 @@ def test_an_invalid_kubernetes_object_is_refused_with_the_schemas_message():
 @pytest.mark.parametrize("model", ["mobilenet_v2", "MobileNet.V2", "9lives", "keras-digits", "x" * 120, "a_b.C-9"])
 @pytest.mark.parametrize("target", ["onnxruntime", "openvino", "neuron-inf1", "tensorrt"])
 def test_every_object_name_for_any_model_name_the_dag_accepts_is_one_a_cluster_takes(model, target):
-    from tasks.core.records import check_safe_name
+    from tasks.core.schema import check_safe_name
     from tasks.serving.kubernetes import DNS_1035_LABEL, check_names
 
     check_safe_name(model, "model name")  # the DAG accepts it

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from tasks.core.files import local_path, sha256_file
-from tasks.core.records import PipelineParams
+from tasks.core.params import PipelineParams
 from tasks.sources.export import ModelLoadError, export_model
 from tasks.sources.pytorch import load_state_dict_model
 

@@ -25,7 +25,7 @@ def test_a_transformers_matmuls_are_counted_against_a_hand_count(tmp_path):
     """The built-in BERT-style encoder, exported as every PyTorch source is (dynamic batch axis): its MatMuls sit
     behind the shape arithmetic of the dynamic axis, which the count must see through."""
     from tasks.core.files import local_path
-    from tasks.core.records import PipelineParams
+    from tasks.core.params import PipelineParams
     from tasks.models import text_encoder as te
     from tasks.sources.export import export_model
 

@@ -13,8 +13,11 @@ from tasks import targets
 from tasks.compile.run import compile_config
 from tasks.core.cpu import has_native_bf16
 from tasks.core.files import local_path
-from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
+from tasks.core.results import BaselineResult, BenchmarkResult
 from tasks.core.storage import s3_client
+from tasks.datasets import builtin
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import ModelLoadError, export_model
 from tasks.validation.predictions import baseline_predictions, validate_artifact
@@ -116,9 +119,9 @@ def test_a_sequence_classifier_on_labelled_jsonl_is_judged_by_top_k(tmp_path):
     # int8 calibration: the built-in calibration sentences, or a file beside the data; never the texts themselves
     # (at least the 300 NNCF calibrates on by default, and none of them a validation sentence)
     assert plain.samples == 5 and plain.calibration_samples == 300 and "built-in" in plain.calibration_sources[0]
-    builtin_calibration = datasets._builtin_texts("calibration.txt")
+    builtin_calibration = builtin._builtin_texts("calibration.txt")
     assert len(set(builtin_calibration)) >= 300 and not set(builtin_calibration) & set(
-        datasets._builtin_texts("sentences.txt")
+        builtin._builtin_texts("sentences.txt")
     )
     (tmp_path / "texts.calibration.jsonl").write_text('{"text": "calibrate on this"}\n{"text": "and on this"}\n')
     beside = datasets.prepare(str(unlabelled), tmp_path / "d5", exported)

@@ -9,14 +9,10 @@ from tasks.compile.cache import cache_key
 from tasks.compile.run import compile_config
 from tasks.core.cpu import has_native_bf16
 from tasks.core.files import local_path
-from tasks.core.records import (
-    BaselineResult,
-    BenchmarkResult,
-    CompileConfig,
-    PipelineParams,
-    RetrainParams,
-    TensorSpec,
-)
+from tasks.core.params import PipelineParams, RetrainParams
+from tasks.core.records import CompileConfig
+from tasks.core.results import BaselineResult, BenchmarkResult
+from tasks.core.schema import TensorSpec
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import InputSpecError, ModelLoadError, export_model
 from tasks.stages.compile_pipeline.gate import gate_all

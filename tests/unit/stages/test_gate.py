@@ -2,15 +2,9 @@
 
 import json
 
-from tasks.core.records import (
-    BenchmarkPoint,
-    BenchmarkResult,
-    CompileConfig,
-    CompiledArtifact,
-    OutputCheck,
-    PipelineParams,
-    ValidationResult,
-)
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig, CompiledArtifact
+from tasks.core.results import BenchmarkPoint, BenchmarkResult, OutputCheck, ValidationResult
 from tasks.stages.compile_pipeline.gate import gate_all
 
 POINT = BenchmarkPoint(batch_size=4, throughput=100, latency_ms_p50=1, latency_ms_p90=1, latency_ms_p99=2, iterations=9)
@@ -114,7 +108,7 @@ def test_outputs_that_are_not_class_scores_are_judged_by_cosine_and_atol_rtol(tm
     assert out["int8"].gate_reasons == [
         "expect_column_values_to_be_between out_of_tolerance <= 0 (param atol, rtol): observed 0.25"
     ]
-    # an embedding is judged by its neighbours and its cosine (records.OUTPUT_RULES): a quarter of its values off
+    # an embedding is judged by its neighbours and its cosine (results.OUTPUT_RULES): a quarter of its values off
     # by atol and rtol is information, where recall@5 and the cosine hold
     embedding = {**close, "out_of_tolerance": 0.25, "neighbour_recall": 0.95, "rule": "embedding"}
     assert _gate(tmp_path, {"int8": embedding})["int8"].gate == "pass"

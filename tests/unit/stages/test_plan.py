@@ -4,9 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.core.cpu import has_native_bf16
-from tasks.core.records import (
-    PipelineParams,
-)
+from tasks.core.params import PipelineParams
 from tasks.stages.compile_pipeline.plan import plan_configs
 
 BF16 = has_native_bf16()

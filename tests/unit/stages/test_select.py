@@ -1,12 +1,7 @@
 """Selection strategies over the gate-passing configs measured points."""
 
-from tasks.core.records import (
-    BenchmarkPoint,
-    BenchmarkResult,
-    CompileConfig,
-    CompiledArtifact,
-    ConfigOutcome,
-)
+from tasks.core.records import CompileConfig, CompiledArtifact
+from tasks.core.results import BenchmarkPoint, BenchmarkResult, ConfigOutcome
 from tasks.stages.compile_pipeline.gate import select
 
 

@@ -76,7 +76,9 @@ def test_each_target_compiles_and_predicts_like_the_baseline(
 def test_openvino_runs_requests_in_flight_from_its_async_queue_in_throughput_mode(exported, dataset_ref, tmp_path):
     """One request: the LATENCY hint; several: the THROUGHPUT hint; either way an AsyncInferQueue of that many
     requests, each of which says when it finished (its outputs stay in the request: the benchmark only times)."""
-    from tasks.benchmark.harness import Harness, Sweep, stream_loader_for
+    from tasks.benchmark.harness import stream_loader_for
+    from tasks.benchmark.sweep import Sweep
+    from tasks.benchmark.windows import Harness
 
     artifact = compile_config(exported, CompileConfig(target="openvino", precision="fp32"), tmp_path)
     target = targets.get("openvino")
@@ -209,7 +211,7 @@ def test_peak_memory_is_the_compilers_own_not_the_calling_workers(exported, tmp_
 def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_without_calibration(
     exported, dataset_ref, reference_logits, tmp_path, monkeypatch
 ):
-    from tasks.core.records import PipelineParams
+    from tasks.core.params import PipelineParams
     from tasks.datasets import calibration as calibration_file
     from tasks.targets import openvino_cpu
 

@@ -5,9 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from tasks.benchmark.harness import CopySweep, Harness, copy_counts
+from tasks.benchmark.sweep import CopySweep, copy_counts
+from tasks.benchmark.windows import Harness
 from tasks.compile.run import compile_config
-from tasks.core.records import CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
 from tasks.datasets import prepare as datasets
 from tasks.targets import get
 from tasks.targets.neuron import common

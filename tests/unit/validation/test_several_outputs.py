@@ -8,7 +8,9 @@ from onnx import helper, numpy_helper
 
 from tasks.compile.run import compile_config
 from tasks.core.files import local_path, tree_sha256
-from tasks.core.records import BaselineResult, BenchmarkResult, CompileConfig, PipelineParams
+from tasks.core.params import PipelineParams
+from tasks.core.records import CompileConfig
+from tasks.core.results import BaselineResult, BenchmarkResult
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model
 from tasks.stages.compile_pipeline.gate import gate_all
