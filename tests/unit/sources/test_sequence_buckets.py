@@ -30,7 +30,7 @@ from tests.unit.sources.test_huggingface import SENTENCES, _tiny_bert
 LONG = "the cat sat on the mat in the park and the dog ran on the mat today"  # 18 tokens with [CLS] and [SEP]
 
 
-class TracedOnCpu:
+class TracedOnCpu(targets_base.TargetDefaults):
     """Loads what the Neuron targets write (TorchScript + signature) with plain torch: the CPU side of the test."""
 
     def load(self, artifact, batch_size):
