@@ -62,6 +62,11 @@ NNCF, DYNAMIC = "NNCF", "Dynamic"
 CALIBRATION_METHODS = (NNCF, DYNAMIC, "MinMax", "Entropy", "Percentile")
 
 
+def nncf_flags(recipe: list[str]) -> list[str]:
+    """An NNCF recipe's flags as this CPU runs them: 7-bit weights where there is no VNNI (see nncf_quantise)."""
+    return recipe + ([] if has_vnni() else ["overflow_fix=enable"])
+
+
 class _Calibration:
     """Feeds calibration batches to ONNX Runtime's quantiser (its CalibrationDataReader protocol)."""
 
@@ -253,7 +258,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
                 f"unknown calibration method {method!r}; ONNX Runtime int8 has {', '.join(CALIBRATION_METHODS)}"
             )
         if method == NNCF:
-            return NNCF_INT8 + ([] if has_vnni() else ["overflow_fix=enable"])
+            return nncf_flags(NNCF_INT8)
         if method == DYNAMIC:
             return DYNAMIC_INT8 + ([] if has_vnni() else ["reduce_range"])
         return [*flags, f"calibrate={method}"] + ([] if has_vnni() else ["reduce_range"])
@@ -266,7 +271,7 @@ class OnnxRuntimeCPU(SingleFormatTarget):
         """The flags of ``config`` for this model: NNCF's int8 of a transformer is its transformer recipe."""
         flags = self.flags(config)
         if config.precision == "int8" and self.calibration_method(config) == NNCF and takes_tokens(exported):
-            return NNCF_TRANSFORMER_INT8 + flags[len(NNCF_INT8) :]
+            return nncf_flags(NNCF_TRANSFORMER_INT8)
         return flags
 
     def calibration_free(self, exported: ExportedModel, config: CompileConfig) -> bool:
