@@ -250,7 +250,7 @@ class PipelineParams(Record):
         title="Calibration samples",
         description="int8 calibration inputs, never drawn from the validation samples: built-in photos from "
         "scikit-image and scikit-learn photos not used for validation, the digits' training part, a .npz "
-        "file's calibration__<input> arrays, a text file's <name>.calibration.txt beside it.",
+        "file's calibration__<input> arrays, a text file's <name>.calibration.txt or <name>.calibration.jsonl beside it.",
         **_section(DATA),
     )
     calibration_method: Literal["NNCF", "Dynamic", "MinMax", "Entropy", "Percentile"] = Field(
