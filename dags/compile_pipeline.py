@@ -156,7 +156,7 @@ def compile_pipeline():
         )
         # Measured on a quiet host, as a careful engineer measures: the baseline's sweep once the class's compiles
         # are done, the configs' once its validations are (where one machine runs it all, a compile beside a sweep
-        # takes its cores: the demo's baseline measured 29 samples/s beside NNCF's quantiser, 44 to 57 alone).
+        # takes its cores, and the figure measures the compiler as much as the model).
         configs >> reference
         class_compiled >> reference
         class_validated >> class_measured

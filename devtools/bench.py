@@ -34,10 +34,11 @@ from tasks.benchmark.streams import ThreadStreams
 from tasks.benchmark.sweep import Sweep
 from tasks.benchmark.windows import Harness, measure_streams
 from tasks.core import settings as settings_module
-from tasks.core.files import local_path, write_json
+from tasks.core.files import local_path, write_atomic, write_json
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel
-from tasks.core.results import BaselineResult, BenchmarkPoint
+from tasks.core.results import BaselineResult, BenchmarkPoint, fmt
+from tasks.core.settings import PROJECT_ROOT
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model
 from tasks.stages.compile_pipeline.compile_config import compile_here
@@ -64,10 +65,6 @@ MODELS = {
 GRID_STREAMS = [1, 2, 4]
 # The exhaustive grid is measured as a careful engineer would by hand: longer windows, every point in full
 CAREFUL = Harness(window_s=1.0, race_windows=0)
-
-
-def _fmt(value, spec: str = ".1f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _point(p: BenchmarkPoint) -> str:
@@ -126,8 +123,8 @@ REFEREE_ROUNDS = 3
 
 def paired_referee(artifact, exported, inputs, point: BenchmarkPoint | None, harness: Harness):
     """The harness at its pick and the referee in turns, ``REFEREE_ROUNDS`` each, so that their ratio is the
-    harness's against the referee's, not the machine's drift between the sweep and the referee (figures here move
-    by 10 % in minutes): (harness's median, referee's median, how the referee ran)."""
+    harness's against the referee's, not the machine's drift between the sweep and the referee (a shared machine's
+    figures drift within minutes): (harness's median, referee's median, how the referee ran)."""
     if point is None or artifact.config.target not in ("openvino", "onnxruntime"):
         return None, None, ""
     target = targets.get(artifact.config.target)
@@ -153,7 +150,7 @@ def _again(sweep: Sweep, point: BenchmarkPoint) -> float | None:
 
 def in_turns(first: Callable[[], float | None], second: Callable[[], float | None]) -> tuple[float | None, ...]:
     """Two measurements taken in turns, ``REFEREE_ROUNDS`` each: their medians (None where every try failed), so
-    that they compare the two, not the machine's drift between them (figures here move by 10 % in minutes)."""
+    that they compare the two, not the machine's drift between them (a shared machine's figures drift)."""
     figures: tuple[list[float], list[float]] = ([], [])
     for _ in range(REFEREE_ROUNDS):
         for measure, measured in zip((first, second), figures, strict=True):
@@ -244,10 +241,10 @@ def bench_model(name: str, out: Path, harness: Harness, machine, log=print) -> d
         }
         table.append(row)
         mode = " ".join(f"{k}={v}" for k, v in best.runtime.items() if k != "OPTIMAL_NUMBER_OF_INFER_REQUESTS") or "-"
-        log(f"| {key} | {gate} | {_point(best)} | {mode} | {best.throughput:.1f} | {_fmt(beside)} | {_fmt(judged)} "
-            f"| {_fmt(row['harness_over_referee'], '.2f')} | {best.latency_ms_p99:.1f} "
-            f"| {row['speedup_vs_cpu']:.2f}x | {_fmt(row['tuned_over_naive'], '.2f')}x | {best.spread:.1%} "
-            f"| {_fmt(share and 100 * share)} | {' '.join(f'{u:.0f}' for u in best.utilisation)} |")  # fmt: skip
+        log(f"| {key} | {gate} | {_point(best)} | {mode} | {best.throughput:.1f} | {fmt(beside, '.1f')} | {fmt(judged, '.1f')} "
+            f"| {fmt(row['harness_over_referee'], '.2f')} | {best.latency_ms_p99:.1f} "
+            f"| {row['speedup_vs_cpu']:.2f}x | {fmt(row['tuned_over_naive'], '.2f')}x | {best.spread:.1%} "
+            f"| {fmt(share and 100 * share, '.1f')} | {' '.join(f'{u:.0f}' for u in best.utilisation)} |")  # fmt: skip
     for key, (_, _, how) in referees.items():
         if how:
             log(f"referee of {key}: {how}; in turns with the harness at its pick, {REFEREE_ROUNDS} rounds, medians")
@@ -314,13 +311,38 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_module.load()
     out = settings.home / "bench" / time.strftime("%Y%m%dT%H%M%S")
     machine = machines.context(settings.home / "machine", refresh=True)
-    print(f"machine: {machine.cpu_model}, {machine.cores_physical} cores ({machine.cores_logical} threads), "
-          f"measured matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in machine.peak_gflops.items()))  # fmt: skip
+    lines: list[str] = []
+
+    def log(line: str = "") -> None:  # printed, and kept for docs/benchmarks.md
+        print(line, flush=True)
+        lines.append(line)
+
+    log(f"machine: {machine.cpu_model}, {machine.cores_physical} cores ({machine.cores_logical} threads), "
+        f"measured matmul peak GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in machine.peak_gflops.items()))  # fmt: skip
     harness = Harness(window_s=args.window, race_windows=0 if args.no_race else Harness.race_windows)
-    results = [bench_model(name, out / name, harness, machine) for name in args.models.split(",")]
-    write_json(out / "bench.json", {"machine": machine.to_json(), "results": results})
-    print(f"\nfigures: {out / 'bench.json'}")
+    results = [bench_model(name, out / name, harness, machine, log) for name in args.models.split(",")]
+    measured_at = time.strftime("%Y-%m-%d %H:%M %Z")
+    write_json(out / "bench.json", {"machine": machine.to_json(), "measured_at": measured_at, "results": results})
+    title = f"### `make bench`, {args.models.replace(',', ', ')}, {machine.cpu_model} ({machine.cores_physical} cores), {measured_at}"
+    write_atomic(out / "bench.md", "\n".join([title, "", *lines, ""]))
+    add_to_figures(BENCHMARKS_DOC, title, lines)
+    print(f"\nfigures: {out / 'bench.json'}, {out / 'bench.md'}; added to {BENCHMARKS_DOC}")
     return 0
+
+
+BENCHMARKS_DOC = PROJECT_ROOT / "docs" / "benchmarks.md"
+FIGURES_HEADING = "## Figures"
+
+
+def add_to_figures(doc: Path, title: str, lines: list[str]) -> None:
+    """This run's figures at the top of the doc's Figures section, newest first, under a title naming the machine
+    and the date."""
+    text = doc.read_text() if doc.is_file() else f"# Benchmarks\n\n{FIGURES_HEADING}\n"
+    if FIGURES_HEADING not in text:
+        text = text.rstrip() + f"\n\n{FIGURES_HEADING}\n"
+    head, tail = text.split(FIGURES_HEADING, 1)
+    block = "\n".join([title, "", *lines, ""])
+    write_atomic(doc, f"{head}{FIGURES_HEADING}\n\n{block}\n{tail.lstrip(chr(10))}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tasks.benchmark.windows import Harness
 from tasks.core import settings as settings_module
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel, Status
-from tasks.core.results import BenchmarkResult, MachineContext
+from tasks.core.results import BenchmarkPoint, BenchmarkResult, MachineContext
 from tasks.core.store import artifact_dir
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
@@ -64,9 +64,10 @@ def run_sweep(
     device: str = "CPU",
     stream_loader: StreamLoader | None = None,
     sequence_length: int | None = None,
+    on_point: Callable[[BenchmarkPoint], None] | None = None,
 ) -> BenchmarkResult:
     inputs = _inputs(dataset_ref, max(batch_sizes), sequence_length)
-    sweep = Sweep(loader, inputs, harness, device, stream_loader)
+    sweep = Sweep(loader, inputs, harness, device, stream_loader, on_point)
     return _result(subject, sweep, batch_sizes)
 
 
@@ -98,7 +99,11 @@ def _timed(benchmark: Callable[..., BenchmarkResult]) -> Callable[..., Benchmark
 
 @_timed
 def benchmark_artifact(
-    artifact: CompiledArtifact, dataset_ref: DatasetRef, batch_sizes: list[int], harness: Harness | None = None
+    artifact: CompiledArtifact,
+    dataset_ref: DatasetRef,
+    batch_sizes: list[int],
+    harness: Harness | None = None,
+    on_point: Callable[[BenchmarkPoint], None] | None = None,
 ) -> BenchmarkResult:
     config = artifact.config
     if artifact.status != Status.OK:
@@ -114,6 +119,7 @@ def benchmark_artifact(
         if pinning:
             inputs = _inputs(dataset_ref, max(batch_sizes), config.sequence_length)
             sweep = CopySweep(artifact, inputs, harness, device, pinning.env, pinning.groups)
+            sweep.on_point = on_point
             return _result(config.key, sweep, batch_sizes)
         return run_sweep(
             config.key,
@@ -124,6 +130,7 @@ def benchmark_artifact(
             device,
             stream_loader_for(target, artifact),
             config.sequence_length,
+            on_point,
         )
     except Exception as exc:
         return BenchmarkResult(subject=config.key, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
@@ -131,8 +138,14 @@ def benchmark_artifact(
 
 @_timed
 def benchmark_baseline(
-    exported: ExportedModel, dataset_ref: DatasetRef, batch_sizes: list[int], harness: Harness | None = None
+    exported: ExportedModel,
+    dataset_ref: DatasetRef,
+    batch_sizes: list[int],
+    harness: Harness | None = None,
+    on_point: Callable[[BenchmarkPoint], None] | None = None,
 ) -> BenchmarkResult:
     """The source framework itself, with its own threading, measured by the same harness."""
     predict = load_reference(exported)
-    return run_sweep("baseline", lambda _batch_size: predict, dataset_ref, batch_sizes, harness or Harness())
+    return run_sweep(
+        "baseline", lambda _batch_size: predict, dataset_ref, batch_sizes, harness or Harness(), on_point=on_point
+    )

@@ -8,7 +8,7 @@ convolution kernel can beat a plain GEMM by a few percent, and on a shared machi
 neighbour lowers it. Measured once per host and CPU and kept under the pipeline home; tasks
 that start together on a new host wait for one measurement (a file lock) instead of each
 running their own on the same cores. Only precisions the CPU runs in hardware are measured
-(bf16 emulated on AVX2 runs at about 1 GFLOP/s: minutes per matmul, and no peak worth the name),
+(bf16 emulated on AVX2 is orders of magnitude slower: minutes per matmul, and no peak worth the name),
 and each size stops repeating after a time budget.
 """
 

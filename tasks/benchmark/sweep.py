@@ -35,8 +35,10 @@ class Sweep:
         harness: Harness,
         device: str = "CPU",
         stream_loader: StreamLoader | None = None,
+        on_point: Callable[[BenchmarkPoint], None] | None = None,
     ):
         self.loader, self.inputs, self.harness, self.device = loader, inputs, harness, device
+        self.on_point = on_point  # told each point as it is measured: a long sweep says how far along it is
         # a runtime that serves many requests from one instance in a mode chosen by how many (OpenVINO's
         # THROUGHPUT hint) is loaded per point, not per stream
         self.stream_loader = stream_loader
@@ -73,6 +75,8 @@ class Sweep:
             self.notes.append(f"{self.describe((batch_size, *shape))} failed: {type(exc).__name__}: {exc}"[:300])
             return None
         self.points.append(point)
+        if self.on_point is not None:
+            self.on_point(point)
         return point
 
     def _walk(self, steps: list[tuple[int, ...]], what: str, best: BenchmarkPoint | None) -> BenchmarkPoint | None:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -75,8 +76,15 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def _run_worker(request_path: Path, log_path: Path, timeout_s: int, memory_mb: int) -> tuple[int | None, str, int]:
-    """Run the compile worker; (return code or None if stopped, why it was stopped, peak tree RSS in bytes)."""
+Heartbeat = Callable[[float], None]
+HEARTBEAT_S = 20  # how often a long compile says it is still running (``heartbeat``)
+
+
+def _run_worker(
+    request_path: Path, log_path: Path, timeout_s: int, memory_mb: int, heartbeat: Heartbeat | None = None
+) -> tuple[int | None, str, int]:
+    """Run the compile worker; (return code or None if stopped, why it was stopped, peak tree RSS in bytes).
+    ``heartbeat`` is called with the seconds so far every HEARTBEAT_S while it runs."""
     env = dict(
         os.environ,
         PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
@@ -85,6 +93,7 @@ def _run_worker(request_path: Path, log_path: Path, timeout_s: int, memory_mb: i
     limit = memory_mb * 1024 * 1024
     peak, stopped = 0, ""
     started = time.monotonic()
+    next_beat = HEARTBEAT_S
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "tasks.compile.worker", str(request_path)],
@@ -101,6 +110,9 @@ def _run_worker(request_path: Path, log_path: Path, timeout_s: int, memory_mb: i
                 pass
             rss = _tree_rss(child.pid)
             peak = max(peak, rss)
+            if heartbeat is not None and time.monotonic() - started >= next_beat:
+                heartbeat(time.monotonic() - started)
+                next_beat += HEARTBEAT_S
             if rss > limit:
                 stopped = f"compiler exceeded {memory_mb} MiB (resident {rss / 2**20:.0f} MiB when stopped)"
             elif time.monotonic() - started > timeout_s:
@@ -120,6 +132,7 @@ def compile_config(
     memory_mb: int = DEFAULT_MEMORY_MB,
     cache: LocalCache | S3Cache | None = None,
     calibration: str | Path | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> CompiledArtifact:
     """Compile ``config`` (or take it from ``cache``); a failure is returned as a ``failed`` artifact, not raised.
 
@@ -224,7 +237,7 @@ def compile_config(
     try:
         request_path.write_text(json.dumps(request))
         for attempt in range(1, KILLED_COMPILER_ATTEMPTS + 1):
-            returncode, stopped, peak = _run_worker(request_path, log_path, timeout_s, memory_mb)
+            returncode, stopped, peak = _run_worker(request_path, log_path, timeout_s, memory_mb, heartbeat)
             if stopped or returncode is None or returncode >= 0 or attempt == KILLED_COMPILER_ATTEMPTS:
                 break
             # Killed by a signal this stage did not send (the OOM killer, an operator): once more, from scratch.

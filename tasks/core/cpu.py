@@ -1,7 +1,7 @@
 """What this CPU can do natively, read from ``/proc/cpuinfo``: which reduced precisions run in hardware.
 
-On a CPU without them a runtime emulates the precision (PyTorch's bf16 matmul on AVX2 runs at about
-1 GFLOP/s against 100 in fp32) or silently falls back to fp32, so a config in that precision measures nothing
+On a CPU without them a runtime emulates the precision (PyTorch's bf16 matmul on AVX2 runs orders of
+magnitude slower than fp32) or silently falls back to fp32, so a config in that precision measures nothing
 worth having; the plan skips it and says why.
 """
 

@@ -9,14 +9,12 @@ its address and the retries, and what to check.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import Timeout
 
-from tasks.core import settings as settings_module
 from tasks.core.settings import Settings
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
@@ -72,14 +70,3 @@ def named_unreachable(settings: Settings) -> Iterator[None]:
         if message:
             raise ServiceUnreachable(message) from exc
         raise
-
-
-def names_unreachable(function):
-    """Decorator form of :func:`named_unreachable`, with the settings of the environment at call time."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with named_unreachable(settings_module.load()):
-            return function(*args, **kwargs)
-
-    return wrapper

@@ -75,7 +75,7 @@ class CompileConfig(Record):
     batch_size: int | None = None  # None: the artifact accepts any batch size
     pipeline_cores: int | None = None  # Neuron inf1 pipeline mode; None: the pipelining guide's default
     # Accuracy-aware int8: the largest loss of the gate's own figures, on the calibration inputs, that the quantiser
-    # may leave before it keeps layers in higher precision ({"top1_probability_shift": .., "cosine": ..}), and the
+    # may leave before it keeps layers in higher precision (results.quantiser_tolerance), and the
     # output labels judge (set by the compile stage from the dataset: class scores, else every output by cosine).
     quantiser_tolerance: dict[str, float] = Field(default_factory=dict)
     judged_output: str | None = None

@@ -48,7 +48,7 @@ class Settings:
     serving_s3_endpoint_url: str | None = None
     serving_region: str = ""
     # "required": promotion first proves that the pipeline's MLflow login cannot write the approved model (approval
-    # is a control, tasks.serving.review); "convention": a registry without logins (the local services), where
+    # is a control, tasks.registry.review); "convention": a registry without logins (the local services), where
     # nothing can be a control, and promotion says so.
     approval_control: str = "required"
 

@@ -12,6 +12,7 @@ from tasks.core.settings import Settings
 from tasks.core.storage import error_code, region
 from tasks.serving import kubernetes
 from tasks.serving import layout as serving_layout
+from tasks.serving.records import ServingPointer
 from tasks.serving.store import PromotionError, Store
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): botocore.
@@ -19,7 +20,7 @@ from tasks.serving.store import PromotionError, Store
 K8S_DIR = "k8s"
 
 
-def point_serving(settings: Settings, model: str, number: int, rollback: bool = False) -> dict:
+def point_serving(settings: Settings, model: str, number: int, rollback: bool = False) -> ServingPointer:
     """Move the runtime's pointer to committed version ``number`` and write its Kubernetes objects.
 
     The pointer moves forward only: a version at or below the one already served leaves it where it is
@@ -51,16 +52,16 @@ def point_serving(settings: Settings, model: str, number: int, rollback: bool = 
     k8s_key = f"{K8S_DIR}/{number}.yaml"
     store.client.put_object(Bucket=store.bucket, Key=store.root + k8s_key, Body=kubernetes.k8s_yaml(objects).encode())
     served = _move_pointer(store, layout.pointer_file, pointer, number, rollback)
-    return {
-        "model": model,
-        "version": number,
-        "served_version": served,
-        "moved": served == number,
-        "runtime": layout.runtime,
-        "pointer_uri": store.uri(layout.pointer_file),
-        "k8s_uri": store.uri(k8s_key),
-        "pointer": pointer,
-    }
+    return ServingPointer(
+        model=model,
+        version=number,
+        served_version=served,
+        moved=served == number,
+        runtime=layout.runtime,
+        pointer_uri=store.uri(layout.pointer_file),
+        k8s_uri=store.uri(k8s_key),
+        pointer=pointer,
+    )
 
 
 POINTER_VERSION = "serving-version"  # object metadata of the pointer: the serving version it names

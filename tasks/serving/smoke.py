@@ -16,24 +16,16 @@ from tasks import targets
 from tasks.core.batching import ArrayInputs, match_outputs, run_batched
 from tasks.core.files import sha256_file, to_uri
 from tasks.core.records import CompileConfig, CompiledArtifact
-from tasks.core.schema import Record
+from tasks.core.results import said
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
+from tasks.serving.records import SmokeResult
 from tasks.serving.store import PromotionError, Store
-from tasks.validation.metrics import closeness, top_k_agreement
+from tasks.validation.metrics import differs, served_as_validated
 
 SMOKE_BATCH = 8
 # The same runtime on the same files: only batch-size-dependent kernels may differ.
 SMOKE_ATOL, SMOKE_RTOL = 1e-3, 1e-3
-
-
-class SmokeResult(Record):
-    model: str
-    version: int
-    samples: int
-    files_verified: int
-    max_abs_diff: float
-    top5_agreement: float | None = None  # class outputs only
 
 
 def download_version(settings: Settings, model: str, number: int, dest: Path) -> CompiledArtifact:
@@ -83,30 +75,24 @@ def smoke_test(
         outputs = match_outputs(outputs, list(recorded), f"{model} version {number}")
     except ValueError as exc:
         raise PromotionError(str(exc)) from exc
-    max_abs_diff, agreements = 0.0, []
+    checks = []
     for name, expected in recorded.items():
         got = outputs[name]
         if got.shape != expected.shape:
             raise PromotionError(
                 f"{model} version {number} output {name!r} is shaped {got.shape}, validation recorded {expected.shape}"
             )
-        close = closeness(got, expected, SMOKE_ATOL, SMOKE_RTOL)
-        agreement = None
-        if got.ndim == 2 and got.shape[1] >= 5:
-            agreement = top_k_agreement(got, expected)
-            agreements.append(agreement)
-        if close["out_of_tolerance"] > 0 or (agreement is not None and agreement < 1.0):
+        check = served_as_validated(name, got, expected, SMOKE_ATOL, SMOKE_RTOL)
+        if differs(check):
             raise PromotionError(
-                f"{model} version {number} from S3 predicts differently from validation on output {name!r}: max abs "
-                f"diff {close['max_abs_diff']:.3g}, {close['out_of_tolerance']:.1%} of values out of tolerance, "
-                f"top-5 agreement {agreement}"
+                f"{model} version {number} from S3 predicts differently from validation on output {name!r}: "
+                f"{said(check)} (tolerance atol {SMOKE_ATOL}, rtol {SMOKE_RTOL})"
             )
-        max_abs_diff = max(max_abs_diff, close["max_abs_diff"])
+        checks.append(check)
     return SmokeResult(
         model=model,
         version=number,
         samples=len(next(iter(recorded.values()))),
         files_verified=len(artifact.files),
-        max_abs_diff=max_abs_diff,
-        top5_agreement=min(agreements) if agreements else None,
+        outputs=checks,
     )

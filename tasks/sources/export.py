@@ -18,12 +18,12 @@ import numpy as np
 
 from tasks.core import settings as settings_module
 from tasks.core.files import inside, local_path
-from tasks.core.mlflow_client import client
 from tasks.core.params import PipelineParams
 from tasks.core.records import ExportedModel
 from tasks.core.schema import TensorSpec
 from tasks.core.storage import error_code, s3_client, split_s3_uri
 from tasks.core.store import IntegrityError, StoreError, fetch
+from tasks.registry.client import client
 from tasks.sources import SOURCE_MODULES, names
 from tasks.sources.flops import count_onnx
 from tasks.sources.graph_digest import ONNX_FORMAT, onnx_graph_sha256

@@ -1,9 +1,11 @@
-"""How a DAG task runs a stage: JSON from XCom in, typed records to the stage function, its result (or its
-error) put in the run store under ``<run>/stages/<task>[-<config>].json`` and returned as JSON.
+"""How a DAG task runs a stage: JSON from XCom in, typed records to the stage function, its result returned as
+JSON; a failure said as a ``<stage> FAILED: <reason>`` progress line, an unreachable MLflow or S3 named as such.
 
-A stage is a plain function on records, decorated with :func:`stage`; its name is the DAG task's and the
-saved file's, so the run report can say what each stage produced and which one failed, and why, whether
-or not later stages ran.
+A stage is a plain function on records, decorated with :func:`stage`; its name is the DAG task's. A stage of a
+compile run (its first argument ``ctx: RunContext``) also puts its result (or its error) in the run store under
+``<run>/stages/<task>[-<config>].json``, so the run report can say what each stage produced and which one failed,
+and why, whether or not later stages ran. promote_model's stages have no run store: their records travel by XCom
+only, and Airflow's log keeps their errors.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
 import time
 import traceback
 import typing
@@ -50,6 +53,12 @@ def progress(stage: str, message: str) -> None:
     print(f"{PROGRESS_MARK} {stage:<15} {message}", flush=True)
 
 
+def points_said(stage: str, subject: str) -> Callable[[Any], None]:
+    """A sweep's progress, each benchmark point as it is measured: a sweep takes minutes, and says how far along."""
+    counted = itertools.count(1)
+    return lambda point: progress(stage, f"{subject}: point {next(counted)}, {point.summary}")
+
+
 @contextlib.contextmanager
 def failure_said(stage: str, key: str = "") -> Iterator[None]:
     """A stage's failure said as a progress line too, so that the console of ``make demo`` and ``make dag-test``
@@ -62,7 +71,7 @@ def failure_said(stage: str, key: str = "") -> Iterator[None]:
 
 
 def says_failure(stage: str) -> Callable:
-    """:func:`failure_said` around a stage function that takes and returns plain dicts (promote_model's)."""
+    """:func:`failure_said` around a stage function that takes and returns plain dicts (retrain_to_deploy's)."""
 
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -76,6 +85,14 @@ def says_failure(stage: str) -> Callable:
 
 
 @contextlib.contextmanager
+def said(stage: str, key: str = "") -> Iterator[None]:
+    """A stage's failure said as a progress line (:func:`failure_said`), an unreachable MLflow or S3 named as such
+    (:func:`tasks.core.faults.named_unreachable`)."""
+    with failure_said(stage, key), named_unreachable(settings_module.load()):
+        yield
+
+
+@contextlib.contextmanager
 def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
     """Save a stage's exception (type, message, traceback, when) in the run store before it propagates.
 
@@ -84,7 +101,7 @@ def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
     base = stage_file(run_uri, stage, key)
     store.delete(f"{base}.error.json")
     try:
-        with failure_said(stage, key), named_unreachable(settings_module.load()):
+        with said(stage, key):
             yield
     except OtherHostError:
         raise  # nothing of the run can be written from here either: the task's log holds the reason
@@ -98,10 +115,12 @@ def recorded(run_uri: str, stage: str, key: str = "") -> Iterator[None]:
 
 
 def stage(name: str, key: Callable[..., str] | None = None):
-    """Make ``fn(ctx: RunContext, ...) -> Record`` callable with JSON: each argument is validated into the type
-    its annotation names, the result is saved under the run directory and returned as JSON.
+    """Make ``fn(...) -> Record`` callable with JSON: each argument is validated into the type its annotation names,
+    the result is returned as JSON, and a failure is said (:func:`said`).
 
-    ``key`` names the mapped instance (a config) from the typed arguments: ``<name>-<key>.json``.
+    A stage with ``ctx: RunContext`` (compile_pipeline's) also saves its result, or its error, under the run
+    directory; ``key`` names the mapped instance (a config) from the typed arguments: ``<name>-<key>.json``.
+    A stage without one (promote_model's) has no run store; a bad argument is said as its failure too.
     """
 
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -109,11 +128,18 @@ def stage(name: str, key: Callable[..., str] | None = None):
         hints = typing.get_type_hints(fn)
         adapters = {param: TypeAdapter(hints[param]) for param in signature.parameters}
         result_adapter = TypeAdapter(hints["return"])
+        in_run = hints.get("ctx") is RunContext
+
+        def typed_arguments(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            bound = signature.bind(*args, **kwargs)
+            return {param: adapters[param].validate_python(value) for param, value in bound.arguments.items()}
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind(*args, **kwargs)
-            typed = {param: adapters[param].validate_python(value) for param, value in bound.arguments.items()}
+            if not in_run:
+                with said(name):
+                    return result_adapter.dump_python(fn(**typed_arguments(*args, **kwargs)), mode="json")
+            typed = typed_arguments(*args, **kwargs)
             ctx: RunContext = typed["ctx"]
             instance = key(**typed) if key else ""
             with recorded(ctx.run_uri, name, instance):
@@ -125,7 +151,3 @@ def stage(name: str, key: Callable[..., str] | None = None):
         return run
 
     return wrap
-
-
-def fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)

@@ -158,16 +158,6 @@ def calibration_items(calibration: dict[str, np.ndarray] | None, names: list[str
 QUANTISER_SHARE = 0.5
 
 
-def quantiser_tolerance(params: PipelineParams) -> dict[str, float]:
-    """The gate's allowances an accuracy-aware quantiser measures its figures against (metrics.quantiser_quality):
-    how far the gate lets the top-1 probability move, the lowest cosine fall below 1 and recall@5 below 1."""
-    return {
-        "top1_probability_shift": round(params.max_top1_probability_shift, 6),
-        "cosine": round(1 - params.min_cosine, 6),
-        "neighbour_recall": round(1 - params.min_neighbour_recall, 6),
-    }
-
-
 def takes_tokens(exported: ExportedModel) -> bool:
     """A transformer, as quantisers tell one: a model that takes token ids. NNCF's transformer recipe
     (``model_type=TRANSFORMER``) is written for these."""

@@ -82,7 +82,7 @@ class InductorCPU(SingleFormatTarget):
         return triton.layout(files, PACKAGE_FILE, "pytorch")
 
     def precision_missing(self, precision: str) -> str:
-        # PyTorch emulates bf16 where the CPU lacks it: about 1 GFLOP/s, a hundredth of fp32
+        # PyTorch emulates bf16 where the CPU lacks it, orders of magnitude slower than fp32
         return bf16_missing() if precision == "bf16" else ""
 
     def available(self) -> tuple[bool, str]:

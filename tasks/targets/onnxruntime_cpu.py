@@ -1,14 +1,13 @@
 """ONNX Runtime on CPU: fp32 with offline graph optimisation, int8 by static QDQ quantisation.
 
 int8 is a QDQ model in the form ONNX Runtime's quantisation guide asks for: unsigned 8-bit activations and signed
-weights (U8S8, the x86 kernels' fast path: S8S8 ran MobileNetV2 at 347 samples/s here against U8S8's 565, with the
-same accuracy), weights per channel, activations per tensor (what QLinearConv takes), and 7-bit weights on x86 CPUs
+weights (U8S8, the x86 kernels' fast path, faster than S8S8 at the same accuracy), weights per channel, activations per tensor (what QLinearConv takes), and 7-bit weights on x86 CPUs
 without VNNI, where U8S8 multiplies can saturate.
 
 By default NNCF's post-training quantisation writes it (``calibration_method`` NNCF): its fast bias correction
 undoes the shift that quantised depthwise convolutions put on their outputs, which ONNX Runtime's own quantiser
-does not (on MobileNetV2 the latter changed the top class of a quarter of the photos, whatever its calibration
-method; excluding the noisiest operators found by its QDQ debugging did not mend it). NNCF writes signed
+does not (on MobileNetV2 the latter changes the top class of many photos, whatever its calibration method;
+excluding the noisiest operators found by its QDQ debugging does not mend it). NNCF writes signed
 activations where a range goes below zero and keeps clips before their quantisers, as OpenVINO wants them; the
 same values are then written as ONNX Runtime's kernels take them (see :func:`for_onnxruntime_kernels`). ONNX
 Runtime's own static quantiser stays a run param (calibration MinMax, Entropy or Percentile).
@@ -16,9 +15,9 @@ Runtime's own static quantiser stays a run param (calibration MinMax, Entropy or
 Models that take tokens (transformers) get NNCF's transformer recipe (``model_type=TRANSFORMER``: SmoothQuant, the
 attention patterns, symmetric weights with asymmetric activations), static QDQ like the rest. ONNX Runtime's guide
 recommends dynamic quantisation for transformers, which stays a run param (``calibration_method`` Dynamic: int8
-weights, activations scaled per batch at run time, no calibration data); on all-MiniLM-L6-v2 with 300 calibration
-sentences the recipe kept the lowest cosine at 0.997 and recall@5 at 0.95, where dynamic fell to 0.988 and failed the
-gate, at about the same speed (ONNX Runtime's own static quantiser took the embeddings to a cosine of 0.27).
+weights, activations scaled per batch at run time, no calibration data); on all-MiniLM-L6-v2 the recipe passes the
+gate's cosine and recall@5 where dynamic quantisation fails its cosine, at about the same speed, and ONNX Runtime's
+own static quantiser ruins the embeddings (docs/benchmarks.md).
 """
 
 from __future__ import annotations

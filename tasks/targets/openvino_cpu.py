@@ -9,10 +9,10 @@ layers left in float.
 
 A transformer (a model that takes tokens) is quantised with NNCF's transformer recipe instead, as OpenVINO's and
 optimum-intel's authors quantise BERT-like models: ``model_type=TRANSFORMER`` (SmoothQuant, the attention
-patterns, symmetric weights with asymmetric activations), plain post-training quantisation. Measured on
-all-MiniLM-L6-v2 (256 tokens, 300 calibration sentences, 2 cores): the restorer ranked its 49 quantisers in 4 min
-48 s per round, and reverting the worst ones to float moved recall@5 on the calibration sentences down, not up
-(near-tie noise, not a layer's error), while the recipe alone passes the gate.
+patterns, symmetric weights with asymmetric activations), plain post-training quantisation. On all-MiniLM-L6-v2
+the restorer takes minutes per round to rank its quantisers, and reverting the worst ones to float moves recall@5
+on the calibration sentences down, not up (near-tie noise, not a layer's error), while the recipe alone passes
+the gate (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 from tasks.core.batching import Done, Predict
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
+from tasks.core.results import quantiser_tolerance
 from tasks.core.schema import TensorSpec
 from tasks.core.store import artifact_dir
 from tasks.serving.runtimes import openvino_server
@@ -36,7 +37,6 @@ from tasks.targets.base import (
     ServingLayout,
     SingleFormatTarget,
     calibration_items,
-    quantiser_tolerance,
     takes_tokens,
 )
 from tasks.validation.metrics import quantiser_quality

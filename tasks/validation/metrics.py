@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from tasks.core.results import OutputCheck
+from tasks.validation.uncertainty import interval
+
 RELATIVE_EPS = 1e-6  # in |a - b| / (|b| + eps): zero reference outputs do not divide by zero
 
 
@@ -194,8 +197,97 @@ def quantiser_quality(
         )
     shares = []
     for name, expected in reference.items():
-        shares.append(used("cosine", 1 - float(cosines(outputs[name], expected).min())))
+        shares.append(used("cosine_min", 1 - float(cosines(outputs[name], expected).min())))
         recall = neighbour_recall(outputs[name], expected) if output_rule(expected, False) == "embedding" else None
         if recall is not None:
             shares.append(used("neighbour_recall", 1 - recall))
     return 1 - max(shares)
+
+
+def compare_output(
+    name: str,
+    outputs: np.ndarray,
+    reference: np.ndarray,
+    atol: float,
+    rtol: float,
+    class_scores: bool,
+    groups: np.ndarray | None = None,
+) -> OutputCheck:
+    """One output against the baseline's, by the rule that fits it: class scores by whether the top class is kept
+    (top-1 agreement, the baseline's top class within the compiled top 5), how far its probability moved, and
+    top-5 set agreement (information: it measures the order of the tail); embeddings by retrieval (recall@5 and the
+    rank correlation of similarities) and cosine; a few values per sample by error alone; other tensors by cosine
+    and error. A constant or non-finite output is measured as such, for the gate to name. Each share and mean comes
+    with its 95 % interval, resampling the samples' ``groups`` (their sources)."""
+    if outputs.shape != reference.shape:
+        raise ValueError(f"output {name!r} is shaped {outputs.shape}, the baseline's {reference.shape}")
+    rule = output_rule(outputs, class_scores)
+    nonfinite = int((~np.isfinite(outputs)).sum())
+    if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
+        return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite, rule=rule)
+    agreement: dict[str, float | None] = {}
+    per_sample: dict[str, np.ndarray | None] = {}
+    if class_scores:
+        per_sample = {
+            "top1_agreement": top1_kept(outputs, reference),
+            "top1_in_top5": top1_in_top5_kept(outputs, reference),
+            "top1_probability_shift": top1_probability_shifts(outputs, reference),
+        }
+        agreement = {"top5_agreement": top_k_agreement(outputs, reference)}
+    elif rule == "embedding":
+        per_sample = {"neighbour_recall": neighbours_kept(outputs, reference)}
+        agreement = {"similarity_rank_correlation": similarity_rank_correlation(outputs, reference)}
+    agreement |= {figure: None if values is None else float(np.mean(values)) for figure, values in per_sample.items()}
+    intervals = {figure: interval(values, groups) for figure, values in per_sample.items() if values is not None}
+    close = closeness(outputs, reference, atol, rtol)
+    if rule == "values":
+        close["cosine_min"] = None
+    return OutputCheck(
+        name=name,
+        class_scores=class_scores,
+        rule=rule,
+        constant=is_constant(outputs),
+        intervals={figure: bounds for figure, bounds in intervals.items() if bounds is not None},
+        **agreement,
+        **close,
+    )
+
+
+def label_deltas(
+    scores: np.ndarray,
+    base_scores: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    accuracy_top1_top5: tuple[float, float],
+    base_top1_top5: tuple[float, float],
+) -> dict:
+    """Top-1 and top-5 accuracy of the compiled class scores minus the baseline's, in percentage points, with
+    their 95 % intervals: paired, each sample's hit against the baseline's hit on it, resampled by source."""
+    k5 = min(5, scores.shape[1])
+    intervals = {
+        f"top{k}_delta": interval(
+            hits(scores, labels, width).astype(int) - hits(base_scores, labels, width).astype(int), groups, scale=100
+        )
+        for k, width in ((1, 1), (5, k5))
+    }
+    (top1, top5), (base_top1, base_top5) = accuracy_top1_top5, base_top1_top5
+    return {
+        "top1_delta": round(100 * (top1 - base_top1), 4),
+        "top5_delta": round(100 * (top5 - base_top5), 4),
+        "intervals": {figure: bounds for figure, bounds in intervals.items() if bounds is not None},
+    }
+
+
+def served_as_validated(name: str, served: np.ndarray, validated: np.ndarray, atol: float, rtol: float) -> OutputCheck:
+    """A served version's output against the one recorded at validation (the same runtime on the same files): its
+    closeness, and for class scores the top-5 sets."""
+    class_scores = served.ndim == 2 and served.shape[1] >= 5
+    agreement = top_k_agreement(served, validated) if class_scores else None
+    close = closeness(served, validated, atol, rtol)
+    rule = output_rule(served, class_scores)
+    return OutputCheck(name=name, class_scores=class_scores, rule=rule, top5_agreement=agreement, **close)
+
+
+def differs(check: OutputCheck) -> bool:
+    """A served output that is not what validation recorded: a value out of tolerance, or a top-5 set changed."""
+    return bool(check.out_of_tolerance) or (check.top5_agreement is not None and check.top5_agreement < 1.0)

@@ -11,26 +11,12 @@ from tasks.core import store
 from tasks.core.batching import VALIDATION_BATCH, match_outputs, run_batched
 from tasks.core.files import file_ref, local_path
 from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel, FileRef, Status
-from tasks.core.results import BaselineResult, ClassScore, OutputCheck, Predictions, ValidationResult
+from tasks.core.results import BaselineResult, ClassScore, Predictions, ValidationResult
 from tasks.core.store import artifact_dir, fetch
 from tasks.datasets import bind
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import load_reference
-from tasks.validation.metrics import (
-    accuracy,
-    closeness,
-    hits,
-    is_constant,
-    neighbours_kept,
-    output_rule,
-    similarity_rank_correlation,
-    softmax,
-    top1_in_top5_kept,
-    top1_kept,
-    top1_probability_shifts,
-    top_k_agreement,
-)
-from tasks.validation.uncertainty import interval
+from tasks.validation.metrics import accuracy, compare_output, label_deltas, softmax
 
 
 def save_outputs(outputs: dict[str, np.ndarray], path: Path) -> FileRef:
@@ -98,55 +84,6 @@ def baseline_predictions(exported: ExportedModel, dataset_ref: DatasetRef, out_d
     return summarise(outputs, data, Path(out_dir) / "baseline.outputs.npz")
 
 
-def compare_output(
-    name: str,
-    outputs: np.ndarray,
-    reference: np.ndarray,
-    atol: float,
-    rtol: float,
-    class_scores: bool,
-    groups: np.ndarray | None = None,
-) -> OutputCheck:
-    """One output against the baseline's, by the rule that fits it: class scores by whether the top class is kept
-    (top-1 agreement, the baseline's top class within the compiled top 5), how far its probability moved, and
-    top-5 set agreement (information: it measures the order of the tail); embeddings by retrieval (recall@5 and the
-    rank correlation of similarities) and cosine; a few values per sample by error alone; other tensors by cosine
-    and error. A constant or non-finite output is measured as such, for the gate to name. Each share and mean comes
-    with its 95 % interval, resampling the samples' ``groups`` (their sources)."""
-    if outputs.shape != reference.shape:
-        raise ValueError(f"output {name!r} is shaped {outputs.shape}, the baseline's {reference.shape}")
-    rule = output_rule(outputs, class_scores)
-    nonfinite = int((~np.isfinite(outputs)).sum())
-    if nonfinite:  # measured, not raised: the gate's no-NaN expectation names the count
-        return OutputCheck(name=name, class_scores=class_scores, nonfinite=nonfinite, rule=rule)
-    agreement: dict[str, float | None] = {}
-    per_sample: dict[str, np.ndarray | None] = {}
-    if class_scores:
-        per_sample = {
-            "top1_agreement": top1_kept(outputs, reference),
-            "top1_in_top5": top1_in_top5_kept(outputs, reference),
-            "top1_probability_shift": top1_probability_shifts(outputs, reference),
-        }
-        agreement = {"top5_agreement": top_k_agreement(outputs, reference)}
-    elif rule == "embedding":
-        per_sample = {"neighbour_recall": neighbours_kept(outputs, reference)}
-        agreement = {"similarity_rank_correlation": similarity_rank_correlation(outputs, reference)}
-    agreement |= {figure: None if values is None else float(np.mean(values)) for figure, values in per_sample.items()}
-    intervals = {figure: interval(values, groups) for figure, values in per_sample.items() if values is not None}
-    close = closeness(outputs, reference, atol, rtol)
-    if rule == "values":
-        close["cosine_min"] = None
-    return OutputCheck(
-        name=name,
-        class_scores=class_scores,
-        rule=rule,
-        constant=is_constant(outputs),
-        intervals={figure: bounds for figure, bounds in intervals.items() if bounds is not None},
-        **agreement,
-        **close,
-    )
-
-
 def in_bucket(
     data: datasets.LoadedDataset, reference: dict[str, np.ndarray], length: int
 ) -> tuple[datasets.LoadedDataset, dict[str, np.ndarray]]:
@@ -203,6 +140,7 @@ def validate_artifact(
         predictions = summarise(outputs, data, Path(out_dir) / f"{config.key}.outputs.npz")
     except Exception as exc:
         return ValidationResult(config=config, status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}")
+    base_top1 = base_top5 = None
     if base.class_output is not None and predictions.top5 is not None:
         base_top1, base_top5 = base.top1, base.top5
         if predictions.samples != base.samples:  # a bucket's fitting samples: the baseline on those same samples
@@ -210,24 +148,11 @@ def validate_artifact(
             base_top1 = accuracy(scores, data.labels, 1)
             base_top5 = accuracy(scores, data.labels, min(5, scores.shape[1]))
         scores, base_scores = outputs[base.class_output], reference[base.class_output]
-        k5 = min(5, scores.shape[1])
-        # paired: each sample's hit against the baseline's hit on it, resampled by source
-        delta_intervals = {
-            f"top{k}_delta": interval(
-                hits(scores, data.labels, width).astype(int) - hits(base_scores, data.labels, width).astype(int),
-                data.groups,
-                scale=100,
-            )
-            for k, width in ((1, 1), (5, k5))
-        }
+        deltas = label_deltas(scores, base_scores, data.labels, data.groups, (predictions.top1, predictions.top5),
+                              (base_top1, base_top5))  # fmt: skip
+        intervals = deltas.pop("intervals")
         checks = [
-            check.model_copy(
-                update={
-                    "top1_delta": round(100 * (predictions.top1 - base_top1), 4),
-                    "top5_delta": round(100 * (predictions.top5 - base_top5), 4),
-                    "intervals": {**check.intervals, **{f: b for f, b in delta_intervals.items() if b is not None}},
-                }
-            )
+            check.model_copy(update={**deltas, "intervals": {**check.intervals, **intervals}})
             if check.class_scores
             else check
             for check in checks
@@ -238,4 +163,6 @@ def validate_artifact(
         predictions=predictions,
         outputs=checks,
         truncated_share=dataset_ref.truncated_share,
+        baseline_top1=base_top1,
+        baseline_top5=base_top5,
     )

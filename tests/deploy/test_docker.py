@@ -195,7 +195,7 @@ def test_compose_config_resolves_with_health_checks_no_shared_disk_and_a_worker_
     # MLflow answers only logins; the pipeline has its own, made (with the reviewers) before any Airflow process starts
     assert "--app-name=basic-auth" in services["mlflow"]["command"]
     assert services["mlflow"]["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"]
-    assert services["mlflow-users"]["entrypoint"][-1] == "tasks.serving.registry_access"
+    assert services["mlflow-users"]["entrypoint"][-1] == "tasks.registry.access"
     for name in ("worker-compile", "worker-cpu", "airflow-scheduler", "airflow-apiserver"):
         assert services[name]["environment"]["MLFLOW_TRACKING_USERNAME"] == "pipeline", name
         assert services[name]["environment"]["MLFLOW_TRACKING_PASSWORD"], name
@@ -296,7 +296,7 @@ def test_kubernetes_mlflow_manifest_is_valid_and_runs_with_logins_from_secrets()
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in server["env"] if "valueFrom" in e}
     assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow-auth"
     users = by_kind["Job"]["spec"]["template"]["spec"]["containers"][0]
-    assert users["command"][-1] == "tasks.serving.registry_access"
+    assert users["command"][-1] == "tasks.registry.access"
     assert not [e for e in users["env"] if "PASSWORD" in e["name"] and "value" in e]  # passwords only from the Secret
     workers = list(yaml.safe_load_all((DOCKER / "kubernetes" / "workers.yaml").read_text()))
     env = next(d for d in workers if d["kind"] == "ConfigMap")["data"]

@@ -11,7 +11,8 @@ from conftest import free_port, wait_until
 
 from devtools.airflow_local import pid_file, standalone_env
 from devtools.services import stop_group
-from tasks.serving import review as registry
+from tasks.registry.client import client as registry_client
+from tasks.registry.review import approve
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
@@ -66,11 +67,11 @@ def test_a_retrain_is_compiled_through_the_asset_and_the_champion_promoted_by_th
         state = _wait("compile_pipeline finishing",
                       lambda: compile_state() in ("success", "failed") and compile_state(), 900, log)  # fmt: skip
         assert state == "success"
-        client = registry.client(local_services)
+        client = registry_client(local_services)
         candidate = client.get_model_version_by_alias("keras-chain", "candidate")
         assert candidate.tags["target"] == "onnxruntime"
         # a reviewer approves; the schedule of promote_model does the rest
-        registry.approve(local_services, "keras-chain", candidate.version)
+        approve(local_services, "keras-chain", candidate.version)
         promoted = _wait("promotion of the champion",
                          lambda: client.get_model_version("keras-chain", candidate.version).tags.get("promoted_uri"), 300, log)  # fmt: skip
         assert promoted.endswith("/keras-chain/1/")

@@ -23,7 +23,7 @@ from tasks.compile.cache import ENTRY, S3Cache
 from tasks.core import store
 from tasks.core.records import safe_run_id
 from tasks.core.settings import PROJECT_ROOT
-from tasks.serving import review as registry
+from tasks.registry.client import client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.scenario]
 
@@ -191,7 +191,7 @@ def test_every_task_runs_on_its_queues_host_artifacts_cross_only_through_s3_and_
     compiles = [ti for ti in instances if ti["task_id"] == "compile_config_cpu"]
     assert len(compiles) == 2 and any(ti["try_number"] >= 2 for ti in compiles), summary  # retried after the loss
 
-    candidate = registry.client(local_services).get_model_version_by_alias("cluster-mobilenet", "candidate")
+    candidate = client(local_services).get_model_version_by_alias("cluster-mobilenet", "candidate")
     assert candidate.tags["target"] in ("onnxruntime", "openvino") and candidate.tags["validation"] == "pass"
 
     # What one stage handed the next is in the run store on S3, never a path on a worker's disk.
@@ -281,7 +281,7 @@ def test_a_monday_of_retrains_at_once_all_register_within_the_compiler_slot_cap(
               for m in runs}  # fmt: skip
     assert set(final.values()) == {"success"}, failed
 
-    registry_client = registry.client(local_services)
+    registry_client = client(local_services)
     for model, run_id in runs.items():
         versions = registry_client.search_model_versions(f"name = '{model}'")
         assert len(versions) == 1, (model, [v.version for v in versions])  # exactly one, never a duplicate

@@ -10,7 +10,8 @@ from tasks.core import store
 from tasks.core.files import OutsideError, inside
 from tasks.core.records import FileRef
 from tasks.core.storage import s3_client
-from tasks.serving import review
+from tasks.registry.client import client
+from tasks.registry.review import registered_models
 from tasks.serving.store import PromotionError, Store
 from tasks.sources.export import ModelLoadError, fetch_s3_source
 
@@ -58,11 +59,11 @@ def test_a_cache_entry_listing_a_file_outside_its_folder_is_corrupt(local_servic
 
 
 def test_the_registry_is_read_page_after_page(local_services):
-    registry = review.client(local_services)
+    registry = client(local_services)
     names = [f"paged-{i}" for i in range(5)]
     for name in names:
         registry.create_registered_model(name)
-    found = {m.name for m in review.registered_models(registry, page_size=2)}
+    found = {m.name for m in registered_models(registry, page_size=2)}
     assert set(names) <= found
     assert len(list(registry.search_registered_models(max_results=2))) == 2  # what one call alone would have seen
 

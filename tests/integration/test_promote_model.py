@@ -21,8 +21,9 @@ from tasks.core.files import local_path, sha256_file, to_uri, tree_sha256
 from tasks.core.params import PipelineParams
 from tasks.core.records import RunContext
 from tasks.datasets.prepare import load
+from tasks.registry.client import client as registry_client
+from tasks.registry.review import approve, approved_model, pending_champions
 from tasks.serving import commit as promote_module
-from tasks.serving import review as registry
 from tasks.serving.commit import Candidate, promote
 from tasks.serving.pointer import point_serving
 from tasks.serving.store import PromotionError, Store
@@ -93,9 +94,9 @@ def _candidate(exported, artifact, registry_version: str) -> Candidate:
 def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered):
     settings = serving_prefix
     model, (first, _) = registered
-    client = registry.client(settings)
-    registry.approve(settings, model.name, first.version)  # what a reviewer does
-    assert (model.name, first.version) in registry.pending_champions(settings)
+    client = registry_client(settings)
+    approve(settings, model.name, first.version)  # what a reviewer does
+    assert (model.name, first.version) in pending_champions(settings)
 
     (request,) = promotion.find.run({"model_name": model.name, "version": "champion"})
     served = promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))
@@ -109,7 +110,8 @@ def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered
     assert manifest["mlflow"]["version"] == first.version and manifest["version"] == number
     assert manifest["files"][0]["size"] > 0 and len(manifest["files"][0]["sha256"]) == 64
     assert manifest["source_sha256"] == model.source_sha256 and manifest["inputs"][0]["name"]
-    assert served["smoke"]["top5_agreement"] == 1.0 and served["smoke"]["samples"] == 16
+    (smoked,) = served["smoke"]["outputs"]
+    assert smoked["top5_agreement"] == 1.0 and smoked["out_of_tolerance"] == 0 and served["smoke"]["samples"] == 16
     assert pinned(served["serving"]["pointer"]) == [number]  # Triton's config.pbtxt pins the version
     objects = list(yaml.safe_load_all(Store(settings, model.name).client.get_object(
         Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{model.name}/k8s/{number}.yaml")["Body"].read()))  # fmt: skip
@@ -119,7 +121,7 @@ def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered
 
     version = client.get_model_version(model.name, first.version)
     assert version.tags["promoted_uri"] == served["promotion"]["uri"]
-    assert (model.name, first.version) not in registry.pending_champions(settings)
+    assert (model.name, first.version) not in pending_champions(settings)
     again = promotion.promote.run(request)  # promoting the same registry version again is idempotent
     assert again["version"] == number and again["promotion"]["already_promoted"]
 
@@ -127,15 +129,15 @@ def test_champion_is_promoted_smoke_tested_and_served(serving_prefix, registered
 def test_a_rejected_or_gate_failed_version_is_never_promoted(serving_prefix, registered):
     settings = serving_prefix
     model, (_, second) = registered
-    client = registry.client(settings)
-    registry.approve(settings, model.name, second.version)
+    client = registry_client(settings)
+    approve(settings, model.name, second.version)
     client.set_model_version_tag(model.name, second.version, "review", "rejected")
     try:
         with pytest.raises(PromotionError, match=f"version {second.version} of {model.name} was rejected in review"):
             promotion.find.run({"model_name": model.name, "version": "champion"})
         with pytest.raises(PromotionError, match="rejected in review"):  # even when asked for directly
             promotion.promote.run({"model": model.name, "registry_version": second.version})
-        assert (model.name, second.version) not in registry.pending_champions(settings)
+        assert (model.name, second.version) not in pending_champions(settings)
         client.delete_model_version_tag(model.name, second.version, "review")
         client.set_model_version_tag(model.name, second.version, "validation", "fail")
         with pytest.raises(PromotionError, match="did not pass the validation gate"):
@@ -154,7 +156,7 @@ def test_a_changed_byte_in_a_registered_artifact_fails_promotion_by_name_even_wi
     settings = serving_prefix
     model = exported.model_copy(update={"name": "tampered"})
     (version,) = register_versions(settings, model, ("tamper-a",), dataset_ref, compiled_outcome)
-    client = registry.client(settings)
+    client = registry_client(settings)
     model_id = client.get_model_version(model.name, version.version).source.rsplit("/", 1)[-1]
     s3 = Store(settings, model.name).client
     keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=settings.mlflow_artifacts_bucket)
@@ -176,7 +178,7 @@ def test_a_changed_byte_in_a_registered_artifact_fails_promotion_by_name_even_wi
     artifact_record["sha256"] = tree.hexdigest()
     s3.put_object(Bucket=settings.mlflow_artifacts_bucket, Key=record_key, Body=json.dumps(artifact_record).encode())
     reliability.faults += 1
-    registry.approve(settings, model.name, version.version)
+    approve(settings, model.name, version.version)
     with pytest.raises(PromotionError, match=rf"version {version.version} of tampered: its compiled files are not what "
                        "was registered .*artifact_sha256"):  # fmt: skip
         promotion.promote.run({"model": model.name, "registry_version": version.version})
@@ -272,10 +274,10 @@ def test_a_rollback_moves_the_registry_with_serving(serving_prefix, exported, da
     settings = serving_prefix
     model = exported.model_copy(update={"name": "rolled-back"})
     versions = register_versions(settings, model, ("roll-a", "roll-b"), dataset_ref, compiled_outcome)
-    client = registry.client(settings)
+    client = registry_client(settings)
     served = []
     for version in versions:
-        registry.approve(settings, model.name, version.version)
+        approve(settings, model.name, version.version)
         (request,) = promotion.find.run({"model_name": model.name, "version": version.version})
         served.append(promotion.serve.run(promotion.smoke_test.run(promotion.promote.run(request)))["version"])
     assert client.get_model_version_by_alias(model.name, "serving").version == versions[1].version
@@ -331,9 +333,9 @@ def test_promotions_at_once_leave_serving_on_the_highest_version(
         reliability.pointer_races += 1
     # an older version finishing late leaves serving where it is; only a rollback moves it back
     late = point_serving(settings, exported.name, highest - 1)
-    assert not late["moved"] and late["served_version"] == highest
+    assert not late.moved and late.served_version == highest
     back = point_serving(settings, exported.name, highest - 1, rollback=True)
-    assert back["moved"] and back["served_version"] == highest - 1
+    assert back.moved and back.served_version == highest - 1
 
 
 def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tmp_path):
@@ -358,8 +360,8 @@ def test_tf_serving_layout_for_a_neuron_saved_model(serving_prefix, exported, tm
     keys = _keys(settings, exported.name)
     assert {"1/saved_model.pb", "1/variables/variables.index", "1/neff/neuron_op_0.neff", "models.config"} <= keys
     base = f"s3://{settings.serving_bucket}/{settings.serving_prefix}/{exported.name}"
-    assert f'base_path: "{base}"' in served["pointer"]
-    assert pinned(served["pointer"], tf_serving=True) == [1]
+    assert f'base_path: "{base}"' in served.pointer
+    assert pinned(served.pointer, tf_serving=True) == [1]
     deployment = next(yaml.safe_load_all(Store(settings, exported.name).client.get_object(
         Bucket=settings.serving_bucket, Key=f"{settings.serving_prefix}/{exported.name}/k8s/1.yaml")["Body"].read()))  # fmt: skip
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -393,11 +395,11 @@ def test_promote_to_a_missing_bucket_names_it(local_services, exported, compiled
 
 def test_mlflow_models_serve_answers_for_the_champion(local_services, registered, dataset_ref, tmp_path):
     model, (first, _) = registered
-    registry.approve(local_services, model.name, first.version)
+    approve(local_services, model.name, first.version)
     port = free_port()
     server = subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "mlflow"), "models", "serve", "-m",
-         f"models:/{registry.approved_model(model.name)}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
+         f"models:/{approved_model(model.name)}@champion", "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
         stdout=(tmp_path / "serve.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]},  # its uvicorn
     )  # fmt: skip

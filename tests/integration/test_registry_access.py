@@ -20,7 +20,7 @@ from tasks.core import settings as settings_module
 from tasks.core.params import PipelineParams
 from tasks.core.records import RunContext
 from tasks.core.settings import PROJECT_ROOT
-from tasks.serving import review
+from tasks.registry import review
 from tasks.serving.store import PromotionError, Store
 from tasks.stages.compile_pipeline.record import record
 from tasks.stages.compile_pipeline.register import register
@@ -59,7 +59,7 @@ def auth_mlflow(tmp_path_factory):
         wait_until_answering("mlflow (basic-auth)", server, f"{url}/health", log, 180)
         (home / "reviewers.json").write_text(json.dumps(REVIEWERS))
         users = subprocess.run(
-            [sys.executable, "-m", "tasks.serving.registry_access"],
+            [sys.executable, "-m", "tasks.registry.access"],
             env={**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": ADMIN[0],
                  "MLFLOW_TRACKING_PASSWORD": ADMIN[1], "MLFLOW_PIPELINE_USERNAME": PIPELINE[0],
                  "MLFLOW_PIPELINE_PASSWORD": PIPELINE[1], "MLFLOW_REVIEWERS_FILE": str(home / "reviewers.json")},

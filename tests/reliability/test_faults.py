@@ -18,11 +18,11 @@ import pytest
 from conftest import SENTINEL_CREDENTIALS, wait_until
 
 from devtools import services
-from tasks.core import mlflow_client
 from tasks.core.files import sha256_file, to_uri, tree_files, tree_sha256
 from tasks.core.records import CompileConfig, CompiledArtifact, RunContext
 from tasks.core.schema import TensorSpec
 from tasks.core.settings import PROJECT_ROOT
+from tasks.registry import client as registry_client
 from tasks.serving.commit import CLAIMS, STAGING, Candidate, promote
 from tasks.serving.store import MANIFEST, Store
 from tasks.stages.compile_pipeline import record as record_stage
@@ -288,7 +288,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
     outcome, baseline = compiled_outcome
     model = exported.model_copy(update={"name": "mlflow-restart"})
     ctx = RunContext(run_id="restart-run-1", run_uri=tmp_path.as_uri(), params=PipelineParams(model_name=model.name))
-    registry = mlflow_client.client(settings)
+    registry = registry_client.client(settings)
     pid_before = services._running_pid(settings, "mlflow")
     restarted = threading.Event()
 
@@ -297,7 +297,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
             try:
                 return registry.search_runs(
                     [registry.get_experiment_by_name(settings.experiment).experiment_id],
-                    filter_string=f"tags.{mlflow_client.PIPELINE_RUN_TAG} = '{ctx.run_id}'",
+                    filter_string=f"tags.{registry_client.PIPELINE_RUN_TAG} = '{ctx.run_id}'",
                 )
             except Exception:  # noqa: BLE001 - the experiment may not exist yet
                 return None
@@ -336,7 +336,7 @@ def test_mlflow_restarted_mid_run_the_stages_retry_and_register_one_version(
     assert [v.version for v in versions] == [registration.version] == [again.version]
     experiment = registry.get_experiment_by_name(settings.experiment).experiment_id
     parents = registry.search_runs(
-        [experiment], filter_string=f"tags.{mlflow_client.PIPELINE_RUN_TAG} = '{ctx.run_id}'"
+        [experiment], filter_string=f"tags.{registry_client.PIPELINE_RUN_TAG} = '{ctx.run_id}'"
     )
     assert [r.info.run_id for r in parents] == [parent]
     print(f"MLflow restarted mid-run; attempts {attempts}")
@@ -372,7 +372,7 @@ def test_the_credentials_never_reach_a_log_report_mlflow_record_or_s3_object(loc
                     body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
                     searched += 1
                     found += [f"s3://{bucket}/{item['Key']}: {s.decode()}" for s in secrets if s in body]
-    registry = mlflow_client.client(settings)
+    registry = registry_client.client(settings)
     experiments = registry.search_experiments()
     for run in registry.search_runs([e.experiment_id for e in experiments], max_results=5000):
         values = [*run.data.params.values(), *run.data.tags.values()]

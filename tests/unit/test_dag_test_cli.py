@@ -10,17 +10,20 @@ def test_usage_and_bad_conf_are_refused_before_any_service_starts(capsys):
 
 def test_a_failing_stage_says_which_and_why_on_the_console(capsys, monkeypatch, tmp_path):
     """The console of make demo / make dag-test shows the pipeline's progress lines: a failing stage adds one, with
-    its reason, whichever DAG it belongs to (a compile_pipeline @stage or a promote_model stage on plain dicts)."""
+    its reason, whichever DAG it belongs to (a compile_pipeline @stage with a run store, or a promote_model @stage
+    without one)."""
     import pytest
 
     from devtools.demo import airflow
-    from tasks.stages.runner import PROGRESS_MARK, failure_said, says_failure
+    from tasks.core.params import PromoteParams
+    from tasks.serving.records import PromoteRequest
+    from tasks.stages.runner import PROGRESS_MARK, failure_said, stage
 
     with pytest.raises(ValueError, match="no such model"), failure_said("export"):
         raise ValueError("no such model 'x'")
 
-    @says_failure("find")
-    def find(params: dict) -> list[dict]:
+    @stage("find")
+    def find(params: PromoteParams) -> list[PromoteRequest]:
         raise RuntimeError("version 3 of m was not approved")
 
     with pytest.raises(RuntimeError):

@@ -22,7 +22,7 @@ HEAVY = {
     "torch", "tensorflow", "mlflow", "onnx", "onnxruntime", "openvino", "great_expectations", "pandas", "matplotlib",
     "skimage", "sklearn", "keras", "tf2onnx", "tensorrt", "torch_neuron", "torch_neuronx", "boto3", "botocore",
     "redis", "cuda", "onnxscript", "transformers", "tokenizers", "safetensors", "nncf", "fsspec", "s3fs",
-    "tritonclient", "tensorflow_serving", "google",
+    "tritonclient", "tensorflow_serving", "google", "altair", "vl_convert",
 }  # fmt: skip
 
 

@@ -7,8 +7,8 @@ from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_baseline, harness_for, machine_context
 from tasks.core import store
 from tasks.core.records import DatasetRef, ExportedModel, RunContext
-from tasks.core.results import BaselineResult
-from tasks.stages.runner import fmt, progress, stage
+from tasks.core.results import BaselineResult, fmt
+from tasks.stages.runner import points_said, progress, stage
 from tasks.validation.predictions import baseline_predictions, publish_outputs
 
 
@@ -19,7 +19,8 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, host_clas
     predictions = publish_outputs(predictions, store.join(ctx.run_uri, "outputs", f"baseline-{host_class}.outputs.npz"))
     with host_lock.sweep() as waited:
         machine = machine_context()  # measured (once per host) with no sweep of ours on the cores
-        benchmark = benchmark_baseline(exported, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
+        said = points_said("baseline", f"{exported.framework} on {host_class}")
+        benchmark = benchmark_baseline(exported, dataset, ctx.params.batch_sizes, harness_for(ctx.params), said)
     result = BaselineResult(
         framework=exported.framework,
         predictions=predictions,
@@ -29,7 +30,7 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, host_clas
     progress(
         "baseline",
         f"{exported.framework} on the CPU of a {host_class} host ({result.benchmark.machine.host}): "
-        f"top-1 {fmt(result.predictions.top1)}, top-5 {fmt(result.predictions.top5)}, "
+        f"top-1 {fmt(result.predictions.top1, missing='n/a')}, top-5 {fmt(result.predictions.top5, missing='n/a')}, "
         f"best {result.benchmark.best.summary}",
     )
     return result

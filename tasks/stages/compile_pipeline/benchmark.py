@@ -7,7 +7,7 @@ from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_artifact, harness_for, machine_context
 from tasks.core.records import CompiledArtifact, DatasetRef, RunContext
 from tasks.core.results import BenchmarkResult
-from tasks.stages.runner import progress, stage
+from tasks.stages.runner import points_said, progress, stage
 
 
 @stage("benchmark", key=lambda artifact, **_: artifact.config.key)
@@ -15,7 +15,13 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef) -> Ben
     with host_lock.sweep() as waited:
         # the peak (measured once per host) is measured holding the sweep lock: no sweep of ours shares the cores
         machine = machine_context()
-        result = benchmark_artifact(artifact, dataset, ctx.params.batch_sizes, harness_for(ctx.params))
+        result = benchmark_artifact(
+            artifact,
+            dataset,
+            ctx.params.batch_sizes,
+            harness_for(ctx.params),
+            on_point=points_said("benchmark", artifact.config.key),
+        )
     result = result.model_copy(update={"machine": machine, "waited_s": round(waited, 1)})
     best = result.best
     progress(

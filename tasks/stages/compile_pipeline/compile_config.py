@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from tasks.compile.cache import open_cache
-from tasks.compile.run import compile_config
+from tasks.compile.run import Heartbeat, compile_config
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.files import file_ref, local_path
@@ -23,7 +23,12 @@ CACHE_NOTE = {"hit": ", from the compile cache", "rebuilt": ", cache entry was c
 
 @stage("compile_config", key=lambda config, **_: config.key)
 def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: CompileConfig) -> CompiledArtifact:
-    artifact = compile_here(exported, dataset, config, ctx.scratch("compiled"), ctx.params)
+    limit = ctx.params.compile_timeout_s
+
+    def still_compiling(seconds: float) -> None:  # a long step says how far along it is
+        progress("compile_config", f"{config.key}: compiling, {seconds:.0f} s so far (limit {limit} s)")
+
+    artifact = compile_here(exported, dataset, config, ctx.scratch("compiled"), ctx.params, still_compiling)
     artifact = publish(ctx, artifact).model_copy(update={"host": settings_module.this_host()})
     progress(
         "compile_config",
@@ -34,7 +39,12 @@ def run(ctx: RunContext, exported: ExportedModel, dataset: DatasetRef, config: C
 
 
 def compile_here(
-    exported: ExportedModel, dataset: DatasetRef, config: CompileConfig, out_dir: Path, params: PipelineParams
+    exported: ExportedModel,
+    dataset: DatasetRef,
+    config: CompileConfig,
+    out_dir: Path,
+    params: PipelineParams,
+    heartbeat: Heartbeat | None = None,
 ) -> CompiledArtifact:
     """``config`` compiled on this host into ``out_dir`` as the pipeline compiles it (through the compile cache, with
     the dataset's calibration inputs and the run's limits). ``make bench`` compiles through it too, so that it
@@ -50,6 +60,7 @@ def compile_here(
         memory_mb=params.compile_memory_mb,
         cache=open_cache(settings.compile_cache_uri, settings.s3_endpoint_url) if params.compile_cache else None,
         calibration=store.fetch(dataset.calibration_ref) if dataset.calibration_ref else None,
+        heartbeat=heartbeat,
     )
 
 

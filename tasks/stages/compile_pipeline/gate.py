@@ -18,7 +18,17 @@ from tasks.core import store
 from tasks.core.files import dir_ref, write_json
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, RunContext, Status
-from tasks.core.results import BenchmarkPoint, BenchmarkResult, ConfigOutcome, Gated, ValidationResult
+from tasks.core.results import (
+    FIGURE,
+    FIGURES,
+    BenchmarkPoint,
+    BenchmarkResult,
+    ConfigOutcome,
+    Figure,
+    Gated,
+    GateFinding,
+    ValidationResult,
+)
 from tasks.stages.runner import progress, stage
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): great_expectations, pandas.
@@ -29,100 +39,59 @@ RESULT_FILE = "validation_result.json"
 DOCS_DIR = "data_docs"
 
 
-# Class-score checks apply to class-score outputs judged on labels, closeness checks to every other output.
-LABELLED, UNLABELLED = "labelled==True", "labelled==False"
-# Values off by atol and rtol judge numbers a consumer reads as numbers, not embeddings: retrieval reads those by
-# their neighbours and direction (results.OUTPUT_RULES), which recall@5 and the cosine judge.
-READ_AS_NUMBERS = 'labelled==False and rule!="embedding"'
-
-
 @dataclass(frozen=True)
 class Check:
-    """One expectation: ``column`` at least (``floor``) or at most (not ``floor``) ``threshold``."""
+    """One expectation: a figure (results.FIGURES) at least or at most the threshold this run's params give."""
 
-    column: str
+    figure: Figure
     threshold: float
-    floor: bool
-    param: str = ""  # the PipelineParams field(s) the threshold comes from; "" for a fixed rule
-    rows: str = ""  # a pandas row condition, or "" for every row
-    meaning: str = ""  # what a failure means, where the column's name does not say it
+
+    @property
+    def column(self) -> str:
+        return self.figure.name
+
+    @property
+    def floor(self) -> bool:
+        return self.figure.gate == ">="
 
     @property
     def description(self) -> str:
-        source = f" (param {self.param})" if self.param else ""
-        meaning = f" ({self.meaning})" if self.meaning else ""
-        return f"{self.column} {'>=' if self.floor else '<='} {self.threshold:g}{source}{meaning}"
+        return self.figure.describe(self.threshold)
 
 
 def checks(params: PipelineParams) -> list[Check]:
-    """Every expectation of the gate, with its threshold taken from the params."""
-    # top5_agreement is judged only where a run sets a floor: it measures the order of the tail, not accuracy
-    optional = [
-        Check("top5_agreement", params.min_top5_agreement, floor=True, param="min_top5_agreement", rows=LABELLED)
-    ]
-    return [
-        Check("nonfinite_outputs", 0, floor=False),
-        Check("constant_output", 0, floor=False, meaning="the same output for every sample"),
-        # a validation set whose texts are mostly cut judges a model nobody will serve
-        Check("truncated_share", 0.5, floor=False, param="sequence_length", meaning="validation texts cut to it"),
-        # labelled accuracy first, as MLPerf judges reduced precision
-        Check("top5_delta", -params.top5_tolerance_pp, floor=True, param="top5_tolerance_pp", rows=LABELLED),
-        Check("top1_delta", -params.top1_tolerance_pp, floor=True, param="top1_tolerance_pp", rows=LABELLED),
-        # then agreement with the CPU model where it matters: the top class, and the scores themselves
-        Check("top1_agreement", params.min_top1_agreement, floor=True, param="min_top1_agreement", rows=LABELLED),
-        Check("top1_in_top5", params.min_top1_in_top5, floor=True, param="min_top1_in_top5", rows=LABELLED),
-        Check(
-            "top1_probability_shift",
-            params.max_top1_probability_shift,
-            floor=False,
-            param="max_top1_probability_shift",
-            rows=LABELLED,
-        ),
-        *[check for check in optional if check.threshold > 0],
-        Check("cosine_min", params.min_cosine, floor=True, param="min_cosine", rows=UNLABELLED),
-        Check(
-            "neighbour_recall",
-            params.min_neighbour_recall,
-            floor=True,
-            param="min_neighbour_recall",
-            rows=UNLABELLED,
-        ),
-        # the share of values off by more than atol and, relatively, by more than rtol
-        Check("out_of_tolerance", 0, floor=False, param="atol, rtol", rows=READ_AS_NUMBERS),
-    ]
+    """Every expectation of the gate, with its threshold taken from the params (a figure whose threshold the run
+    leaves unset is not judged)."""
+    found = [(f, f.threshold(params)) for f in FIGURES if f.gate]
+    return [Check(figure, threshold) for figure, threshold in found if threshold is not None]
+
+
+def gate_params() -> list[str]:
+    """The params the gate's thresholds come from, in the gate's order."""
+    return list(dict.fromkeys(name for figure in FIGURES if figure.gate for name in figure.params))
 
 
 def metrics_rows(validations: list[ValidationResult]) -> list[dict]:
     """The table the suite validates: one row per output of each validated config (None where a figure does
     not apply)."""
-    rows = []
-    for v in validations:
-        for check in v.outputs:
-            rows.append(
-                {
-                    "config": v.config.key,
-                    "output": check.name,
-                    "labelled": check.class_scores and check.top5_delta is not None,
-                    "rule": check.rule,
-                    "nonfinite_outputs": check.nonfinite,
-                    "constant_output": int(check.constant),
-                    "truncated_share": v.truncated_share,
-                    "top1_delta": check.top1_delta,
-                    "top5_delta": check.top5_delta,
-                    "top5_agreement": check.top5_agreement,
-                    "top1_agreement": check.top1_agreement,
-                    "top1_in_top5": check.top1_in_top5,
-                    "top1_probability_shift": check.top1_probability_shift,
-                    "cosine_min": check.cosine_min,
-                    "neighbour_recall": check.neighbour_recall,
-                    "out_of_tolerance": check.out_of_tolerance,
-                }
-            )
-    return rows
+    return [
+        {
+            "config": v.config.key,
+            "output": check.name,
+            "labelled": check.labelled,
+            "rule": check.rule,
+            **{figure.name: figure.value(check, v) for figure in FIGURES if figure.gate},
+        }
+        for v in validations
+        for check in v.outputs
+    ]
 
 
-def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[str, list[str]]:
-    """Validate the metrics table with GX; reasons per config key (empty where every expectation holds)."""
+def run_suite(
+    rows: list[dict], params: PipelineParams, out_dir: Path
+) -> tuple[dict[str, list[str]], dict[str, list[GateFinding]]]:
+    """Validate the metrics table with GX; reasons per config key (empty where every expectation holds), and the
+    failed expectations as findings."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     import great_expectations.expectations as gxe
@@ -130,9 +99,10 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     reasons: dict[str, list[str]] = {row["config"]: [] for row in rows}
+    findings: dict[str, list[GateFinding]] = {key: [] for key in reasons}
     if not rows:
-        return reasons
-    frame = pd.DataFrame(rows).astype({"labelled": bool, "nonfinite_outputs": int, "constant_output": int})
+        return reasons, findings
+    frame = pd.DataFrame(rows).astype({"labelled": bool})
     shutil.rmtree(out_dir / "gx", ignore_errors=True)  # a retried gate task starts from a new GX project
     context = gx.get_context(mode="file", project_root_dir=str(out_dir))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -141,7 +111,8 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
     suite = context.suites.add(gx.ExpectationSuite(name=SUITE))
     for check in checks(params):
         bound = {"min_value" if check.floor else "max_value": check.threshold}
-        condition = {"row_condition": check.rows, "condition_parser": "pandas"} if check.rows else {}
+        judged = check.figure.rows
+        condition = {"row_condition": judged, "condition_parser": "pandas"} if judged else {}
         suite.add_expectation(
             gxe.ExpectColumnValuesToBeBetween(column=check.column, **bound, **condition, description=check.description)
         )
@@ -172,8 +143,20 @@ def run_suite(rows: list[dict], params: PipelineParams, out_dir: Path) -> dict[s
             # a model with several outputs: the reason names the one that failed
             output = f"output {row['output']!r}: " if len(outputs_of[row["config"]]) > 1 else ""
             reasons[row["config"]].append(f"{output}{config.type} {what}: observed {observed:g}")
+            figure = FIGURE[config.kwargs["column"]]
+            threshold = config.kwargs["min_value" if figure.gate == ">=" else "max_value"]
+            findings[row["config"]].append(
+                GateFinding(
+                    figure=figure.name,
+                    output=row["output"],
+                    observed=observed,
+                    comparison=figure.gate,
+                    threshold=threshold,
+                    params=list(figure.params),
+                )
+            )
     _publish_docs(context, out_dir)
-    return reasons
+    return reasons, findings
 
 
 def _publish_docs(context, out_dir: Path) -> None:
@@ -206,7 +189,7 @@ def gate_all(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     validated = [validations[a.config.key] for a in artifacts if validations[a.config.key].status == "ok"]
-    suite_reasons = run_suite(metrics_rows(validated), params, out_dir)
+    suite_reasons, suite_findings = run_suite(metrics_rows(validated), params, out_dir)
     outcomes = []
     for compiled in artifacts:
         key = compiled.config.key
@@ -214,39 +197,57 @@ def gate_all(
         reasons = stage_reasons(compiled, validation, benchmark) or suite_reasons.get(key, [])
         if not reasons and validation.status == "ok" and key not in suite_reasons:
             reasons = ["not checked by the gate suite"]  # never pass a config the suite did not see
-        unresolved = [] if reasons else undecided(validation, params)
+        unresolved = [] if reasons else unresolved_findings(validation, params)
         outcomes.append(
             ConfigOutcome(
                 compiled=compiled,
                 validation=validation,
                 benchmark=benchmark,
                 gate="fail" if reasons else "undecided" if unresolved else "pass",
-                gate_reasons=reasons or unresolved,
+                gate_reasons=reasons or [_undecided_reason(f, len(validation.outputs) > 1) for f in unresolved],
+                gate_findings=suite_findings.get(key, []) if reasons else unresolved,
             )
         )
     return outcomes
 
 
-def undecided(validation: ValidationResult, params: PipelineParams) -> list[str]:
+def unresolved_findings(validation: ValidationResult, params: PipelineParams) -> list[GateFinding]:
     """Figures that met their threshold while their 95 % interval reaches past it: the validation set cannot tell
-    them from the threshold, so the config is neither passed nor failed, and the reason says what would decide."""
+    them from the threshold, so the config is neither passed nor failed."""
     found = []
     for output in validation.outputs:
-        name = f"output {output.name!r}: " if len(validation.outputs) > 1 else ""
         for check in checks(params):
             bounds = output.intervals.get(check.column)
-            point = getattr(output, check.column, None)
-            if bounds is None or point is None or not check.param:
+            point = check.figure.value(output, validation)
+            if bounds is None or point is None or not check.figure.params:
                 continue
             low, high = bounds
             if (low < check.threshold) if check.floor else (high > check.threshold):
-                found.append(  # the verdict beside it says "undecided"
-                    f"{name}{check.column} {point:.4g}, 95 % interval [{low:.4g}, {high:.4g}] reaches past "
-                    f"{check.threshold:g} (param {check.param}): the validation set cannot resolve +-{(high - low) / 2:.3g}; "
-                    f"give more samples from more sources (photos, documents: not more crops of the same ones), or a "
-                    f"looser {check.param}"
+                found.append(
+                    GateFinding(
+                        figure=check.column,
+                        output=output.name,
+                        observed=point,
+                        comparison=check.figure.gate,
+                        threshold=check.threshold,
+                        params=list(check.figure.params),
+                        interval=bounds,
+                        verdict="undecided",
+                    )
                 )
     return found
+
+
+def _undecided_reason(finding: GateFinding, several_outputs: bool) -> str:
+    name = f"output {finding.output!r}: " if several_outputs else ""
+    low, high = finding.interval
+    param = ", ".join(finding.params)
+    return (
+        f"{name}{finding.figure} {finding.observed:.4g}, 95 % interval [{low:.4g}, {high:.4g}] reaches past "
+        f"{finding.threshold:g} (param {param}): the validation set cannot resolve +-{(high - low) / 2:.3g}; "
+        f"give more samples from more sources (photos, documents: not more crops of the same ones), or a "
+        f"looser {param}"
+    )
 
 
 def select(

@@ -4,26 +4,14 @@ gate's Data Docs; a retried record replaces the runs of the attempt it retries."
 from __future__ import annotations
 
 from tasks.core import settings as settings_module
-from tasks.core.mlflow_client import PIPELINE_RUN_TAG, client, experiment_id_of, version_of_pipeline_run
 from tasks.core.records import DatasetRef, ExportedModel, FileRef, Outcome, RunContext
-from tasks.core.results import BaselineResult, ConfigOutcome, Gated, Recorded
+from tasks.core.results import FIGURES, BaselineResult, ConfigOutcome, Gated, Recorded
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir, fetch
-from tasks.stages.compile_pipeline.gate import RUN_SUBDIR
+from tasks.registry.client import PIPELINE_RUN_TAG, client, delete_pipeline_runs, experiment_id_of
+from tasks.registry.versions import version_of_pipeline_run
+from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, gate_params
 from tasks.stages.runner import progress, stage
-
-GATE_PARAMS = (
-    "top5_tolerance_pp",
-    "top1_tolerance_pp",
-    "min_top1_agreement",
-    "min_top1_in_top5",
-    "max_top1_probability_shift",
-    "min_top5_agreement",
-    "min_cosine",
-    "min_neighbour_recall",
-    "atol",
-    "rtol",
-)
 
 
 # mlflow is imported inside functions: heavy, and never needed to parse the DAG.
@@ -43,7 +31,7 @@ def record(
     registry = client(settings)
     experiment_id = experiment_id_of(settings)
     if version_of_pipeline_run(registry, exported.name, ctx.run_id) is None:  # a registered version keeps its runs
-        _drop_earlier_attempt(registry, experiment_id, ctx.run_id)
+        delete_pipeline_runs(registry, experiment_id, ctx.run_id)  # an earlier attempt's: a retry logs them whole
     params = ctx.params
     recorded = []
     with mlflow.start_run(
@@ -62,7 +50,7 @@ def record(
                 "targets": ",".join(params.targets),
                 "precisions": ",".join(params.precisions),
                 "batch_sizes": ",".join(map(str, params.batch_sizes)),
-                **{name: getattr(params, name) for name in GATE_PARAMS},
+                **{name: getattr(params, name) for name in gate_params()},
                 "dataset": params.dataset,
                 "dataset_sha256": dataset.sha256,
                 "dataset_samples": dataset.samples,
@@ -88,17 +76,6 @@ def record(
                 outcome.model_copy(update={"mlflow_run_id": _record_config(experiment_id, parent, outcome)})
             )
     return parent.info.run_id, recorded
-
-
-def _drop_earlier_attempt(registry, experiment_id: str, pipeline_run_id: str) -> None:
-    """Delete the runs an interrupted attempt of this stage logged (a retry logs them whole, once)."""
-    parents = registry.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
-    for parent in parents:
-        children = registry.search_runs(
-            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
-        )
-        for run in [*children, parent]:
-            registry.delete_run(run.info.run_id)
 
 
 def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
@@ -152,23 +129,12 @@ def _record_config(experiment_id: str, parent, outcome: ConfigOutcome) -> str:
             candidates = {
                 "top1": predictions.top1 if predictions else None,
                 "top5": predictions.top5 if predictions else None,
-                "top1_delta_pp": validation.top1_delta,
-                "top5_delta_pp": validation.top5_delta,
-                "top5_agreement": validation.top5_agreement,
-                "top1_agreement": validation.top1_agreement,
-                "top1_in_top5": validation.primary.top1_in_top5 if validation.primary else None,
-                "top1_probability_shift": validation.primary.top1_probability_shift if validation.primary else None,
-                "cosine_min": validation.cosine_min,
-                "neighbour_recall": validation.primary.neighbour_recall if validation.primary else None,
-                "max_abs_diff": validation.max_abs_diff,
-                "max_rel_diff": validation.max_rel_diff,
-                "out_of_tolerance": validation.out_of_tolerance,
-                "nonfinite_outputs": validation.nonfinite_outputs,
+                **{f.metric: f.value(validation.primary, validation) for f in FIGURES if f.metric},
             }
             metrics |= {k: v for k, v in candidates.items() if v is not None}  # top-k only for labelled data
-            if len(validation.outputs) > 1:  # every output's own figures, e.g. output.embeddings.cosine_min
+            if len(validation.outputs) > 1:  # every output's own figures, e.g. output.<name>.<figure>
                 for check in validation.outputs:
-                    figures = check.model_dump(exclude={"name", "class_scores"})
+                    figures = {f.name: f.value(check, validation) for f in FIGURES if f.metric}
                     metrics |= {f"output.{check.name}.{k}": v for k, v in figures.items() if v is not None}
         if bench and bench.best:
             metrics |= {

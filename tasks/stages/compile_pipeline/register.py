@@ -11,16 +11,16 @@ import numpy as np
 
 from tasks import targets
 from tasks.core import settings as settings_module
-from tasks.core.mlflow_client import CANDIDATE_ALIAS, PIPELINE_RUN_TAG, client, run_url, version_of_pipeline_run
 from tasks.core.records import DatasetRef, ExportedModel, RunContext
-from tasks.core.results import BenchmarkPoint, ConfigOutcome, Recorded, Registration
+from tasks.core.results import FIGURES, BenchmarkPoint, ConfigOutcome, Recorded, Registration, fmt
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
 from tasks.datasets.prepare import load as load_dataset
+from tasks.registry.client import CANDIDATE_ALIAS, client, run_url
+from tasks.registry.versions import label_version, register_version, version_of_pipeline_run
 from tasks.report.tables import Table
-from tasks.serving.review import prepare_approved_model
 from tasks.stages.compile_pipeline.gate import RUN_SUBDIR, select
-from tasks.stages.runner import fmt, progress, stage
+from tasks.stages.runner import progress, stage
 from tasks.validation.predictions import load_outputs
 
 
@@ -39,32 +39,23 @@ def review_description(
         f"**{compiled.config.key}** at batch {best.shape}, selected by {ctx.params.selection}. Pipeline run {ctx.run_id}.",
         "",
     ]
-    predictions = validation.predictions
-    if validation.top5_delta is not None and predictions and predictions.top5 is not None:
-        base_top1 = predictions.top1 - validation.top1_delta / 100
-        base_top5 = predictions.top5 - validation.top5_delta / 100
-        accuracy = Table(
-            ["model", "top-1", "top-5", "top-1 agreement", "top-5 agreement"],
-            [
-                ["CPU baseline", f"{base_top1:.3f}", f"{base_top5:.3f}", "", ""],
-                [
-                    compiled.config.key,
-                    f"{predictions.top1:.3f} ({validation.top1_delta:+.2f} pp)",
-                    f"{predictions.top5:.3f} ({validation.top5_delta:+.2f} pp)",
-                    f"{validation.top1_agreement:.3f}",
-                    f"{validation.top5_agreement:.3f}",
-                ],
-            ],
+    predictions, primary = validation.predictions, validation.primary
+    if predictions and predictions.top5 is not None:
+        shown = [f for f in FIGURES if "accuracy" in f.report and f.value(primary) is not None]
+        accuracy = Table(["model", "top-1", "top-5", *(f.label for f in shown)])
+        accuracy.rows.append(
+            ["CPU baseline", fmt(validation.baseline_top1), fmt(validation.baseline_top5)] + [""] * len(shown)
         )
-        lines += [f"Accuracy on {predictions.samples} samples of {ctx.params.dataset}:", "", *accuracy.markdown()]
-    judged_by_closeness = [check for check in validation.outputs if not check.class_scores]
-    if judged_by_closeness:
-        lines += ["", "Outputs vs the CPU baseline:", ""]
-        lines += [
-            f"- {check.name}: lowest cosine {fmt(check.cosine_min, '.5f')}, "
-            f"max abs diff {fmt(check.max_abs_diff, '.3g')}"
-            for check in judged_by_closeness
-        ]
+        accuracy.rows.append([compiled.config.key, fmt(predictions.top1), fmt(predictions.top5),
+                              *(f.with_interval(primary) for f in shown)])  # fmt: skip
+        lines += [f"Accuracy on {predictions.samples} samples of {ctx.params.dataset}:", "", *accuracy.markdown(), ""]
+    figures = Table(["output", "judged by", "figures against the CPU baseline (95 % intervals)"])
+    for check in validation.outputs:
+        shown = [f for f in FIGURES if f.report and f.value(check) is not None]
+        said = ", ".join(f"{f.label} {f.with_interval(check)}" for f in shown)
+        figures.rows.append([check.name, check.rule, said])
+    lines += ["Outputs vs the CPU baseline:", ""]
+    lines += figures.markdown()
     sweep = Table(["batch x streams", "samples/s", "p50 ms", "p99 ms", "stable"])
     for p in selected.benchmark.points:
         mark = " **(selected)**" if p == best else ""
@@ -123,10 +114,9 @@ def register(
 
     if selected.gate != "pass":
         raise ValueError(f"config {selected.compiled.config.key} did not pass the gate; it cannot be registered")
-    registry = client(settings)
     compiled, validation = selected.compiled, selected.validation
     config = compiled.config
-    version = version_of_pipeline_run(registry, exported.name, ctx.run_id)
+    version = version_of_pipeline_run(client(settings), exported.name, ctx.run_id)
     if version is None:
         with tempfile.TemporaryDirectory() as tmp:
             record_path = Path(tmp) / "artifact.json"
@@ -149,11 +139,7 @@ def register(
                     code_paths=[str(serving_code(Path(tmp) / "code"))],
                     pip_requirements=[*targets.get(config.target).runtime_requirements, "numpy", "pydantic"],
                 )
-        # Before the first version: the approved model exists, and is out of the pipeline's hands, first.
-        prepare_approved_model(settings, exported.name)
-        # The pipeline-run tag is set as the version is created, so a retry finds it.
-        mlflow.register_model(info.model_uri, exported.name, tags={PIPELINE_RUN_TAG: ctx.run_id})
-        version = version_of_pipeline_run(registry, exported.name, ctx.run_id)
+        version = register_version(settings, exported.name, info.model_uri, ctx.run_id)
     best = point or selected.benchmark.best
     tags = {
         "target": config.target,
@@ -165,10 +151,7 @@ def register(
         + (f" (p99 <= {ctx.params.latency_budget_ms} ms)" if ctx.params.latency_budget_ms else ""),
         "throughput": f"{best.throughput:.1f}",
         "latency_ms_p99": f"{best.latency_ms_p99:.2f}",
-        "top5_delta_pp": "n/a" if validation.top5_delta is None else f"{validation.top5_delta:.2f}",
-        "top5_agreement": "n/a" if validation.top5_agreement is None else f"{validation.top5_agreement:.4f}",
-        "top1_agreement": "n/a" if validation.top1_agreement is None else f"{validation.top1_agreement:.4f}",
-        "cosine_min": fmt(validation.cosine_min, ".6f"),
+        **{f.tag: f.text(f.value(validation.primary), missing="n/a") for f in FIGURES if f.tag},
         "validation": selected.gate,
         "compiler": f"{compiled.compiler} {compiled.compiler_version}",
         "source_run": selected.mlflow_run_id,
@@ -177,12 +160,8 @@ def register(
     }
     if best.runtime:  # the runtime settings the selected point ran with: promotion writes them into serving's config
         tags["runtime_settings"] = json.dumps(best.runtime, sort_keys=True)
-    for key, value in tags.items():
-        registry.set_model_version_tag(exported.name, version, key, value)
-    registry.update_model_version(
-        exported.name, version, description=review_description(settings, ctx, selected, best, parent_run_id)
-    )
-    registry.set_registered_model_alias(exported.name, CANDIDATE_ALIAS, version)
+    description = review_description(settings, ctx, selected, best, parent_run_id)
+    label_version(settings, exported.name, version, tags, description, alias=CANDIDATE_ALIAS)
     return Registration(
         registered_model=exported.name,
         version=version,

@@ -8,8 +8,8 @@ from tasks.benchmark import host_lock
 from tasks.core import settings as settings_module
 from tasks.core import store
 from tasks.core.records import CompiledArtifact, DatasetRef, RunContext, Status
-from tasks.core.results import BaselineResult, ValidationResult
-from tasks.stages.runner import fmt, progress, stage
+from tasks.core.results import BaselineResult, ValidationResult, fmt, headline
+from tasks.stages.runner import progress, stage
 from tasks.validation.predictions import publish_outputs, validate_artifact
 
 
@@ -27,29 +27,14 @@ def run(ctx: RunContext, artifact: CompiledArtifact, dataset: DatasetRef, baseli
     result = result.model_copy(update={"host": settings_module.this_host()})
     where = store.join(ctx.run_uri, "outputs", f"{key}.outputs.npz")
     result = result.model_copy(update={"predictions": publish_outputs(result.predictions, where)})
-    if result.status == Status.OK and result.nonfinite_outputs:
-        progress("validate", f"{key}: {result.nonfinite_outputs} NaN or Inf output values")
+    if result.status == Status.OK and result.nonfinite_values:
+        progress("validate", f"{key}: {result.nonfinite_values} NaN or Inf output values")
     elif result.status == Status.OK:
         figures = []
         for check in result.outputs:
             name = f"{check.name}: " if len(result.outputs) > 1 else ""
-            if check.class_scores:
-                figures.append(
-                    f"{name}top-5 {fmt(result.predictions.top5)} ({fmt(check.top5_delta, '+.2f')} pp), "
-                    f"top-1 agreement {fmt(check.top1_agreement)}, top-1 probability shift "
-                    f"{fmt(check.top1_probability_shift)}, top-5 set agreement {fmt(check.top5_agreement)}"
-                )
-            elif check.rule == "values":
-                figures.append(
-                    f"{name}max abs diff {fmt(check.max_abs_diff, '.3g')}, max rel diff {fmt(check.max_rel_diff, '.3g')}"
-                )
-            else:
-                neighbours = (
-                    "" if check.neighbour_recall is None else f", neighbour recall@5 {check.neighbour_recall:.3f}"
-                )
-                figures.append(f"{name}lowest cosine {fmt(check.cosine_min, '.5f')}{neighbours}")
-            if check.constant:
-                figures[-1] += " (constant: the same output for every sample)"
+            accuracy = f"top-5 {fmt(result.predictions.top5)}, " if check.labelled else ""
+            figures.append(f"{name}{accuracy}{headline(check)}")
         progress("validate", f"{key}: " + "; ".join(figures))
     else:
         progress("validate", f"{key}: {result.status}, {result.reason}")

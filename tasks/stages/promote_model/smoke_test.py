@@ -6,29 +6,27 @@ import tempfile
 from pathlib import Path
 
 from tasks.core import settings as settings_module
-from tasks.core.faults import names_unreachable
-from tasks.serving import review
+from tasks.registry.promotion import registered_sha256, smoke_samples
+from tasks.registry.review import approved
+from tasks.serving.records import Promoted, SmokeTested
 from tasks.serving.smoke import smoke_test
 from tasks.serving.store import committed_manifest
-from tasks.stages.runner import progress, says_failure
+from tasks.stages.runner import progress, stage
 
 
-@says_failure("smoke_test")
-@names_unreachable
-def run(promoted: dict) -> dict:
+@stage("smoke_test")
+def run(promoted: Promoted) -> SmokeTested:
     settings = settings_module.load()
-    manifest = committed_manifest(settings, promoted["model"], promoted["version"])
-    run_id = promoted.get("run_id") or manifest["mlflow"]["run_id"]
+    manifest = committed_manifest(settings, promoted.model, promoted.version)
+    run_id = promoted.run_id or manifest["mlflow"]["run_id"]
     # checked against the approved copy's sha256: the registry's record the pipeline cannot rewrite
-    approval = review.approved(settings, promoted["model"], str(manifest["mlflow"]["version"]))
+    approval = approved(settings, promoted.model, str(manifest["mlflow"]["version"]))
     with tempfile.TemporaryDirectory(prefix="smoke-samples-", dir=settings.home) as tmp:
-        samples = review.smoke_samples(settings, run_id, Path(tmp))
-        result = smoke_test(
-            settings, promoted["model"], promoted["version"], samples, review.registered_sha256(approval.copy)
-        )
+        samples = smoke_samples(settings, run_id, Path(tmp))
+        result = smoke_test(settings, promoted.model, promoted.version, samples, registered_sha256(approval.copy))
     progress(
         "smoke",
-        f"{promoted['model']} version {promoted['version']} from S3: {result.files_verified} files verified, "
-        f"{result.samples} samples, max abs diff {result.max_abs_diff:.2g}, top-5 agreement {result.top5_agreement}",
+        f"{promoted.model} version {promoted.version} from S3: {result.files_verified} files verified, "
+        f"{result.samples} samples, as validated: {result.summary}",
     )
-    return {**promoted, "smoke": result.to_json()}
+    return SmokeTested(**dict(promoted), smoke=result)

@@ -56,8 +56,8 @@ def test_keras_model_trained_in_the_pipeline_compiles_against_its_tensorflow_bas
     )
     assert base.top1 > 0.85  # TensorFlow itself on the held-out digits
     for key in ("onnxruntime-fp32", "openvino-fp32"):
-        assert results[key].top1_delta == 0 and results[key].cosine_min > 0.9999, key
-    assert results["onnxruntime-int8"].top5_agreement > 0.8
+        assert results[key].primary.top1_delta == 0 and results[key].primary.cosine_min > 0.9999, key
+    assert results["onnxruntime-int8"].primary.top5_agreement > 0.8
 
     # Trained again, it is the same model to the compile cache, though tf2onnx's bytes may differ.
     again = export_model(params, tmp_path / "export-again")
@@ -73,7 +73,7 @@ def test_text_encoder_with_two_integer_inputs_is_judged_by_closeness(tmp_path):
     assert [(s.name, s.dtype) for s in exported.inputs] == [("input_ids", "int64"), ("attention_mask", "int64")]
     base, results = _through(exported, "builtin:text", [("onnxruntime", "fp32")], tmp_path)
     assert base.top1 is None and base.top5 is None  # unlabelled: no accuracy, closeness only
-    fp32 = results["onnxruntime-fp32"]
+    fp32 = results["onnxruntime-fp32"].primary
     assert fp32.top5_delta is None and fp32.cosine_min > 0.99999 and fp32.max_abs_diff < 1e-4
 
 
@@ -83,8 +83,8 @@ def test_a_bf16_text_encoder_passes_closeness_within_tolerance_and_fails_a_stric
     exported = export_model(params, tmp_path / "export")
     base, results = _through(exported, "builtin:text", [("openvino", "bf16")], tmp_path)
     bf16 = results["openvino-bf16"]
-    assert 0.99 < bf16.cosine_min < 1.0
-    assert bf16.out_of_tolerance == 0  # bf16 rounding (max abs diff about 3e-3) stays inside atol 1e-2
+    assert 0.99 < bf16.primary.cosine_min < 1.0
+    assert bf16.primary.out_of_tolerance == 0  # bf16 rounding (max abs diff about 3e-3) stays inside atol 1e-2
 
     compiled = compile_config(exported, CompileConfig(target="openvino", precision="bf16"), tmp_path / "again")
     bench = {compiled.config.key: BenchmarkResult(subject=compiled.config.key, status="ok")}

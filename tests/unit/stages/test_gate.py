@@ -193,3 +193,36 @@ def test_a_figure_whose_interval_reaches_past_its_threshold_is_undecided_with_wh
     assert reason.startswith("top5_delta -0.4, 95 % interval [-2.6, 1.6] reaches past -1 (param ")
     assert "cannot resolve +-2.1" in reason and "more samples from more sources" in reason
     assert out["int8"].gate == "fail"  # a figure past its threshold fails, whatever its interval
+    # the same verdicts as figures, for the reports: observed against threshold, with the param and the interval
+    (unresolved,) = out["bf16"].gate_findings
+    assert (unresolved.figure, unresolved.observed, unresolved.threshold) == ("top5_delta", -0.4, -1)
+    assert unresolved.verdict == "undecided" and unresolved.interval == (-2.6, 1.6)
+    (failed,) = out["int8"].gate_findings
+    assert (failed.comparison, failed.observed, failed.params, failed.verdict) == (
+        ">=",
+        -1.5,
+        ["top5_tolerance_pp"],
+        "fail",
+    )
+    assert failed.label == "top-5 Δ (pp)" and failed.output == "logits"
+
+
+def test_each_figure_is_declared_once_and_everything_that_shows_one_reads_the_table():
+    """FIGURES is the one place a figure is named: the gate judges the gated ones with a threshold from a param (or a
+    fixed rule), the record stage logs each metric once, and every other figure is a field of OutputCheck."""
+    from tasks.core.results import FIGURES
+    from tasks.stages.compile_pipeline.gate import checks, gate_params, metrics_rows
+
+    names = [f.name for f in FIGURES]
+    assert len(names) == len(set(names)) and len({f.metric for f in FIGURES if f.metric}) == len(
+        [f for f in FIGURES if f.metric]
+    )
+    assert all(f.read or f.name in OutputCheck.model_fields for f in FIGURES)
+    params = PipelineParams()
+    assert set(gate_params()) <= set(PipelineParams.model_fields)
+    judged = {c.column for c in checks(params)}
+    assert judged == {f.name for f in FIGURES if f.gate} - {"top5_agreement"}  # judged where a run sets a floor
+    assert "top5_agreement" in {c.column for c in checks(PipelineParams(min_top5_agreement=0.5))}
+    config = CompileConfig(target="openvino", precision="fp32")
+    (row,) = metrics_rows([ValidationResult(config=config, status="ok", outputs=[_check(CLASSIFIER)])])
+    assert {f.name for f in FIGURES if f.gate} <= set(row)

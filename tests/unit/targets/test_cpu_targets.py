@@ -218,7 +218,7 @@ def test_openvino_int8_is_nncf_quantised_and_its_quantiser_refuses_to_run_withou
     target = targets.get("openvino")
     (config,) = target.configs("int8", PipelineParams())
     # the gate's own allowances, of which the quantiser may use half on the calibration inputs
-    assert config.quantiser_tolerance == {"top1_probability_shift": 0.1, "cosine": 0.01, "neighbour_recall": 0.1}
+    assert config.quantiser_tolerance == {"top1_probability_shift": 0.1, "cosine_min": 0.01, "neighbour_recall": 0.1}
     config = config.model_copy(update={"judged_output": "logits"})  # the compile stage sets it from the dataset
     with pytest.raises(CompileError, match=r"int8 quantisation needs calibration data \(the dataset's"):
         target.compile(exported, config, tmp_path, None)

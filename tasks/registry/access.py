@@ -4,13 +4,13 @@
 - **the pipeline** (``MLFLOW_PIPELINE_USERNAME``/``_PASSWORD``; its tasks log in with the same values as
   ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``): creates experiments, runs and registered models, and MLflow
   gives a creator MANAGE on what it created. It sets alias ``candidate``. It creates ``<model>.approved``
-  with each new model and gives up its MANAGE there, so it can only read approvals (tasks.serving.review).
+  with each new model and gives up its MANAGE there, so it can only read approvals (tasks.registry.review).
 - **reviewers** (``MLFLOW_REVIEWERS_FILE``: a JSON object, user name -> password): role ``reviewers``,
   EDIT on every registered model, so they approve (copy a version into ``<model>.approved``, move
   ``champion`` there) and reject (tag ``review=rejected``).
 - **anyone else with a login**: READ, the server's ``default_permission``. **No login**: 401 on every route.
 
-Run once per deployment and again whenever the files change: ``python -m tasks.serving.registry_access``
+Run once per deployment and again whenever the files change: ``python -m tasks.registry.access``
 (compose's ``mlflow-users`` service does). Creating what exists is skipped; a changed password is updated.
 """
 

@@ -1,4 +1,5 @@
-"""The MLflow client every stage and the reports page use, and the tags that tie MLflow to pipeline runs."""
+"""The MLflow client every stage and the reports page use, the links into its UI, and the tags and aliases that tie
+MLflow to pipeline runs."""
 
 from __future__ import annotations
 
@@ -34,17 +35,13 @@ def experiment_id_of(settings: Settings) -> str:
     return mlflow.set_experiment(settings.experiment).experiment_id
 
 
-def version_of_pipeline_run(registry, name: str, pipeline_run_id: str) -> str | None:
-    """The version an earlier attempt of this pipeline run created, so a retry registers nothing twice.
-
-    If a create request was retried after the server had already done it (a restart in between), there
-    are two: the first is kept and the other deleted.
-    """
-    versions = sorted(
-        int(v.version)
-        for v in registry.search_model_versions(f"name = '{name}'")
-        if v.tags.get(PIPELINE_RUN_TAG) == pipeline_run_id
-    )
-    for duplicate in versions[1:]:
-        registry.delete_model_version(name, str(duplicate))
-    return str(versions[0]) if versions else None
+def delete_pipeline_runs(registry, experiment_id: str, pipeline_run_id: str) -> None:
+    """Delete the runs (a parent tagged with the pipeline run, and its children) an interrupted attempt of a stage
+    logged, so a retry logs them whole, once."""
+    parents = registry.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'")
+    for parent in parents:
+        children = registry.search_runs(
+            [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        for run in [*children, parent]:
+            registry.delete_run(run.info.run_id)
