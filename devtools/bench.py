@@ -34,10 +34,11 @@ from tasks.benchmark.streams import ThreadStreams
 from tasks.benchmark.sweep import Sweep
 from tasks.benchmark.windows import Harness, measure_streams
 from tasks.core import settings as settings_module
+from tasks.core.figures import fmt
 from tasks.core.files import local_path, write_atomic, write_json
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel
-from tasks.core.results import BaselineResult, BenchmarkPoint, fmt
+from tasks.core.results import BaselineResult, BenchmarkPoint
 from tasks.core.settings import PROJECT_ROOT
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.core.files import to_uri, tree_sha256
+from tasks.core.outcomes import Promotion
 from tasks.core.records import CompiledArtifact
-from tasks.core.results import Promotion
 from tasks.core.schema import TensorSpec
 from tasks.core.settings import Settings
 from tasks.registry.client import client

@@ -9,8 +9,9 @@ from pydantic import BaseModel
 
 from tasks import targets
 from tasks.core import store
+from tasks.core.outcomes import ConfigOutcome, Gated, Recorded, Registration
 from tasks.core.records import DatasetRef, ExportedModel, Plan
-from tasks.core.results import BaselineResult, ConfigOutcome, Gated, Recorded, Registration
+from tasks.core.results import BaselineResult
 from tasks.core.settings import Settings
 from tasks.core.store import STAGES_DIR
 from tasks.report.records import BaselineSummary, ConfigRow, MlflowLinks, ModelSummary, RunReport

@@ -7,8 +7,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from tasks.core.figures import OutputCheck
+from tasks.core.outcomes import GateFinding
 from tasks.core.records import CompileReport, DatasetRef
-from tasks.core.results import BenchmarkPoint, ClassScore, GateFinding, MachineContext, OutputCheck
+from tasks.core.results import BenchmarkPoint, ClassScore, MachineContext
 from tasks.core.schema import Record, TensorSpec
 
 

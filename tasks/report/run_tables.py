@@ -4,8 +4,9 @@ compile, hosts, and the probe photo's top-5, each a tasks.report.tables.Table sh
 from __future__ import annotations
 
 from tasks.benchmark.machine import peak_share
+from tasks.core.figures import FIGURES, LABELLED, fmt
 from tasks.core.records import Status
-from tasks.core.results import FIGURES, LABELLED, BenchmarkResult, fmt
+from tasks.core.results import BenchmarkResult
 from tasks.report.records import RunReport
 from tasks.report.tables import Table
 

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.core.files import local_path, sha256_chunks, sha256_file
+from tasks.core.outcomes import Promotion
 from tasks.core.records import CompiledArtifact
-from tasks.core.results import Promotion
 from tasks.core.schema import TensorSpec
 from tasks.core.settings import Settings
 from tasks.serving import layout as serving_layout

@@ -10,7 +10,8 @@ from typing import Self
 
 from pydantic import model_validator
 
-from tasks.core.results import OutputCheck, Promotion, said
+from tasks.core.figures import OutputCheck, said
+from tasks.core.outcomes import Promotion
 from tasks.core.schema import Record
 
 

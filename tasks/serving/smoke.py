@@ -14,9 +14,9 @@ import numpy as np
 
 from tasks import targets
 from tasks.core.batching import ArrayInputs, match_outputs, run_batched
+from tasks.core.figures import said
 from tasks.core.files import sha256_file, to_uri
 from tasks.core.records import CompileConfig, CompiledArtifact
-from tasks.core.results import said
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
 from tasks.serving.records import SmokeResult

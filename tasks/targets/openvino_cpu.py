@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.core.batching import Done, Predict
+from tasks.core.figures import quantiser_tolerance
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompileConfig, CompiledArtifact, CompileReport, ExportedModel
-from tasks.core.results import quantiser_tolerance
 from tasks.core.schema import TensorSpec
 from tasks.core.store import artifact_dir
 from tasks.serving.runtimes import openvino_server

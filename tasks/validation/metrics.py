@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.core.results import OutputCheck
+from tasks.core.figures import OutputCheck
 from tasks.validation.uncertainty import interval
 
 RELATIVE_EPS = 1e-6  # in |a - b| / (|b| + eps): zero reference outputs do not divide by zero
@@ -168,7 +168,7 @@ VALUES_BELOW = 8  # fewer values per sample are judged by error: the cosine of a
 
 
 def output_rule(values: np.ndarray, class_scores: bool) -> str:
-    """Which rule judges an output (results.OUTPUT_RULES), from what it is."""
+    """Which rule judges an output (figures.OUTPUT_RULES), from what it is."""
     if class_scores:
         return "class scores"
     if int(np.prod(values.shape[1:])) < VALUES_BELOW:

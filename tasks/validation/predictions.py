@@ -9,9 +9,10 @@ import numpy as np
 from tasks import targets
 from tasks.core import store
 from tasks.core.batching import VALIDATION_BATCH, match_outputs, run_batched
+from tasks.core.figures import ValidationResult
 from tasks.core.files import file_ref, local_path
 from tasks.core.records import CompiledArtifact, DatasetRef, ExportedModel, FileRef, Status
-from tasks.core.results import BaselineResult, ClassScore, Predictions, ValidationResult
+from tasks.core.results import BaselineResult, ClassScore, Predictions
 from tasks.core.store import artifact_dir, fetch
 from tasks.datasets import bind
 from tasks.datasets import prepare as datasets

@@ -1,10 +1,12 @@
 """The tree shows the pipeline, and stays that way: no import cycles, no Airflow in tasks/, imports inside
 functions only for heavy frameworks, target names only on the targets, and a registered model carries only
-the code serving needs."""
+the code serving needs; each module does one thing (none over 400 lines), and each validation figure is named
+where it is computed, in the table of figures and at most one more module."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tasks import targets
+from tasks.core.figures import FIGURES
 from tasks.core.settings import PROJECT_ROOT
 from tasks.serving.pyfunc import serving_code
 
@@ -167,3 +170,17 @@ def test_a_registered_model_carries_only_the_code_serving_needs(tmp_path):
     out = subprocess.run([sys.executable, "-c", loads], cwd=tmp_path / "code", capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"}, check=True)  # fmt: skip
     assert out.stdout.strip().startswith(str(tmp_path / "code"))
+
+
+def test_no_module_in_tasks_is_over_400_lines():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 400}
+    assert not long, f"split these along their jobs: {long}"
+
+
+@pytest.mark.parametrize("figure", [f.name for f in FIGURES])
+def test_each_validation_figure_is_named_in_at_most_three_modules(figure):
+    """Its computation, the table (tasks/core/figures.py) and at most one more: the gate, the record stage, the
+    registry's tags and the reports iterate FIGURES instead of naming it."""
+    files = [*MODULES.values(), *TASKS.rglob("*.j2"), *TASKS.rglob("*.js")]
+    naming = sorted(str(p.relative_to(TASKS)) for p in files if re.search(rf"\b{figure}\b", p.read_text()))
+    assert len(naming) <= 3, naming

@@ -13,8 +13,8 @@ the page's colour mode at drawing time (reports.js).
 
 from __future__ import annotations
 
+from tasks.core.figures import FIGURES, LABELLED, READ_AS_NUMBERS, UNLABELLED
 from tasks.core.params import PipelineParams
-from tasks.core.results import FIGURES, LABELLED, READ_AS_NUMBERS, UNLABELLED
 from tasks.report.records import ConfigRow, RunReport
 
 # Heavy, so imported inside the functions that need them (the API server imports the plugin): altair.
@@ -256,7 +256,7 @@ def _status(value: float, interval, gate: str, threshold: float) -> str:
 
 
 def _judges(rows: str, config: ConfigRow) -> bool:
-    """Whether the gate judges a figure with this row condition (results.FIGURES) on the config's primary output."""
+    """Whether the gate judges a figure with this row condition (figures.FIGURES) on the config's primary output."""
     primary = config.primary
     labelled = primary is not None and primary.labelled
     rule = (primary.rule if primary else "") or ("class scores" if primary and primary.class_scores else "tensor")

@@ -1,7 +1,7 @@
 """A config's gate findings as the run page shows them: each failed (or undecided) expectation as figure, output,
 observed value, threshold and the param the threshold comes from.
 
-Reports carry them as records (``gate_findings``, tasks.core.results.GateFinding); reports written before that carry
+Reports carry them as records (``gate_findings``, tasks.core.outcomes.GateFinding); reports written before that carry
 only the gate's sentences (``gate_reasons``), which are read back here so older runs show the same table. A reason
 that is not an expectation (a compile that failed, a benchmark that did not run) is kept as text.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from tasks.core.results import GateFinding
+from tasks.core.outcomes import GateFinding
 from tasks.report.records import ConfigRow
 
 # tasks.stages.compile_pipeline.gate: "[output 'x': ]expect_column_values_to_be_between top1_agreement >= 0.9

@@ -12,7 +12,8 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 
-from tasks.core.results import FIGURES, GateFinding, fmt
+from tasks.core.figures import FIGURES, fmt
+from tasks.core.outcomes import GateFinding
 from tasks.core.settings import Settings
 from tasks.registry.client import run_url
 from tasks.report import run_tables

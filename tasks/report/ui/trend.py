@@ -4,7 +4,7 @@ ringed."""
 
 from __future__ import annotations
 
-from tasks.core.results import FIGURES
+from tasks.core.figures import FIGURES
 from tasks.report.ui.charts import FRONT, WIDTH, alt_module, ink, spec_of, speed_tooltips
 from tasks.report.ui.collect import VersionEntry
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 from tasks.benchmark import host_lock
 from tasks.benchmark.harness import benchmark_baseline, harness_for, machine_context
 from tasks.core import store
+from tasks.core.figures import fmt
 from tasks.core.records import DatasetRef, ExportedModel, RunContext
-from tasks.core.results import BaselineResult, fmt
+from tasks.core.results import BaselineResult
 from tasks.stages.runner import points_said, progress, stage
 from tasks.validation.predictions import baseline_predictions, publish_outputs
 

@@ -15,20 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core import store
+from tasks.core.figures import FIGURE, FIGURES, Figure, ValidationResult
 from tasks.core.files import dir_ref, write_json
+from tasks.core.outcomes import ConfigOutcome, Gated, GateFinding
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, RunContext, Status
-from tasks.core.results import (
-    FIGURE,
-    FIGURES,
-    BenchmarkPoint,
-    BenchmarkResult,
-    ConfigOutcome,
-    Figure,
-    Gated,
-    GateFinding,
-    ValidationResult,
-)
+from tasks.core.results import BenchmarkPoint, BenchmarkResult
 from tasks.stages.runner import progress, stage
 
 # Heavy, so imported inside the functions that need them (DAG parsing and most tasks never do): great_expectations, pandas.
@@ -41,7 +33,7 @@ DOCS_DIR = "data_docs"
 
 @dataclass(frozen=True)
 class Check:
-    """One expectation: a figure (results.FIGURES) at least or at most the threshold this run's params give."""
+    """One expectation: a figure (figures.FIGURES) at least or at most the threshold this run's params give."""
 
     figure: Figure
     threshold: float

@@ -4,8 +4,10 @@ gate's Data Docs; a retried record replaces the runs of the attempt it retries."
 from __future__ import annotations
 
 from tasks.core import settings as settings_module
+from tasks.core.figures import FIGURES
+from tasks.core.outcomes import ConfigOutcome, Gated, Recorded
 from tasks.core.records import DatasetRef, ExportedModel, FileRef, Outcome, RunContext
-from tasks.core.results import FIGURES, BaselineResult, ConfigOutcome, Gated, Recorded
+from tasks.core.results import BaselineResult
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir, fetch
 from tasks.registry.client import PIPELINE_RUN_TAG, client, delete_pipeline_runs, experiment_id_of

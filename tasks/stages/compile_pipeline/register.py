@@ -11,8 +11,10 @@ import numpy as np
 
 from tasks import targets
 from tasks.core import settings as settings_module
+from tasks.core.figures import FIGURES, fmt
+from tasks.core.outcomes import ConfigOutcome, Recorded, Registration
 from tasks.core.records import DatasetRef, ExportedModel, RunContext
-from tasks.core.results import FIGURES, BenchmarkPoint, ConfigOutcome, Recorded, Registration, fmt
+from tasks.core.results import BenchmarkPoint
 from tasks.core.settings import Settings
 from tasks.core.store import artifact_dir
 from tasks.datasets.prepare import load as load_dataset

@@ -7,8 +7,9 @@ from tasks import targets
 from tasks.benchmark import host_lock
 from tasks.core import settings as settings_module
 from tasks.core import store
+from tasks.core.figures import ValidationResult, fmt, headline
 from tasks.core.records import CompiledArtifact, DatasetRef, RunContext, Status
-from tasks.core.results import BaselineResult, ValidationResult, fmt, headline
+from tasks.core.results import BaselineResult
 from tasks.stages.runner import progress, stage
 from tasks.validation.predictions import publish_outputs, validate_artifact
 

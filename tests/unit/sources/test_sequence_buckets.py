@@ -14,9 +14,10 @@ from tasks.benchmark.harness import benchmark_artifact
 from tasks.benchmark.windows import Harness
 from tasks.core.batching import at_sequence_length, example_inputs
 from tasks.core.files import local_path, to_uri, tree_sha256
+from tasks.core.outcomes import ConfigOutcome
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompiledArtifact, Status
-from tasks.core.results import BaselineResult, BenchmarkPoint, BenchmarkResult, ConfigOutcome
+from tasks.core.results import BaselineResult, BenchmarkPoint, BenchmarkResult
 from tasks.datasets import prepare as datasets
 from tasks.sources.export import export_model
 from tasks.stages.compile_pipeline.gate import select

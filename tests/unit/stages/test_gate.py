@@ -2,9 +2,10 @@
 
 import json
 
+from tasks.core.figures import OutputCheck, ValidationResult
 from tasks.core.params import PipelineParams
 from tasks.core.records import CompileConfig, CompiledArtifact
-from tasks.core.results import BenchmarkPoint, BenchmarkResult, OutputCheck, ValidationResult
+from tasks.core.results import BenchmarkPoint, BenchmarkResult
 from tasks.stages.compile_pipeline.gate import gate_all
 
 POINT = BenchmarkPoint(batch_size=4, throughput=100, latency_ms_p50=1, latency_ms_p90=1, latency_ms_p99=2, iterations=9)
@@ -210,7 +211,7 @@ def test_a_figure_whose_interval_reaches_past_its_threshold_is_undecided_with_wh
 def test_each_figure_is_declared_once_and_everything_that_shows_one_reads_the_table():
     """FIGURES is the one place a figure is named: the gate judges the gated ones with a threshold from a param (or a
     fixed rule), the record stage logs each metric once, and every other figure is a field of OutputCheck."""
-    from tasks.core.results import FIGURES
+    from tasks.core.figures import FIGURES
     from tasks.stages.compile_pipeline.gate import checks, gate_params, metrics_rows
 
     names = [f.name for f in FIGURES]

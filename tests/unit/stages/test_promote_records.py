@@ -6,8 +6,8 @@ from pydantic import ValidationError
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from tasks.core.faults import ServiceUnreachable
+from tasks.core.outcomes import Promotion
 from tasks.core.params import PromoteParams
-from tasks.core.results import Promotion
 from tasks.serving.records import Promoted, PromoteRequest, Served, ServingPointer, SmokeTested
 from tasks.stages.promote_model import for_host_class, request_name
 from tasks.stages.runner import PROGRESS_MARK, stage

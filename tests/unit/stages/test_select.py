@@ -1,7 +1,8 @@
 """Selection strategies over the gate-passing configs measured points."""
 
+from tasks.core.outcomes import ConfigOutcome
 from tasks.core.records import CompileConfig, CompiledArtifact
-from tasks.core.results import BenchmarkPoint, BenchmarkResult, ConfigOutcome
+from tasks.core.results import BenchmarkPoint, BenchmarkResult
 from tasks.stages.compile_pipeline.gate import select
 
 

@@ -115,8 +115,8 @@ def test_the_quantiser_measures_the_figures_the_gate_judges_as_shares_of_its_all
     """What NNCF's accuracy control keeps within half of the gate's allowance is what the gate judges: the lowest
     cosine and recall@5 for embeddings (a mean cosine hides the one sentence the gate fails), the top-1
     probability shift for class scores."""
+    from tasks.core.figures import quantiser_tolerance
     from tasks.core.params import PipelineParams
-    from tasks.core.results import quantiser_tolerance
     from tasks.validation.metrics import cosines, neighbour_recall, quantiser_quality
 
     allowance = quantiser_tolerance(PipelineParams())
