@@ -442,6 +442,14 @@ def _all_drawn(browser, theme: str = "") -> bool:
                                 for c in charts)  # fmt: skip
 
 
+def _scrolls_sideways(browser, table: str) -> int:
+    """How many pixels the table's frame would have to scroll sideways at this window's width (0: it fits)."""
+    return browser.execute_script(
+        "const t = document.getElementById(arguments[0]).closest('.table-wrap'); return t.scrollWidth - t.clientWidth",
+        table,
+    )
+
+
 def _full_page_screenshot(browser, name: str) -> None:
     # the window's height is the page's plus the browser's own frame around it
     height = browser.execute_script(
@@ -492,6 +500,7 @@ def test_compile_reports_pages_show_runs_a_run_and_a_models_history_in_a_real_br
         assert {report["run_id"], failing["run_id"]} <= set(rows)
         assert report["selected"] in rows[report["run_id"]].text and f"serving {number}" in rows[report["run_id"]].text
         assert failing["selected"] == "onnxruntime-fp32" and "1 fail" in rows[failing["run_id"]].text
+        assert _scrolls_sideways(browser, "runs") == 0  # every column in view at 1400 px, the run ids wrapped
         _full_page_screenshot(browser, "compile_reports_runs.png")
         browser.get(f"{airflow_ui}/compile-reports/?model=mobilenet-e2e&status=failed")  # filtered: neither
         wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "h1"))
@@ -549,6 +558,7 @@ def test_compile_reports_pages_show_runs_a_run_and_a_models_history_in_a_real_br
         assert "awaiting review" in second.find_element(By.CSS_SELECTOR, ".review").text
         assert f"v{report['mlflow']['version']} serves now" in browser.find_element(By.ID, "model").text
         assert len(css(By.CSS_SELECTOR, "#chart-trend g[class*='trendthroughput'] path")) == 2
+        assert _scrolls_sideways(browser, "versions") == 0
         _full_page_screenshot(browser, "compile_reports_history.png")
 
         # inside Airflow's UI: its navigation entry shows the pages in an iframe, in Airflow's colour mode
