@@ -227,5 +227,5 @@ def said(check: OutputCheck) -> str:
 def headline(check: OutputCheck) -> str:
     """An output's figures as its progress line and its review say them, e.g. ``lowest cosine 0.99990, ...``."""
     shown = [f for f in FIGURES if check.rule in f.headline and f.value(check) is not None]
-    said = ", ".join(f"{f.label} {f.text(f.value(check))}" for f in shown)
-    return said + (" (constant: the same output for every sample)" if check.constant else "")
+    figures = ", ".join(f"{f.label} {f.text(f.value(check))}" for f in shown)
+    return figures + (" (constant: the same output for every sample)" if check.constant else "")
